@@ -1,0 +1,184 @@
+//! The client: connect (with a timeout and the hello), then a [`Peer`] to the server.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::config::ClientConfig;
+use crate::connection::{self, Hooks, PeerId};
+use crate::hello;
+use crate::protocol::{BoxFuture, NoMessages, Protocol};
+use crate::transport::{TcpTransport, Transport};
+use crate::{CloseInfo, Code, Error, Peer};
+
+type CloseFn = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
+type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+struct ClientHooks {
+    on_close: Option<CloseFn>,
+    on_error: Option<ErrorFn>,
+}
+
+impl Hooks for ClientHooks {
+    fn connected(&self, _peer: &Peer) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn error(&self, _peer: &Peer, error: &Error) {
+        tracing::debug!(%error, "client connection error");
+        if let Some(on_error) = &self.on_error {
+            on_error(error);
+        }
+    }
+
+    fn closed(&self, _peer: &Peer, info: &CloseInfo) {
+        if let Some(on_close) = &self.on_close {
+            on_close(info);
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[must_use]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    protocol: Arc<dyn Protocol>,
+    hooks: ClientHooks,
+}
+
+impl ClientBuilder {
+    /// The protocol (message registry) that handles messages from the server. Default:
+    /// [`NoMessages`].
+    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
+        self.protocol = Arc::new(protocol);
+        self
+    }
+
+    /// The client's configuration. Default: [`ClientConfig::default`].
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Runs once when the connection has ended, with its code and reason.
+    pub fn on_close(mut self, handler: impl Fn(&CloseInfo) + Send + Sync + 'static) -> Self {
+        self.hooks.on_close = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs for every error on the connection (including error frames from the server).
+    pub fn on_error(mut self, handler: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.hooks.on_error = Some(Arc::new(handler));
+        self
+    }
+
+    /// Connects over TCP and completes the hello, within `connect_timeout`.
+    ///
+    /// A server that refuses (connection limit, version) yields [`Error::Closed`] with its code.
+    pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
+        let config = &self.config.connection;
+        let (nodelay, max_payload) = (config.nodelay, config.max_payload);
+        let open = async {
+            let stream = TcpStream::connect(addr).await?;
+            Ok::<_, Error>(TcpTransport::new(stream, nodelay, max_payload)?)
+        };
+        self.open(open).await
+    }
+
+    /// Completes the hello on a transport produced by `open`, then starts the connection.
+    async fn open<T: Transport>(
+        self,
+        open: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Client, Error> {
+        let handshake = async {
+            let transport = open.await?;
+            let info = transport.info();
+            let (mut reader, mut writer) = transport.split();
+            hello::connect(&mut reader, &mut writer).await?;
+            Ok::<_, Error>((info, reader, writer))
+        };
+        let (info, reader, writer) = tokio::time::timeout(self.config.connect_timeout, handshake)
+            .await
+            .map_err(|_| Error::Timeout("connecting"))??;
+        let id = PeerId(NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
+        let new = connection::new_peer(id, info, self.config.connection, None);
+        let peer = new.peer.clone();
+        tokio::spawn(connection::run(
+            new,
+            reader,
+            writer,
+            self.protocol,
+            Arc::new(self.hooks),
+        ));
+        Ok(Client { peer })
+    }
+}
+
+/// A connection to a server. Dereferences to its [`Peer`]: `send`, `close`, `info`, `session`.
+///
+/// Dropping the last `Client` handle closes the connection gracefully with `NORMAL` (1000);
+/// clones of its [`Peer`] do not keep it open.
+pub struct Client {
+    peer: Peer,
+}
+
+impl Client {
+    /// A builder with the default configuration.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            config: ClientConfig::default(),
+            protocol: Arc::new(NoMessages),
+            hooks: ClientHooks {
+                on_close: None,
+                on_error: None,
+            },
+        }
+    }
+
+    /// Connects to `addr` with the defaults and a protocol for the server's messages.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        protocol: impl Protocol,
+    ) -> Result<Client, Error> {
+        Client::builder().protocol(protocol).connect(addr).await
+    }
+
+    /// The connection to the server.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl Deref for Client {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("peer", &self.peer).finish()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if !self.peer.is_closed() {
+            let peer = self.peer.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    peer.close(Code::NORMAL, "client dropped").await;
+                });
+            } else {
+                peer.close_now(Code::NORMAL, "client dropped");
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Typed errors, and the std codes that travel on the wire in close and error frames.
+//!
+//! Each concern has its own error type ([`FrameError`](crate::frame::FrameError) for the wire,
+//! [`ProtocolError`] for message registries); [`Error`] gathers them for the public API. Every
+//! error maps to a [`Code`] so that the peer can be told what went wrong.
+
+use std::fmt;
+
+use crate::frame::FrameError;
+
+/// A std code: the reason a connection closed, or the cause of an error frame.
+///
+/// The numbering follows WebSocket close codes (RFC 6455 §7.4), so a truflux close travels
+/// unchanged in a WebSocket close frame: 1000–1015 keep their WebSocket meaning, 4000–4999
+/// (WebSocket's private-use range) are truflux's own. Codes a peer sends that this version does
+/// not name are kept as they are.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub u16);
+
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $value:literal,)*) => {
+        impl Code {
+            $($(#[doc = $doc])* pub const $name: Code = Code($value);)*
+
+            /// The code's name, or `"UNKNOWN"` for a code this version does not name.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $($value => stringify!($name),)*
+                    _ => "UNKNOWN",
+                }
+            }
+
+            /// Every code this version names, in numeric order.
+            pub const ALL: &'static [Code] = &[$(Code($value)),*];
+        }
+    };
+}
+
+codes! {
+    /// 1000: the connection finished its work; a deliberate close.
+    NORMAL = 1000,
+    /// 1001: the endpoint is going away (server shutting down).
+    GOING_AWAY = 1001,
+    /// 1002: the peer broke the wire protocol (malformed frame, unknown kind, bad hello, a frame
+    /// that is not allowed in the current state). Fatal.
+    PROTOCOL_ERROR = 1002,
+    /// 1003: data of a type the endpoint does not accept (a text WebSocket message). Fatal.
+    UNSUPPORTED_DATA = 1003,
+    /// 1006: never sent; reported locally when the connection ended without a close frame.
+    ABNORMAL = 1006,
+    /// 1008: the peer violated a policy of the endpoint. Fatal.
+    POLICY_VIOLATION = 1008,
+    /// 1009: a frame exceeded the maximum payload length. Fatal.
+    MESSAGE_TOO_BIG = 1009,
+    /// 1011: the endpoint met an internal error.
+    INTERNAL_ERROR = 1011,
+    /// 1013: the server is at its connection limit; try again later. Fatal.
+    TRY_AGAIN_LATER = 1013,
+    /// 4000: a message id that the receiving registry does not know. Non-fatal.
+    UNKNOWN_MESSAGE = 4000,
+    /// 4001: a payload that does not decode as its message's type. Non-fatal.
+    INVALID_PAYLOAD = 4001,
+    /// 4002: a message arrived before the messages it depends on. Non-fatal.
+    UNMET_DEPENDENCY = 4002,
+    /// 4003: a singleton message arrived a second time on the connection. Non-fatal.
+    REPEATED_SINGLETON = 4003,
+    /// 4004: a known message that the receiver has no handler for. Non-fatal.
+    UNIMPLEMENTED = 4004,
+    /// 4005: the peer did not complete the opening hello in time. Fatal.
+    HANDSHAKE_TIMEOUT = 4005,
+    /// 4006: the peer speaks a protocol version this endpoint does not. Fatal.
+    VERSION_MISMATCH = 4006,
+    /// 4007: the peer's outbound queue was full when a broadcast reached it (it reads too
+    /// slowly). Fatal.
+    SLOW_CONSUMER = 4007,
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.name())
+    }
+}
+
+/// Who ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Initiator {
+    /// This endpoint: a call to close, or an error it found.
+    Local,
+    /// The peer: its close frame, or its disappearance.
+    Remote,
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The std code.
+    pub code: Code,
+    /// The reason text.
+    pub reason: String,
+    /// Which side ended it.
+    pub initiator: Initiator,
+}
+
+impl fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let by = match self.initiator {
+            Initiator::Local => "locally",
+            Initiator::Remote => "by the peer",
+        };
+        write!(f, "closed {by} with {}: {}", self.code, self.reason)
+    }
+}
+
+/// A message that a registry refused, on either side of the wire.
+///
+/// Returned by a [`Dispatch`](crate::Dispatch) for an incoming message (the connection then
+/// reports it locally and, when [`ProtocolError::peer_fault`] is set, tells the peer with an error
+/// frame), and by registries' send functions for an outgoing one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtocolError {
+    /// The std code.
+    pub code: Code,
+    /// What went wrong, for humans; never the payload.
+    pub message: String,
+    /// The message id concerned, if any.
+    pub id: Option<u32>,
+    /// True when the peer caused it (it is then told with an error frame).
+    pub peer_fault: bool,
+}
+
+impl ProtocolError {
+    /// An error caused by what the peer sent about message `id`.
+    pub fn peer(code: Code, id: u32, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+            id: Some(id),
+            peer_fault: true,
+        }
+    }
+
+    /// An error of this endpoint (an unregistered name, a failing handler).
+    pub fn local(code: Code, id: Option<u32>, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+            id,
+            peer_fault: false,
+        }
+    }
+}
+
+/// Every error the public API returns or reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Malformed or oversized frame (received, or refused before sending).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A registry refused a message.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The peer reported an error with an error frame.
+    #[error("peer reported {code} for message {id}: {message}")]
+    Remote {
+        /// The peer's std code.
+        code: Code,
+        /// The peer's text.
+        message: String,
+        /// The message id the peer named (0 for none).
+        id: u32,
+    },
+    /// The opening hello failed (the peer's hello is missing, malformed or of another version).
+    #[error("hello failed: {0}")]
+    Handshake(String),
+    /// An operation did not finish in its configured time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The connection is closed; nothing more can be sent on it.
+    #[error("connection {0}")]
+    Closed(CloseInfo),
+    /// The peer's outbound queue is full (returned by non-waiting sends).
+    #[error("outbound queue full")]
+    QueueFull,
+    /// A configuration or argument was refused.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The std code that describes this error on the wire.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Frame(e) => e.code(),
+            Error::Io(_) => Code::ABNORMAL,
+            Error::Protocol(e) => e.code,
+            Error::Remote { code, .. } => *code,
+            Error::Handshake(_) => Code::PROTOCOL_ERROR,
+            Error::Timeout(_) => Code::HANDSHAKE_TIMEOUT,
+            Error::Closed(info) => info.code,
+            Error::QueueFull => Code::SLOW_CONSUMER,
+            Error::Config(_) => Code::INTERNAL_ERROR,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` for truflux frames.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::{Frame, FrameError, Kind, HEADER_LEN, MAX_ID, PROTECTED_BIT, TAG_LEN};
+
+/// Decodes and encodes truflux frames.
+///
+/// The decoder reads the 9-octet header, rejects an unknown kind, a set reserved id bit or a
+/// length above the maximum *before* it reserves any memory, then waits until the whole frame
+/// is buffered and splits the payload off without copying. It is a loop-free state machine:
+/// no recursion, no panics, whatever the input.
+#[derive(Clone, Debug)]
+pub struct FrameCodec {
+    max_payload: u32,
+}
+
+impl FrameCodec {
+    /// A codec that accepts payloads of at most `max_payload` octets.
+    pub fn new(max_payload: u32) -> FrameCodec {
+        FrameCodec { max_payload }
+    }
+
+    /// The configured payload limit.
+    pub fn max_payload(&self) -> u32 {
+        self.max_payload
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(super::DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(header) = src.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let kind_octet = header[0];
+        let id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+
+        let kind = Kind::from_u8(kind_octet & !PROTECTED_BIT)
+            .ok_or(FrameError::UnknownKind(kind_octet))?;
+        if id > MAX_ID {
+            return Err(FrameError::ReservedIdBit(id));
+        }
+        if len > self.max_payload {
+            return Err(FrameError::PayloadTooLarge {
+                len: u64::from(len),
+                max: self.max_payload,
+            });
+        }
+        let protected = kind_octet & PROTECTED_BIT != 0;
+        let header_len = if protected {
+            HEADER_LEN + TAG_LEN
+        } else {
+            HEADER_LEN
+        };
+        // Bounded by max_payload + 21, checked above.
+        let total = header_len + len as usize;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+
+        src.advance(HEADER_LEN);
+        let tag = if protected {
+            let mut tag = [0u8; TAG_LEN];
+            src.copy_to_slice(&mut tag);
+            Some(tag)
+        } else {
+            None
+        };
+        let payload = src.split_to(len as usize).freeze();
+        Ok(Some(Frame {
+            kind,
+            id,
+            tag,
+            payload,
+        }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        frame.check(self.max_payload)?;
+        dst.reserve(frame.wire_len());
+        frame.put_header(dst);
+        dst.put_slice(&frame.payload);
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The wire format: the fixed frame header, control payloads and the codec.
+//!
+//! This module owns the byte layout of a truflux frame and nothing else. It never touches IO
+//! (see [`crate::transport`]), never decides what a message id means (see [`crate::protocol`])
+//! and never verifies or produces authentication tags (the security layer does; the codec only
+//! carries the 12 tag octets of a protected frame).
+//!
+//! ```text
+//!  0        1                 5                 9                       21
+//!  +--------+-----------------+-----------------+------------------------+--------------
+//!  |P| kind |   id (u32 BE)   | length (u32 BE) | tag (12 octets, P = 1) | payload ...
+//!  +--------+-----------------+-----------------+------------------------+--------------
+//! ```
+//!
+//! The normative description, with whole-frame hex examples, is `docs/PROTOCOL.md`.
+
+mod codec;
+pub mod control;
+
+pub use codec::FrameCodec;
+
+use bytes::{BufMut, Bytes};
+
+/// Length of the plain header: kind, id, length.
+pub const HEADER_LEN: usize = 9;
+/// Length of the authentication tag carried by a protected frame.
+pub const TAG_LEN: usize = 12;
+/// Length of the header of a protected (secure-mode) frame: the plain header plus the tag.
+pub const SECURE_HEADER_LEN: usize = HEADER_LEN + TAG_LEN;
+/// The largest message id: ids are 31-bit, the top bit of the id field must be zero.
+pub const MAX_ID: u32 = 0x7FFF_FFFF;
+/// Default bound on the payload length of one frame: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+/// Bit of the kind octet that marks a protected frame (a tag follows the plain header).
+pub const PROTECTED_BIT: u8 = 0x80;
+
+/// What a frame is. The low seven bits of the first header octet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Opens a connection: magic, protocol version, extensions. See [`control::Hello`].
+    Hello = 0x01,
+    /// Ends a connection: a std code and a reason. See [`control::Close`].
+    Close = 0x02,
+    /// Reports a non-fatal error to the peer: a std code and a text; the id field names the
+    /// message that caused it (0 if none). See [`control::Close`] for the payload layout.
+    Error = 0x03,
+    /// Asks the peer to answer with a [`Kind::Pong`] carrying the same payload.
+    Ping = 0x04,
+    /// The answer to a [`Kind::Ping`].
+    Pong = 0x05,
+    /// An application message: the id field is the message id, the payload its body.
+    Message = 0x10,
+}
+
+impl Kind {
+    /// The kind for a kind octet with the protected bit cleared, if it is one we know.
+    pub const fn from_u8(octet: u8) -> Option<Kind> {
+        Some(match octet {
+            0x01 => Kind::Hello,
+            0x02 => Kind::Close,
+            0x03 => Kind::Error,
+            0x04 => Kind::Ping,
+            0x05 => Kind::Pong,
+            0x10 => Kind::Message,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is a control frame (anything but [`Kind::Message`]).
+    pub const fn is_control(self) -> bool {
+        !matches!(self, Kind::Message)
+    }
+}
+
+/// Malformed or oversized wire input, found by the codec before anything is allocated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length field exceeds the configured maximum payload length.
+    #[error("frame payload of {len} octets exceeds the limit of {max}")]
+    PayloadTooLarge {
+        /// The announced (or attempted) payload length.
+        len: u64,
+        /// The configured limit.
+        max: u32,
+    },
+    /// The kind octet names no known frame kind.
+    #[error("unknown frame kind 0x{0:02x}")]
+    UnknownKind(u8),
+    /// The top bit of the id field is set: ids are 31-bit.
+    #[error("message id 0x{0:08x} has the reserved top bit set")]
+    ReservedIdBit(u32),
+    /// A control frame's payload does not follow its documented layout.
+    #[error("malformed {kind:?} payload: {what}")]
+    MalformedControl {
+        /// The control frame's kind.
+        kind: Kind,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame ({buffered} octets buffered)")]
+    Truncated {
+        /// How many octets of the unfinished frame had arrived.
+        buffered: usize,
+    },
+    /// The underlying stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// The std code a connection closes with when it meets this error.
+    pub fn code(&self) -> crate::Code {
+        match self {
+            FrameError::PayloadTooLarge { .. } => crate::Code::MESSAGE_TOO_BIG,
+            FrameError::Io(_) => crate::Code::ABNORMAL,
+            _ => crate::Code::PROTOCOL_ERROR,
+        }
+    }
+}
+
+/// One truflux frame: a kind, an id, an optional authentication tag and a payload.
+///
+/// The payload is a [`Bytes`]: decoding splits it off the read buffer without copying, and a
+/// broadcast shares one payload between every recipient by reference count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// What the frame is.
+    pub kind: Kind,
+    /// The message id for [`Kind::Message`]; for control frames as documented per kind.
+    /// At most [`MAX_ID`].
+    pub id: u32,
+    /// The authentication tag: present exactly when the frame is protected (21-octet header).
+    pub tag: Option<[u8; TAG_LEN]>,
+    /// The payload, at most the configured maximum length.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A plain application message.
+    pub fn message(id: u32, payload: Bytes) -> Frame {
+        Frame {
+            kind: Kind::Message,
+            id,
+            tag: None,
+            payload,
+        }
+    }
+
+    /// A plain control frame of `kind` with id 0.
+    pub fn control(kind: Kind, payload: Bytes) -> Frame {
+        Frame {
+            kind,
+            id: 0,
+            tag: None,
+            payload,
+        }
+    }
+
+    /// The header length of this frame on the wire: 9, or 21 when protected.
+    pub fn header_len(&self) -> usize {
+        if self.tag.is_some() {
+            SECURE_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// The whole length of this frame on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.header_len() + self.payload.len()
+    }
+
+    /// Checks the frame against the wire's rules before it is sent: id within 31 bits,
+    /// payload within `max_payload`.
+    pub fn check(&self, max_payload: u32) -> Result<(), FrameError> {
+        if self.id > MAX_ID {
+            return Err(FrameError::ReservedIdBit(self.id));
+        }
+        if self.payload.len() as u64 > u64::from(max_payload) {
+            return Err(FrameError::PayloadTooLarge {
+                len: self.payload.len() as u64,
+                max: max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends the header (9 or 21 octets) to `dst`. The payload is not written: writers that
+    /// send payloads by reference (vectored IO) use this; [`FrameCodec`] writes both.
+    pub fn put_header(&self, dst: &mut impl BufMut) {
+        let protected = if self.tag.is_some() { PROTECTED_BIT } else { 0 };
+        dst.put_u8(protected | self.kind as u8);
+        dst.put_u32(self.id);
+        // `check` bounds the payload by a u32 maximum; a larger payload never reaches here
+        // through the crate's writers.
+        dst.put_u32(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
+        if let Some(tag) = &self.tag {
+            dst.put_slice(tag);
+        }
+    }
+}

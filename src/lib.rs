@@ -1,0 +1,52 @@
+//! truflux: real-time typed messaging over raw TCP and WebSocket at once.
+//!
+//! A [`Server`] accepts peers and hands their messages to a [`Protocol`] (a message registry
+//! such as `truflux-msg`); a [`Client`] connects to one. Both sides see the other as a
+//! [`Peer`]: send to it, close it, keep typed session data on it. Every frame carries a fixed
+//! 9-octet header ([`frame`]); `docs/PROTOCOL.md` is the normative wire specification.
+//!
+//! ```no_run
+//! use truflux::{protocol, Client, Server};
+//!
+//! # async fn run() -> Result<(), truflux::Error> {
+//! // An echo server: every message goes back to its sender.
+//! let server = Server::builder()
+//!     .tcp("127.0.0.1:7000")
+//!     .protocol(protocol::from_fn(|peer, message| async move {
+//!         let _ = peer.send(message).await;
+//!     }))
+//!     .start()
+//!     .await?;
+//!
+//! let client = Client::connect(server.local_addrs()[0], protocol::from_fn(|_peer, message| async move {
+//!     println!("echoed: {} octets", message.payload.len());
+//! }))
+//! .await?;
+//! client.send_raw(1, &b"hello"[..]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Data flows one way: frame ([`frame`]) → transport ([`transport`]) → connection → protocol
+//! ([`protocol`]) → handler.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod connection;
+mod error;
+pub mod frame;
+mod hello;
+pub mod protocol;
+mod server;
+mod session;
+pub mod transport;
+
+pub use client::{Client, ClientBuilder};
+pub use config::{ClientConfig, ConnectionConfig, ServerConfig, SlowPeerPolicy};
+pub use connection::{Peer, PeerId};
+pub use error::{CloseInfo, Code, Error, Initiator, ProtocolError};
+pub use protocol::{Dispatch, Message, Protocol};
+pub use server::{BroadcastReport, Server, ServerBuilder};
+pub use session::Session;

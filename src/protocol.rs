@@ -1,0 +1,135 @@
+//! The plug-in point for message registries.
+//!
+//! The connection hands every incoming application message to a [`Dispatch`] that the
+//! [`Protocol`] opened for it. A registry (`truflux-msg`, `truflux-state-msg`, or a closure via
+//! [`from_fn`]) decides what the id means, checks and decodes the payload and runs the handler.
+//! This module must not know any registry's rules, nor touch frames or sockets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Code, Peer, ProtocolError};
+
+/// A boxed, sendable future: what a [`Dispatch`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An application message as it travels: a 31-bit id and the encoded payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message id.
+    pub id: u32,
+    /// The encoded payload, shared without copying.
+    pub payload: Bytes,
+}
+
+/// A message registry: opens one [`Dispatch`] per connection.
+pub trait Protocol: Send + Sync + 'static {
+    /// Called once for each new connection, before any of its messages arrive. Per-connection
+    /// state (which messages were seen, say) lives in the returned value.
+    fn open(&self, peer: &Peer) -> Box<dyn Dispatch>;
+}
+
+/// One connection's message dispatcher.
+///
+/// The connection calls [`Dispatch::dispatch`] for each incoming message in arrival order and
+/// awaits it before reading the next frame, so handlers see messages in order and a slow handler
+/// slows only its own peer.
+pub trait Dispatch: Send + 'static {
+    /// Validates, decodes and handles one message.
+    ///
+    /// An error is reported to the local error handler; if [`ProtocolError::peer_fault`] is set
+    /// the peer also receives an error frame with the code. The connection stays open either way.
+    fn dispatch<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>>;
+}
+
+impl<P: Protocol> Protocol for Arc<P> {
+    fn open(&self, peer: &Peer) -> Box<dyn Dispatch> {
+        (**self).open(peer)
+    }
+}
+
+/// A protocol that hands every message, undecoded, to `handler`.
+///
+/// ```
+/// let echo = truflux::protocol::from_fn(|peer, message| async move {
+///     let _ = peer.send(message).await;
+/// });
+/// # let _ = echo;
+/// ```
+pub fn from_fn<F, Fut>(handler: F) -> FnProtocol<F>
+where
+    F: Fn(Peer, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    FnProtocol {
+        handler: Arc::new(handler),
+    }
+}
+
+/// The protocol made by [`from_fn`].
+pub struct FnProtocol<F> {
+    handler: Arc<F>,
+}
+
+impl<F, Fut> Protocol for FnProtocol<F>
+where
+    F: Fn(Peer, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn open(&self, _peer: &Peer) -> Box<dyn Dispatch> {
+        Box::new(FnProtocol {
+            handler: self.handler.clone(),
+        })
+    }
+}
+
+impl<F, Fut> Dispatch for FnProtocol<F>
+where
+    F: Fn(Peer, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn dispatch<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        let fut = (self.handler)(peer.clone(), message);
+        Box::pin(async move {
+            fut.await;
+            Ok(())
+        })
+    }
+}
+
+/// A protocol that accepts no message: each one is answered with [`Code::UNIMPLEMENTED`].
+/// The default for endpoints that only send.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoMessages;
+
+impl Protocol for NoMessages {
+    fn open(&self, _peer: &Peer) -> Box<dyn Dispatch> {
+        Box::new(NoMessages)
+    }
+}
+
+impl Dispatch for NoMessages {
+    fn dispatch<'a>(
+        &'a mut self,
+        _peer: &'a Peer,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        let error = ProtocolError::peer(
+            Code::UNIMPLEMENTED,
+            message.id,
+            "this endpoint accepts no messages",
+        );
+        Box::pin(std::future::ready(Err(error)))
+    }
+}

@@ -1,0 +1,72 @@
+//! Message-oriented transports: whole [`Frame`]s in, whole frames out.
+//!
+//! This module owns moving frames over a byte stream or a message stream. It must not interpret
+//! frames (the connection does) nor hold any protocol or security state. A transport is split
+//! into a [`FrameRead`] and a [`FrameWrite`] half, which the connection drives; server and
+//! client logic only ever see these traits, so a new transport plugs in without touching them.
+
+mod tcp;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+pub use tcp::{TcpReader, TcpTransport, TcpWriter};
+
+use crate::frame::{Frame, FrameError};
+
+/// Which transport carries a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Raw TCP: frames back to back on the byte stream.
+    Tcp,
+    /// WebSocket: one frame per binary WebSocket message.
+    WebSocket,
+}
+
+/// Addresses and transport of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// This endpoint's address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The transport.
+    pub transport: TransportKind,
+}
+
+/// A connected transport, before it is split for reading and writing.
+pub trait Transport: Send + 'static {
+    /// The read half.
+    type Reader: FrameRead;
+    /// The write half.
+    type Writer: FrameWrite;
+
+    /// Addresses and transport kind.
+    fn info(&self) -> PeerInfo;
+
+    /// Splits into independently usable halves.
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// The read half of a transport.
+pub trait FrameRead: Send + 'static {
+    /// The next frame; `Ok(None)` when the stream ended cleanly at a frame boundary.
+    ///
+    /// Cancel safe: dropping the future loses no frame.
+    fn read_frame(&mut self) -> impl Future<Output = Result<Option<Frame>, FrameError>> + Send;
+}
+
+/// The write half of a transport.
+pub trait FrameWrite: Send + 'static {
+    /// Writes every frame of `batch`, in order, and flushes. Implementations write the batch in
+    /// as few system calls as they can.
+    ///
+    /// Not cancel safe: if the future is dropped part of the batch may have been written, and
+    /// the stream is no longer at a frame boundary.
+    fn write_batch(&mut self, batch: &[Frame]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Ends the write direction (TCP FIN; WebSocket close after a close frame was written).
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}

@@ -1,0 +1,142 @@
+//! The raw TCP transport: frames back to back on a `TcpStream`.
+
+use std::io::{self, IoSlice};
+use std::ops::Range;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::{FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
+use crate::frame::{Frame, FrameCodec, FrameError};
+
+/// Payloads up to this size are copied next to their header so that a batch of small frames
+/// goes out as one buffer; larger payloads are written by reference (vectored IO), never copied.
+const COALESCE_LIMIT: usize = 4096;
+/// Initial read buffer capacity; the codec grows it to fit one whole frame when it needs to.
+const READ_BUFFER: usize = 4096;
+/// At most this many buffers are passed to one `writev` (Linux allows 1024).
+const MAX_IOVECS: usize = 256;
+
+/// A TCP connection carrying truflux frames.
+#[derive(Debug)]
+pub struct TcpTransport {
+    stream: TcpStream,
+    info: PeerInfo,
+    max_payload: u32,
+}
+
+impl TcpTransport {
+    /// Wraps a connected stream; `nodelay` sets `TCP_NODELAY`, `max_payload` bounds incoming
+    /// frames.
+    pub fn new(stream: TcpStream, nodelay: bool, max_payload: u32) -> io::Result<TcpTransport> {
+        stream.set_nodelay(nodelay)?;
+        let info = PeerInfo {
+            local: stream.local_addr()?,
+            remote: stream.peer_addr()?,
+            transport: TransportKind::Tcp,
+        };
+        Ok(TcpTransport {
+            stream,
+            info,
+            max_payload,
+        })
+    }
+}
+
+impl Transport for TcpTransport {
+    type Reader = TcpReader;
+    type Writer = TcpWriter;
+
+    fn info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+
+    fn split(self) -> (TcpReader, TcpWriter) {
+        let (read, write) = self.stream.into_split();
+        let framed =
+            FramedRead::with_capacity(read, FrameCodec::new(self.max_payload), READ_BUFFER);
+        (
+            TcpReader { framed },
+            TcpWriter {
+                stream: write,
+                buf: BytesMut::new(),
+            },
+        )
+    }
+}
+
+/// The read half of a [`TcpTransport`].
+#[derive(Debug)]
+pub struct TcpReader {
+    framed: FramedRead<OwnedReadHalf, FrameCodec>,
+}
+
+impl FrameRead for TcpReader {
+    async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.framed.next().await.transpose()
+    }
+}
+
+/// The write half of a [`TcpTransport`]: batches frames into vectored writes.
+#[derive(Debug)]
+pub struct TcpWriter {
+    stream: OwnedWriteHalf,
+    /// Headers and small payloads of the batch being written.
+    buf: BytesMut,
+}
+
+/// One piece of a batch: a range of the coalescing buffer, or a large payload by reference.
+enum Piece {
+    Buf(Range<usize>),
+    Payload(usize),
+}
+
+impl FrameWrite for TcpWriter {
+    async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
+        self.buf.clear();
+        let mut pieces = Vec::with_capacity(4);
+        let mut start = 0;
+        for (index, frame) in batch.iter().enumerate() {
+            frame.put_header(&mut self.buf);
+            if frame.payload.len() <= COALESCE_LIMIT {
+                self.buf.extend_from_slice(&frame.payload);
+            } else {
+                pieces.push(Piece::Buf(start..self.buf.len()));
+                pieces.push(Piece::Payload(index));
+                start = self.buf.len();
+            }
+        }
+        pieces.push(Piece::Buf(start..self.buf.len()));
+
+        let mut slices: Vec<IoSlice<'_>> = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Buf(range) => IoSlice::new(&self.buf[range.clone()]),
+                Piece::Payload(index) => IoSlice::new(&batch[*index].payload),
+            })
+            .filter(|slice| !slice.is_empty())
+            .collect();
+        let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+        while !remaining.is_empty() {
+            let window = remaining.len().min(MAX_IOVECS);
+            let written = self.stream.write_vectored(&remaining[..window]).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut remaining, written);
+        }
+        // Keep a small buffer between batches: an idle peer should not pin a large one.
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+}
