@@ -50,3 +50,8 @@ pub use error::{CloseInfo, Code, Error, Initiator, ProtocolError};
 pub use protocol::{Dispatch, Message, Protocol};
 pub use server::{BroadcastReport, Server, ServerBuilder};
 pub use session::Session;
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

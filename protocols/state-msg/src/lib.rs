@@ -58,6 +58,7 @@ pub struct StateRegistryBuilder {
 
 impl StateRegistryBuilder {
     /// Adds a message without a handler (see [`RegistryBuilder::message`]).
+    #[allow(clippy::should_implement_trait)] // A builder verb, not arithmetic.
     pub fn add<T, C: Codec<T>>(mut self, msg: Msg<T, C>) -> Self {
         self.registry = self.registry.message(msg);
         self

@@ -1,0 +1,45 @@
+//! The basic echo server: every message goes straight back to its sender, unparsed.
+//!
+//! ```sh
+//! cargo run --example echo                 # server on 127.0.0.1:7000, plus a demo client
+//! cargo run --example echo -- --serve      # server only
+//! ```
+
+use bytes::Bytes;
+use truflux::{protocol, Client, Code, Server};
+
+#[tokio::main]
+async fn main() -> Result<(), truflux::Error> {
+    let server = Server::builder()
+        .tcp("127.0.0.1:7000")
+        .protocol(protocol::from_fn(|peer, message| async move {
+            // Back to the sender; the payload is shared, not copied.
+            let _ = peer.send(message).await;
+        }))
+        .start()
+        .await?;
+    println!("echo server on {}", server.local_addrs()[0]);
+    if std::env::args().any(|arg| arg == "--serve") {
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = Client::connect(
+        server.local_addrs()[0],
+        protocol::from_fn(move |_peer, message| {
+            let _ = tx.send(message);
+            std::future::ready(())
+        }),
+    )
+    .await?;
+    for text in ["hello", "truflux", "echo"] {
+        client.send_raw(1, Bytes::from(text)).await?;
+        if let Some(echo) = rx.recv().await {
+            println!("echoed: {}", String::from_utf8_lossy(&echo.payload));
+        }
+    }
+    client.close(Code::NORMAL, "done").await;
+    server.close(Code::GOING_AWAY, "demo over").await;
+    Ok(())
+}

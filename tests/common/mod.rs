@@ -1,0 +1,255 @@
+//! Helpers shared by the integration tests: raw peers written by hand, event collectors and a
+//! panic detector (a panic inside a spawned connection task would not fail a test by itself).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use truflux::frame::control::{Close, Hello};
+use truflux::frame::{Frame, FrameCodec, Kind};
+use truflux::{CloseInfo, Error, Peer};
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static HOOK: Once = Once::new();
+
+/// Counts every panic in the process from now on (tests run on several threads: counting is
+/// global, so a test asserts "no new panic" by comparing counts).
+pub fn watch_panics() -> usize {
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Asserts that no panic happened anywhere since `watch_panics` returned `before`.
+pub fn assert_no_panics(before: usize) {
+    assert_eq!(PANICS.load(Ordering::SeqCst), before, "a task panicked");
+}
+
+/// Upper bound for any wait in a test: a hung test fails instead of hanging CI.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// What a server reported, in order.
+#[derive(Debug)]
+pub enum Event {
+    Connected(Peer),
+    Disconnected(Peer, CloseInfo),
+    Error(Option<Peer>, String, truflux::Code),
+}
+
+/// Collects server or client events into a channel.
+#[derive(Clone)]
+pub struct Events {
+    tx: mpsc::UnboundedSender<Event>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Events {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+}
+
+impl Events {
+    pub fn connected(&self) -> impl Fn(Peer) -> std::future::Ready<()> + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move |peer| {
+            let _ = tx.send(Event::Connected(peer));
+            std::future::ready(())
+        }
+    }
+
+    pub fn disconnected(&self) -> impl Fn(&Peer, &CloseInfo) + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move |peer, info| {
+            let _ = tx.send(Event::Disconnected(peer.clone(), info.clone()));
+        }
+    }
+
+    pub fn error(&self) -> impl Fn(Option<&Peer>, &Error) + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move |peer, error| {
+            let _ = tx.send(Event::Error(peer.cloned(), error.to_string(), error.code()));
+        }
+    }
+
+    pub async fn next(&self) -> Event {
+        within("an event", async {
+            self.rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .expect("event channel open")
+        })
+        .await
+    }
+
+    /// Skips events until one matches.
+    pub async fn until<T>(&self, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.next().await) {
+                return found;
+            }
+        }
+    }
+
+    pub async fn disconnect(&self) -> (Peer, CloseInfo) {
+        self.until(|event| match event {
+            Event::Disconnected(peer, info) => Some((peer, info)),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn error_event(&self) -> (String, truflux::Code) {
+        self.until(|event| match event {
+            Event::Error(_, text, code) => Some((text, code)),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// A hand-written peer speaking raw bytes.
+pub struct RawPeer {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+    codec: FrameCodec,
+}
+
+impl RawPeer {
+    pub async fn connect(addr: SocketAddr) -> RawPeer {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        RawPeer::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawPeer {
+        stream.set_nodelay(true).expect("nodelay");
+        RawPeer {
+            stream,
+            buf: bytes::BytesMut::new(),
+            codec: FrameCodec::new(u32::MAX),
+        }
+    }
+
+    /// Connects and completes the hello exchange.
+    pub async fn open(addr: SocketAddr) -> RawPeer {
+        let mut peer = RawPeer::connect(addr).await;
+        peer.write_frame(&Hello::current().to_frame()).await;
+        let hello = peer.read_frame().await.expect("server hello");
+        assert_eq!(hello.kind, Kind::Hello);
+        peer
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn write_frame(&mut self, frame: &Frame) {
+        let mut out = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::encode(&mut self.codec, frame, &mut out).expect("encode");
+        self.write(&out).await;
+    }
+
+    /// The next frame, or `None` at end of stream.
+    pub async fn read_frame(&mut self) -> Option<Frame> {
+        within("a frame", async {
+            loop {
+                if let Some(frame) =
+                    tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf)
+                        .expect("valid frame")
+                {
+                    return Some(frame);
+                }
+                let read = self.stream.read_buf(&mut self.buf).await.unwrap_or(0);
+                if read == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads until a close frame and returns it; then expects end of stream.
+    pub async fn expect_close(&mut self) -> Close {
+        loop {
+            match self.read_frame().await {
+                Some(frame) if frame.kind == Kind::Close => {
+                    let close = Close::parse(Kind::Close, &frame.payload).expect("close payload");
+                    assert!(
+                        self.read_frame().await.is_none(),
+                        "stream ends after the close frame"
+                    );
+                    return close;
+                }
+                Some(_) => continue,
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A message frame's header bytes, written by hand.
+pub fn header(kind: u8, id: u32, len: u32) -> Vec<u8> {
+    let mut bytes = vec![kind];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes
+}
+
+pub fn shared<T>(value: T) -> Arc<Mutex<T>> {
+    Arc::new(Mutex::new(value))
+}
+
+/// Reads frames from a borrowed read half.
+pub struct FrameStream<'a> {
+    read: &'a mut tokio::net::tcp::OwnedReadHalf,
+    buf: bytes::BytesMut,
+    codec: FrameCodec,
+}
+
+impl RawPeer {
+    pub fn from_stream_read(read: &mut tokio::net::tcp::OwnedReadHalf) -> FrameStream<'_> {
+        FrameStream {
+            read,
+            buf: bytes::BytesMut::new(),
+            codec: FrameCodec::new(u32::MAX),
+        }
+    }
+}
+
+impl FrameStream<'_> {
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf)
+                .expect("valid frame")
+            {
+                return Some(frame);
+            }
+            if self.read.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+}
