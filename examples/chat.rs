@@ -19,10 +19,7 @@ async fn main() -> Result<(), truflux::Error> {
     println!("connect a terminal client:  cargo run --example messenger -- client {bound}");
     println!("stop with Ctrl-C");
     tokio::signal::ctrl_c().await?;
-    println!(
-        "shutting down: {} peer(s) connected",
-        server.num_connections()
-    );
+    println!("shutting down: {} peer(s) connected", server.num_connections());
     server
         .close(truflux::Code::GOING_AWAY, "server shutting down")
         .await;

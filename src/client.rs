@@ -90,11 +90,53 @@ impl ClientBuilder {
         self.open(open).await
     }
 
+    /// Connects over WebSocket to a `ws://host:port/path` URL (offering the `truflux`
+    /// subprotocol) and completes the hello, within `connect_timeout`. `wss://` is not
+    /// supported yet.
+    pub async fn connect_ws(self, url: &str) -> Result<Client, Error> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(Error::Config(format!(
+                "unsupported URL scheme in {url:?}: only ws:// is supported"
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("no host in {url:?}")))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let config = &self.config.connection;
+        let (nodelay, max_payload) = (config.nodelay, config.max_payload);
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static(crate::ws::SUBPROTOCOL),
+        );
+        let open = async move {
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(nodelay)?;
+            let info = crate::transport::PeerInfo {
+                local: stream.local_addr()?,
+                remote: stream.peer_addr()?,
+                transport: crate::transport::TransportKind::WebSocket,
+            };
+            let (stream, _response) = tokio_tungstenite::client_async_with_config(
+                request,
+                stream,
+                Some(crate::ws::config(max_payload)),
+            )
+            .await
+            .map_err(|e| Error::Handshake(format!("WebSocket upgrade failed: {e}")))?;
+            Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
+        };
+        self.open(open).await
+    }
+
     /// Completes the hello on a transport produced by `open`, then starts the connection.
-    async fn open<T: Transport>(
-        self,
-        open: impl Future<Output = Result<T, Error>>,
-    ) -> Result<Client, Error> {
+    async fn open<T: Transport>(self, open: impl Future<Output = Result<T, Error>>) -> Result<Client, Error> {
         let handshake = async {
             let transport = open.await?;
             let info = transport.info();
@@ -141,10 +183,7 @@ impl Client {
     }
 
     /// Connects to `addr` with the defaults and a protocol for the server's messages.
-    pub async fn connect(
-        addr: impl ToSocketAddrs,
-        protocol: impl Protocol,
-    ) -> Result<Client, Error> {
+    pub async fn connect(addr: impl ToSocketAddrs, protocol: impl Protocol) -> Result<Client, Error> {
         Client::builder().protocol(protocol).connect(addr).await
     }
 

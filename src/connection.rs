@@ -135,8 +135,7 @@ impl Peer {
     /// `Ok` means queued, not delivered. Fails with [`Error::Frame`] if the id or the payload
     /// size breaks the wire's limits, and with [`Error::Closed`] once the connection is closing.
     pub async fn send(&self, message: Message) -> Result<(), Error> {
-        self.send_frame(Frame::message(message.id, message.payload))
-            .await
+        self.send_frame(Frame::message(message.id, message.payload)).await
     }
 
     /// Queues an application message with `id` and `payload`; see [`Peer::send`].
@@ -205,11 +204,7 @@ impl Peer {
     }
 
     fn end_info(&self) -> Option<CloseInfo> {
-        self.shared
-            .end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Closes gracefully: frames queued before this call are written, then a close frame with
@@ -245,10 +240,7 @@ impl Peer {
     /// Waits until the connection has ended and returns how.
     pub async fn closed(&self) -> CloseInfo {
         let mut finished = self.shared.finished.subscribe();
-        let result = finished
-            .wait_for(Option::is_some)
-            .await
-            .map(|info| info.clone());
+        let result = finished.wait_for(Option::is_some).await.map(|info| info.clone());
         match result {
             Ok(Some(info)) => info,
             // The sender lives in `Shared`, which `self` keeps alive: unreachable in practice.
@@ -357,12 +349,7 @@ fn fail(peer: &Peer, hooks: &dyn Hooks, error: Error) {
     peer.shared.stop.cancel();
 }
 
-async fn read_loop<R: FrameRead>(
-    peer: &Peer,
-    mut reader: R,
-    protocol: &dyn Protocol,
-    hooks: &dyn Hooks,
-) {
+async fn read_loop<R: FrameRead>(peer: &Peer, mut reader: R, protocol: &dyn Protocol, hooks: &dyn Hooks) {
     let mut dispatch = protocol.open(peer);
     let stop = &peer.shared.stop;
     loop {
@@ -407,8 +394,8 @@ async fn read_loop<R: FrameRead>(
                 };
                 if let Err(error) = result {
                     if error.peer_fault {
-                        let report = Close::new(error.code, error.message.clone())
-                            .to_frame(Kind::Error, frame.id);
+                        let report =
+                            Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
                         // Waiting here applies backpressure to a peer that provokes many errors.
                         let _ = tokio::select! {
                             biased;

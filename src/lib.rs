@@ -38,10 +38,12 @@ mod connection;
 mod error;
 pub mod frame;
 mod hello;
+pub mod http;
 pub mod protocol;
 mod server;
 mod session;
 pub mod transport;
+pub mod ws;
 
 pub use client::{Client, ClientBuilder};
 pub use config::{ClientConfig, ConnectionConfig, ServerConfig, SlowPeerPolicy};

@@ -38,6 +38,7 @@ pub(crate) struct Hub {
     /// Cancelled when the server stops accepting.
     shutdown: CancellationToken,
     local_addrs: RwLock<Vec<SocketAddr>>,
+    ws_urls: RwLock<Vec<String>>,
 }
 
 impl Hub {
@@ -75,9 +76,7 @@ impl Hub {
             )
             .await;
         }
-        if let Err(error) =
-            hello::accept(&mut reader, &mut writer, self.config.handshake_timeout).await
-        {
+        if let Err(error) = hello::accept(&mut reader, &mut writer, self.config.handshake_timeout).await {
             return self.report(None, &error);
         }
         let id = PeerId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -111,6 +110,45 @@ impl Hub {
                 }
                 Err(error) => {
                     // Out of file descriptors and similar: pause rather than spin.
+                    warn!(%error, "accept failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve_ws(
+        self: Arc<Self>,
+        listener: TcpListener,
+        bind: crate::http::HttpBind<crate::http::NotFound>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(self.config.connection.nodelay);
+                    let (bind, timeout, shutdown) =
+                        (bind.clone(), self.config.handshake_timeout, self.shutdown.clone());
+                    tokio::spawn(async move {
+                        // An upgraded connection lives on as a peer after this future ends;
+                        // plain HTTP connections end with the server.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            served = crate::http::serve_connection(stream, bind, timeout) => {
+                                if let Err(error) = served {
+                                    debug!(%error, "http connection");
+                                }
+                            }
+                        }
+                    });
+                }
+                Err(error) => {
                     warn!(%error, "accept failed");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
@@ -159,6 +197,7 @@ pub struct ServerBuilder {
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
     tcp: Vec<String>,
+    ws: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -181,6 +220,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens for WebSocket peers on `addr`, upgrading HTTP/1.1 requests to `path` (for
+    /// example `.ws("127.0.0.1:7001", "/truflux")`); every other request gets `404`, a
+    /// non-upgrade request to `path` gets `426`. May be given several times. To serve truflux
+    /// inside an existing HTTP server instead, see [`crate::http`].
+    pub fn ws(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.ws.push((addr.into(), path.into()));
+        self
+    }
+
     /// Runs for each new peer, after its hello and before its first message is read: frames it
     /// sends arrive before any reply to the peer's messages.
     pub fn on_connect<F, Fut>(mut self, handler: F) -> Self
@@ -193,31 +241,21 @@ impl ServerBuilder {
     }
 
     /// Runs once for each peer that was connected, when its connection has ended.
-    pub fn on_disconnect(
-        mut self,
-        handler: impl Fn(&Peer, &CloseInfo) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_disconnect(mut self, handler: impl Fn(&Peer, &CloseInfo) + Send + Sync + 'static) -> Self {
         self.on_disconnect = Some(Arc::new(handler));
         self
     }
 
     /// Runs for every error: with the peer for errors on a connection, with `None` for
     /// connections refused before their hello completed.
-    pub fn on_error(
-        mut self,
-        handler: impl Fn(Option<&Peer>, &Error) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_error(mut self, handler: impl Fn(Option<&Peer>, &Error) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(handler));
         self
     }
 
-    /// Binds every listener and starts accepting.
+    /// Binds every listener and starts accepting. A server without listeners is fine: it gets
+    /// its peers through [`crate::http`] bindings.
     pub async fn start(self) -> Result<Server, Error> {
-        if self.tcp.is_empty() {
-            return Err(Error::Config(
-                "no listener: call .tcp(addr) at least once".into(),
-            ));
-        }
         let hub = Arc::new(Hub {
             config: self.config,
             protocol: self.protocol,
@@ -228,19 +266,32 @@ impl ServerBuilder {
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             local_addrs: RwLock::new(Vec::new()),
+            ws_urls: RwLock::new(Vec::new()),
         });
-        let mut listeners = Vec::new();
+        let server = Server { hub: hub.clone() };
+        // Bind everything first: a failure leaves nothing running.
+        let mut tcp = Vec::new();
         for addr in &self.tcp {
-            listeners.push(bind(addr).await?);
+            tcp.push(bind(addr).await?);
         }
-        for listener in listeners {
+        let mut ws = Vec::new();
+        for (addr, path) in &self.ws {
+            let binding = crate::http::HttpBind::new(crate::http::NotFound).mount(path.clone(), &server)?;
+            ws.push((bind(addr).await?, path, binding));
+        }
+        for listener in tcp {
             hub.local_addrs
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(listener.local_addr()?);
             tokio::spawn(hub.clone().serve_tcp(listener));
         }
-        Ok(Server { hub })
+        for (listener, path, binding) in ws {
+            let url = format!("ws://{}{}", listener.local_addr()?, path);
+            hub.ws_urls.write().unwrap_or_else(|p| p.into_inner()).push(url);
+            tokio::spawn(hub.clone().serve_ws(listener, binding));
+        }
+        Ok(server)
     }
 }
 
@@ -282,6 +333,7 @@ impl Server {
             on_disconnect: None,
             on_error: None,
             tcp: Vec::new(),
+            ws: Vec::new(),
         }
     }
 
@@ -296,6 +348,26 @@ impl Server {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The URLs of the WebSocket listeners (`ws://addr/path`), in the order they were given.
+    pub fn ws_urls(&self) -> Vec<String> {
+        self.hub.ws_urls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The configuration of each connection.
+    pub fn connection_config(&self) -> &crate::ConnectionConfig {
+        &self.hub.config.connection
+    }
+
+    /// Runs a transport accepted elsewhere (a WebSocket upgrade) through admission and serves it.
+    pub(crate) async fn admit<T: Transport>(&self, transport: T) {
+        self.hub.clone().admit(transport).await;
+    }
+
+    /// Reports an error of a connection that never became a peer.
+    pub(crate) fn report_refused(&self, error: &Error) {
+        self.hub.report(None, error);
     }
 
     /// How many peers are connected (their hello done, their close not yet finished).
@@ -318,11 +390,7 @@ impl Server {
     /// The payload is shared by all recipients (one encoding, reference counted). A peer whose
     /// queue is full is handled by [`ServerConfig::slow_peer`]; the other peers are never held
     /// up by it. Fails only if the message breaks the wire's limits.
-    pub fn broadcast(
-        &self,
-        message: Message,
-        exclude: &[PeerId],
-    ) -> Result<BroadcastReport, Error> {
+    pub fn broadcast(&self, message: Message, exclude: &[PeerId]) -> Result<BroadcastReport, Error> {
         let frame = Frame::message(message.id, message.payload);
         frame.check(self.hub.config.connection.max_payload)?;
         // A short list is scanned; a long one is hashed once.

@@ -169,8 +169,7 @@ fn close_reason_is_cut_at_a_char_boundary() {
 
 #[test]
 fn every_std_code_has_a_distinct_name_and_is_documented() {
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let mut names = std::collections::HashSet::new();
     for code in Code::ALL {
         assert!(names.insert(code.name()), "{code:?}");
@@ -233,8 +232,7 @@ fn spec_frames() -> Vec<(&'static str, Frame)> {
 
 /// `<!-- vector: NAME -->` followed by a fenced block of hex.
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let mut vectors = Vec::new();
     let mut rest = spec.as_str();
     while let Some(at) = rest.find("<!-- vector: ") {

@@ -106,16 +106,10 @@ impl Fixture {
         };
         NOTE.send(&self.bystander, &note).await.unwrap();
         assert_eq!(
-            within("bystander echo", self.bystander_rx.recv())
-                .await
-                .unwrap(),
+            within("bystander echo", self.bystander_rx.recv()).await.unwrap(),
             note
         );
-        assert_eq!(
-            self.server.num_connections(),
-            1,
-            "only the bystander is left"
-        );
+        assert_eq!(self.server.num_connections(), 1, "only the bystander is left");
         common::assert_no_panics(self.panics);
     }
 }
@@ -247,20 +241,12 @@ async fn payload_that_does_not_decode() {
 async fn ten_thousand_tiny_frames_in_one_write() {
     let mut f = fixture(small_limits()).await;
     let peer = RawPeer::open(f.addr()).await;
-    let note = NOTE
-        .encode(&Note {
-            text: String::new(),
-        })
-        .unwrap();
+    let note = NOTE.encode(&Note { text: String::new() }).unwrap();
     let frame = Frame::message(note.id, note.payload);
     let mut burst = bytes::BytesMut::new();
     for _ in 0..10_000 {
-        tokio_util::codec::Encoder::encode(
-            &mut truflux::frame::FrameCodec::default(),
-            &frame,
-            &mut burst,
-        )
-        .unwrap();
+        tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &frame, &mut burst)
+            .unwrap();
     }
     let (mut read, mut write) = peer.stream.into_split();
     // Read the echoes concurrently: the server's queue would otherwise fill and apply backpressure.
@@ -300,8 +286,7 @@ async fn connects_and_sends_nothing() {
 async fn wrong_first_frame_or_version() {
     let mut f = fixture(small_limits()).await;
     let mut peer = RawPeer::connect(f.addr()).await;
-    peer.write_frame(&Frame::message(NOTE.id(), Bytes::new()))
-        .await;
+    peer.write_frame(&Frame::message(NOTE.id(), Bytes::new())).await;
     assert_eq!(peer.expect_close().await.code, Code::PROTOCOL_ERROR);
 
     let mut peer = RawPeer::connect(f.addr()).await;
@@ -423,8 +408,7 @@ async fn send_to_a_full_queue_waits_and_try_send_says_full() {
     }
     assert!(full, "the queue filled up");
     // A waiting send does not complete while the peer does not read.
-    let waiting =
-        tokio::time::timeout(Duration::from_millis(100), peer.send_raw(1, chunk.clone())).await;
+    let waiting = tokio::time::timeout(Duration::from_millis(100), peer.send_raw(1, chunk.clone())).await;
     assert!(waiting.is_err(), "send waits on a full queue");
     peer.close_now(Code::POLICY_VIOLATION, "test over");
     f.events.disconnect().await;

@@ -9,9 +9,7 @@ use bytes::Bytes;
 use common::{within, Event, Events, RawPeer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use truflux::{
-    protocol, Client, ClientConfig, Code, Error, Initiator, Message, Server, ServerConfig,
-};
+use truflux::{protocol, Client, ClientConfig, Code, Error, Initiator, Message, Server, ServerConfig};
 use truflux_msg::{Msg, RawMsg, Registry, Text, TextMsg};
 
 async fn echo_server(events: &Events) -> Server {
@@ -78,10 +76,7 @@ async fn connection_count_follows_connects_and_disconnects() {
     let (b, _rb) = collecting_client(&server).await;
     assert_eq!(server.num_connections(), 2);
     let info = a.close(Code::NORMAL, "bye").await;
-    assert_eq!(
-        (info.code, info.initiator),
-        (Code::NORMAL, Initiator::Local)
-    );
+    assert_eq!((info.code, info.initiator), (Code::NORMAL, Initiator::Local));
     let (_, seen) = events.disconnect().await;
     assert_eq!(
         (seen.code, seen.reason.as_str(), seen.initiator),
@@ -111,10 +106,7 @@ async fn info_reports_both_addresses() {
     assert_eq!(peer.info().remote, client.info().local);
     assert_eq!(peer.info().local, client.info().remote);
     assert!(!peer.is_websocket());
-    assert_eq!(
-        peer.info().transport,
-        truflux::transport::TransportKind::Tcp
-    );
+    assert_eq!(peer.info().transport, truflux::transport::TransportKind::Tcp);
 }
 
 #[tokio::test]
@@ -153,9 +145,7 @@ async fn graceful_server_close_flushes_queued_frames_first() {
     let (client, mut rx) = collecting_client(&server).await;
     let peer = server.peers().pop().unwrap();
     for i in 0..500u32 {
-        peer.send_raw(i, Bytes::from_static(&[0u8; 1000]))
-            .await
-            .unwrap();
+        peer.send_raw(i, Bytes::from_static(&[0u8; 1000])).await.unwrap();
     }
     server.close(Code::GOING_AWAY, "maintenance").await;
     for i in 0..500u32 {
@@ -216,10 +206,7 @@ async fn session_store_is_per_peer_and_typed() {
         Some(43)
     );
     assert_eq!(peers[1].session().get::<Nick>(), None);
-    assert_eq!(
-        peers[0].session().remove::<Nick>(),
-        Some(Nick("ada".into()))
-    );
+    assert_eq!(peers[0].session().remove::<Nick>(), Some(Nick("ada".into())));
     assert!(!peers[0].session().contains::<Nick>());
 }
 
@@ -282,9 +269,7 @@ async fn oversized_send_fails_at_the_sender() {
     let result = client.send_raw(1, too_big).await;
     assert!(matches!(
         result,
-        Err(Error::Frame(
-            truflux::frame::FrameError::PayloadTooLarge { .. }
-        ))
+        Err(Error::Frame(truflux::frame::FrameError::PayloadTooLarge { .. }))
     ));
     let result = client.send_raw(0x8000_0000, Bytes::new()).await;
     assert!(matches!(
@@ -301,14 +286,10 @@ async fn client_answers_ping_with_pong() {
     let server = tokio::spawn(async move {
         let (socket, _) = listener.accept().await.unwrap();
         let mut raw = RawPeer::from_stream(socket);
-        assert_eq!(
-            raw.read_frame().await.unwrap().kind,
-            truflux::frame::Kind::Hello
-        );
+        assert_eq!(raw.read_frame().await.unwrap().kind, truflux::frame::Kind::Hello);
         raw.write_frame(&truflux::frame::control::Hello::current().to_frame())
             .await;
-        let ping =
-            truflux::frame::Frame::control(truflux::frame::Kind::Ping, Bytes::from_static(b"t1"));
+        let ping = truflux::frame::Frame::control(truflux::frame::Kind::Ping, Bytes::from_static(b"t1"));
         raw.write_frame(&ping).await;
         let pong = raw.read_frame().await.unwrap();
         assert_eq!(
@@ -378,9 +359,10 @@ async fn typed_values_survive_the_trip() {
         .on(BLOB, |peer, value: Bytes| async move {
             BLOB.send(&peer, &value).await
         })
-        .on(LINE, |peer, value: Text| async move {
-            LINE.send(&peer, &value).await
-        })
+        .on(
+            LINE,
+            |peer, value: Text| async move { LINE.send(&peer, &value).await },
+        )
         .build()
         .unwrap();
     let server = Server::builder()
@@ -407,17 +389,11 @@ async fn typed_values_survive_the_trip() {
         })
         .build()
         .unwrap();
-    let client = Client::connect(server.local_addrs()[0], receiver)
-        .await
-        .unwrap();
+    let client = Client::connect(server.local_addrs()[0], receiver).await.unwrap();
 
     EVERYTHING.send(&client, &sample()).await.unwrap();
-    BLOB.send(&client, &Bytes::from_static(&[9, 8, 7]))
-        .await
-        .unwrap();
-    LINE.send(&client, &Text::from("plain text ✓"))
-        .await
-        .unwrap();
+    BLOB.send(&client, &Bytes::from_static(&[9, 8, 7])).await.unwrap();
+    LINE.send(&client, &Text::from("plain text ✓")).await.unwrap();
     assert_eq!(
         within("typed echo", rx.recv()).await.unwrap(),
         format!("{:?}", sample())
@@ -426,10 +402,7 @@ async fn typed_values_survive_the_trip() {
         within("raw echo", rx.recv()).await.unwrap(),
         format!("{:?}", Bytes::from_static(&[9, 8, 7]))
     );
-    assert_eq!(
-        within("text echo", rx.recv()).await.unwrap(),
-        "plain text ✓"
-    );
+    assert_eq!(within("text echo", rx.recv()).await.unwrap(), "plain text ✓");
 }
 
 #[test]
@@ -544,10 +517,7 @@ async fn incoming_errors_are_reported_to_both_sides_and_the_connection_goes_on()
         assert_eq!(client_events.error_event().await.1, code);
     }
     EVERYTHING.send(&client, &sample()).await.unwrap();
-    assert_eq!(
-        within("echo after errors", rx.recv()).await.unwrap(),
-        sample()
-    );
+    assert_eq!(within("echo after errors", rx.recv()).await.unwrap(), sample());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` for truflux frames.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{Frame, FrameError, Kind, HEADER_LEN, MAX_ID, PROTECTED_BIT, TAG_LEN};
@@ -42,46 +42,25 @@ impl Decoder for FrameCodec {
         let Some(header) = src.get(..HEADER_LEN) else {
             return Ok(None);
         };
-        let kind_octet = header[0];
-        let id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-        let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
-
-        let kind = Kind::from_u8(kind_octet & !PROTECTED_BIT)
-            .ok_or(FrameError::UnknownKind(kind_octet))?;
-        if id > MAX_ID {
-            return Err(FrameError::ReservedIdBit(id));
-        }
-        if len > self.max_payload {
-            return Err(FrameError::PayloadTooLarge {
-                len: u64::from(len),
-                max: self.max_payload,
-            });
-        }
-        let protected = kind_octet & PROTECTED_BIT != 0;
-        let header_len = if protected {
-            HEADER_LEN + TAG_LEN
-        } else {
-            HEADER_LEN
-        };
-        // Bounded by max_payload + 21, checked above.
-        let total = header_len + len as usize;
+        let header = Header::parse(header, self.max_payload)?;
+        // Bounded by max_payload + 21, checked by `Header::parse`.
+        let total = header.header_len + header.len;
         if src.len() < total {
             src.reserve(total - src.len());
             return Ok(None);
         }
-
         src.advance(HEADER_LEN);
-        let tag = if protected {
+        let tag = if header.protected {
             let mut tag = [0u8; TAG_LEN];
             src.copy_to_slice(&mut tag);
             Some(tag)
         } else {
             None
         };
-        let payload = src.split_to(len as usize).freeze();
+        let payload = src.split_to(header.len).freeze();
         Ok(Some(Frame {
-            kind,
-            id,
+            kind: header.kind,
+            id: header.id,
             tag,
             payload,
         }))
@@ -91,11 +70,78 @@ impl Decoder for FrameCodec {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
             None if src.is_empty() => Ok(None),
-            None => Err(FrameError::Truncated {
-                buffered: src.len(),
-            }),
+            None => Err(FrameError::Truncated { buffered: src.len() }),
         }
     }
+}
+
+/// The checked fields of a frame header.
+struct Header {
+    kind: Kind,
+    id: u32,
+    len: usize,
+    protected: bool,
+    header_len: usize,
+}
+
+impl Header {
+    /// Parses and checks the 9 plain header octets: kind, reserved id bit, length limit.
+    fn parse(octets: &[u8], max_payload: u32) -> Result<Header, FrameError> {
+        let kind_octet = octets[0];
+        let id = u32::from_be_bytes([octets[1], octets[2], octets[3], octets[4]]);
+        let len = u32::from_be_bytes([octets[5], octets[6], octets[7], octets[8]]);
+        let kind = Kind::from_u8(kind_octet & !PROTECTED_BIT).ok_or(FrameError::UnknownKind(kind_octet))?;
+        if id > MAX_ID {
+            return Err(FrameError::ReservedIdBit(id));
+        }
+        if len > max_payload {
+            return Err(FrameError::PayloadTooLarge {
+                len: u64::from(len),
+                max: max_payload,
+            });
+        }
+        let protected = kind_octet & PROTECTED_BIT != 0;
+        let header_len = if protected {
+            HEADER_LEN + TAG_LEN
+        } else {
+            HEADER_LEN
+        };
+        Ok(Header {
+            kind,
+            id,
+            len: len as usize,
+            protected,
+            header_len,
+        })
+    }
+}
+
+/// Decodes `bytes` as exactly one frame, sharing its memory: the form used by message-oriented
+/// transports (one WebSocket message carries one frame). A length field that disagrees with the
+/// message's size is an error, in either direction.
+pub fn decode_exact(bytes: Bytes, max_payload: u32) -> Result<Frame, FrameError> {
+    let Some(octets) = bytes.get(..HEADER_LEN) else {
+        return Err(FrameError::Truncated {
+            buffered: bytes.len(),
+        });
+    };
+    let header = Header::parse(octets, max_payload)?;
+    if bytes.len() != header.header_len + header.len {
+        return Err(FrameError::LengthMismatch {
+            announced: header.len,
+            carried: bytes.len().saturating_sub(header.header_len),
+        });
+    }
+    let tag = match bytes.get(HEADER_LEN..header.header_len) {
+        Some(tag) if header.protected => tag.try_into().ok(),
+        _ => None,
+    };
+    Ok(Frame {
+        kind: header.kind,
+        id: header.id,
+        tag,
+        payload: bytes.slice(header.header_len..),
+    })
 }
 
 impl Encoder<Frame> for FrameCodec {

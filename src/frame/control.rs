@@ -68,9 +68,7 @@ impl Hello {
             if extensions.len() == MAX_HELLO_EXTENSIONS {
                 return Err(bad("too many extensions"));
             }
-            let head = payload
-                .get(at..at + 4)
-                .ok_or(bad("truncated extension header"))?;
+            let head = payload.get(at..at + 4).ok_or(bad("truncated extension header"))?;
             let ty = u16::from_be_bytes([head[0], head[1]]);
             let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
             let start = at + 4;
@@ -80,10 +78,7 @@ impl Hello {
             extensions.push((ty, payload.slice(start..start + len)));
             at = start + len;
         }
-        Ok(Hello {
-            version,
-            extensions,
-        })
+        Ok(Hello { version, extensions })
     }
 }
 

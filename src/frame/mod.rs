@@ -17,7 +17,7 @@
 mod codec;
 pub mod control;
 
-pub use codec::FrameCodec;
+pub use codec::{decode_exact, FrameCodec};
 
 use bytes::{BufMut, Bytes};
 
@@ -99,6 +99,21 @@ pub enum FrameError {
         /// What was wrong.
         what: &'static str,
     },
+    /// A message-oriented transport carried a frame whose length field disagrees with the
+    /// message's size.
+    #[error("frame announces {announced} payload octets but its message carries {carried}")]
+    LengthMismatch {
+        /// The length field.
+        announced: usize,
+        /// The octets actually carried after the header.
+        carried: usize,
+    },
+    /// The transport delivered data truflux does not carry (a WebSocket text message).
+    #[error("unsupported data: {0}")]
+    UnsupportedData(&'static str),
+    /// The WebSocket layer refused the peer's input.
+    #[error("websocket: {0}")]
+    WebSocket(String),
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame ({buffered} octets buffered)")]
     Truncated {
@@ -115,6 +130,7 @@ impl FrameError {
     pub fn code(&self) -> crate::Code {
         match self {
             FrameError::PayloadTooLarge { .. } => crate::Code::MESSAGE_TOO_BIG,
+            FrameError::UnsupportedData(_) => crate::Code::UNSUPPORTED_DATA,
             FrameError::Io(_) => crate::Code::ABNORMAL,
             _ => crate::Code::PROTOCOL_ERROR,
         }

@@ -57,8 +57,7 @@ impl Transport for TcpTransport {
 
     fn split(self) -> (TcpReader, TcpWriter) {
         let (read, write) = self.stream.into_split();
-        let framed =
-            FramedRead::with_capacity(read, FrameCodec::new(self.max_payload), READ_BUFFER);
+        let framed = FramedRead::with_capacity(read, FrameCodec::new(self.max_payload), READ_BUFFER);
         (
             TcpReader { framed },
             TcpWriter {

@@ -95,12 +95,7 @@ impl Events {
 
     pub async fn next(&self) -> Event {
         within("an event", async {
-            self.rx
-                .lock()
-                .await
-                .recv()
-                .await
-                .expect("event channel open")
+            self.rx.lock().await.recv().await.expect("event channel open")
         })
         .await
     }
@@ -177,8 +172,7 @@ impl RawPeer {
         within("a frame", async {
             loop {
                 if let Some(frame) =
-                    tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf)
-                        .expect("valid frame")
+                    tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf).expect("valid frame")
                 {
                     return Some(frame);
                 }
@@ -242,8 +236,8 @@ impl RawPeer {
 impl FrameStream<'_> {
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            if let Some(frame) = tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf)
-                .expect("valid frame")
+            if let Some(frame) =
+                tokio_util::codec::Decoder::decode(&mut self.codec, &mut self.buf).expect("valid frame")
             {
                 return Some(frame);
             }

@@ -94,10 +94,7 @@ impl<T, C: Codec<T>> Msg<T, C> {
                 format!("cannot encode {}: {error}", self.name),
             )
         })?;
-        Ok(Message {
-            id: self.id,
-            payload,
-        })
+        Ok(Message { id: self.id, payload })
     }
 
     /// Decodes a payload of this message.

@@ -31,11 +31,8 @@ impl<E: Display + Send> HandlerOutput for Result<(), E> {
     }
 }
 
-type Handler = Arc<
-    dyn Fn(Peer, Bytes) -> Result<BoxFuture<'static, Result<(), String>>, ProtocolError>
-        + Send
-        + Sync,
->;
+type Handler =
+    Arc<dyn Fn(Peer, Bytes) -> Result<BoxFuture<'static, Result<(), String>>, ProtocolError> + Send + Sync>;
 
 struct Entry {
     name: &'static str,
@@ -206,17 +203,9 @@ impl Registry {
     ///
     /// Fails at the sender with `UNKNOWN_MESSAGE` for an unregistered name and with
     /// `INVALID_PAYLOAD` for a value of the wrong structure; nothing is sent then.
-    pub fn encode_named(
-        &self,
-        name: &str,
-        value: &impl Serialize,
-    ) -> Result<Message, ProtocolError> {
+    pub fn encode_named(&self, name: &str, value: &impl Serialize) -> Result<Message, ProtocolError> {
         let id = self.id_of(name).ok_or_else(|| {
-            ProtocolError::local(
-                Code::UNKNOWN_MESSAGE,
-                None,
-                format!("no message named {name:?}"),
-            )
+            ProtocolError::local(Code::UNKNOWN_MESSAGE, None, format!("no message named {name:?}"))
         })?;
         let entry = &self.inner.by_id[&id];
         if entry.kind != CodecKind::MsgPack {
@@ -228,9 +217,7 @@ impl Registry {
         }
         let payload = rmp_serde::to_vec_named(value)
             .map(Bytes::from)
-            .map_err(|error| {
-                ProtocolError::local(Code::INVALID_PAYLOAD, Some(id), error.to_string())
-            })?;
+            .map_err(|error| ProtocolError::local(Code::INVALID_PAYLOAD, Some(id), error.to_string()))?;
         (entry.check)(payload.clone()).map_err(|error| {
             ProtocolError::local(
                 Code::INVALID_PAYLOAD,
@@ -242,22 +229,13 @@ impl Registry {
     }
 
     /// [`Registry::encode_named`], then queues the message for `peer`.
-    pub async fn send_named(
-        &self,
-        peer: &Peer,
-        name: &str,
-        value: &impl Serialize,
-    ) -> Result<(), Error> {
+    pub async fn send_named(&self, peer: &Peer, name: &str, value: &impl Serialize) -> Result<(), Error> {
         peer.send(self.encode_named(name, value)?).await
     }
 
     /// Checks and handles one incoming message: `UNKNOWN_MESSAGE` for an unregistered id,
     /// `INVALID_PAYLOAD` if it does not decode, `UNIMPLEMENTED` if it has no handler.
-    pub fn handle(
-        &self,
-        peer: &Peer,
-        message: Message,
-    ) -> BoxFuture<'static, Result<(), ProtocolError>> {
+    pub fn handle(&self, peer: &Peer, message: Message) -> BoxFuture<'static, Result<(), ProtocolError>> {
         let id = message.id;
         let ready = |result| Box::pin(std::future::ready(result)) as BoxFuture<'static, _>;
         let Some(entry) = self.inner.by_id.get(&id) else {

@@ -127,10 +127,7 @@ impl StateRegistryBuilder {
         }
         Ok(StateRegistry {
             registry,
-            rules: Arc::new(Rules {
-                depends,
-                singletons,
-            }),
+            rules: Arc::new(Rules { depends, singletons }),
         })
     }
 }

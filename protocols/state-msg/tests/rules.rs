@@ -35,11 +35,7 @@ async fn server() -> Server {
             peer.session().insert(Name(login.name));
         })
         .on(CHAT, |peer, chat: Chat| async move {
-            let from = peer
-                .session()
-                .get::<Name>()
-                .map(|n| n.0)
-                .unwrap_or_default();
+            let from = peer.session().get::<Name>().map(|n| n.0).unwrap_or_default();
             SAID.send(
                 &peer,
                 &Said {
@@ -108,13 +104,8 @@ async fn chat_before_login_is_an_unmet_dependency() {
     .await
     .unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::UNMET_DEPENDENCY));
-    LOGIN
-        .send(&client, &Login { name: "ada".into() })
-        .await
-        .unwrap();
-    CHAT.send(&client, &Chat { text: "hi".into() })
-        .await
-        .unwrap();
+    LOGIN.send(&client, &Login { name: "ada".into() }).await.unwrap();
+    CHAT.send(&client, &Chat { text: "hi".into() }).await.unwrap();
     assert_eq!(
         next(&mut rx).await,
         Ok(Said {
@@ -128,14 +119,8 @@ async fn chat_before_login_is_an_unmet_dependency() {
 async fn a_second_login_is_a_repeated_singleton() {
     let server = server().await;
     let (client, mut rx) = client(&server).await;
-    LOGIN
-        .send(&client, &Login { name: "ada".into() })
-        .await
-        .unwrap();
-    LOGIN
-        .send(&client, &Login { name: "eve".into() })
-        .await
-        .unwrap();
+    LOGIN.send(&client, &Login { name: "ada".into() }).await.unwrap();
+    LOGIN.send(&client, &Login { name: "eve".into() }).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::REPEATED_SINGLETON));
     CHAT.send(
         &client,
@@ -177,17 +162,10 @@ async fn a_login_that_does_not_decode_does_not_count() {
     let (client, mut rx) = client(&server).await;
     client.send_raw(LOGIN.id(), &[0xc1u8][..]).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::INVALID_PAYLOAD));
-    CHAT.send(&client, &Chat { text: "x".into() })
-        .await
-        .unwrap();
+    CHAT.send(&client, &Chat { text: "x".into() }).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::UNMET_DEPENDENCY));
-    LOGIN
-        .send(&client, &Login { name: "ada".into() })
-        .await
-        .unwrap();
-    CHAT.send(&client, &Chat { text: "x".into() })
-        .await
-        .unwrap();
+    LOGIN.send(&client, &Login { name: "ada".into() }).await.unwrap();
+    CHAT.send(&client, &Chat { text: "x".into() }).await.unwrap();
     assert!(
         next(&mut rx).await.is_ok(),
         "the valid login is still the first one"
@@ -232,10 +210,7 @@ fn rules_must_name_registered_messages_and_have_no_cycle() {
         .add(LOGIN)
         .depend("login", ["login"])
         .build();
-    assert!(matches!(
-        itself,
-        Err(RegistryError::DependencyCycle("login"))
-    ));
+    assert!(matches!(itself, Err(RegistryError::DependencyCycle("login"))));
     let fine = StateRegistry::builder()
         .add(LOGIN)
         .add(CHAT)

@@ -1,0 +1,317 @@
+//! Binding truflux servers into HTTP: WebSocket peers arrive through hyper's upgrades.
+//!
+//! This module owns routing an HTTP request to a truflux server by path, the fallback to the
+//! application's own service for every other request, and the HTTP side of the standalone
+//! WebSocket listener. The WebSocket protocol itself belongs to [`crate::ws`]; admission and the
+//! connection belong to the server.
+//!
+//! * [`HttpBind`] mounts servers at paths in front of a fallback service. It is both a
+//!   [`tower_service::Service`] and a [`hyper::service::Service`], so it can be given to
+//!   `hyper::server::conn::http1` directly or layered in a tower stack.
+//! * [`Endpoint`] is one server at one path, as a tower service that never fails: mount it in
+//!   axum with `Router::route_service(path, Endpoint::new(&server))`.
+//!
+//! A non-upgrade request to a mounted path gets `426 Upgrade Required`. The peer's addresses
+//! come from a [`ConnectionAddrs`] request extension when the HTTP server inserts one (the
+//! standalone listener does; with the `axum` feature, axum's `ConnectInfo` is used too);
+//! otherwise they are reported as `0.0.0.0:0`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use crate::transport::{PeerInfo, TransportKind};
+use crate::ws::{self, WsTransport};
+use crate::{Error, Server};
+
+/// The local and remote address of the HTTP connection a request came on. Insert it as a
+/// request extension so that WebSocket peers report real addresses in [`crate::Peer::info`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionAddrs {
+    /// The server's address.
+    pub local: SocketAddr,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// One truflux server as an HTTP endpoint: upgrades WebSocket requests into peers, answers
+/// anything else with `426 Upgrade Required`.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    server: Server,
+}
+
+impl Endpoint {
+    /// The endpoint for `server`.
+    pub fn new(server: &Server) -> Endpoint {
+        Endpoint {
+            server: server.clone(),
+        }
+    }
+
+    /// Answers `request`: `101` and a new peer, or the refusal.
+    pub fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
+        let (response, on_upgrade) = match ws::accept(&mut request) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return refusal,
+        };
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let addrs = connection_addrs(&request).unwrap_or(ConnectionAddrs {
+            local: unknown,
+            remote: unknown,
+        });
+        let server = self.server.clone();
+        let max_payload = server.connection_config().max_payload;
+        tokio::spawn(async move {
+            match ws::upgraded(on_upgrade, ws::config(max_payload)).await {
+                Ok(stream) => {
+                    let info = PeerInfo {
+                        local: addrs.local,
+                        remote: addrs.remote,
+                        transport: TransportKind::WebSocket,
+                    };
+                    server.admit(WsTransport::new(stream, info, max_payload)).await;
+                }
+                Err(error) => server.report_refused(&Error::Io(error)),
+            }
+        });
+        response
+    }
+}
+
+fn connection_addrs<B>(request: &Request<B>) -> Option<ConnectionAddrs> {
+    if let Some(addrs) = request.extensions().get::<ConnectionAddrs>() {
+        return Some(*addrs);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<::axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        return Some(ConnectionAddrs {
+            local: unknown,
+            remote: info.0,
+        });
+    }
+    None
+}
+
+impl<B> tower_service::Service<Request<B>> for Endpoint {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.handle(request)))
+    }
+}
+
+/// Truflux servers mounted at paths in front of a fallback service.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), truflux::Error> {
+/// use truflux::http::{HttpBind, NotFound};
+/// let server = truflux::Server::builder().start().await?;
+/// let service = HttpBind::new(NotFound).mount("/truflux", &server)?;
+/// // Serve `service` with hyper's http1 connection builder `.with_upgrades()`.
+/// # let _ = service; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpBind<F> {
+    mounts: Arc<HashMap<String, Endpoint>>,
+    fallback: F,
+}
+
+impl<F> HttpBind<F> {
+    /// No mounts yet; every request goes to `fallback`.
+    pub fn new(fallback: F) -> HttpBind<F> {
+        HttpBind {
+            mounts: Arc::new(HashMap::new()),
+            fallback,
+        }
+    }
+
+    /// Mounts `server` at `path` (an exact request path such as `/truflux`).
+    ///
+    /// Fails with [`Error::Config`] if `path` does not start with `/` or already has a server.
+    pub fn mount(mut self, path: impl Into<String>, server: &Server) -> Result<HttpBind<F>, Error> {
+        let path = path.into();
+        if !path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "http_bind path {path:?} must start with '/'"
+            )));
+        }
+        if self.mounts.contains_key(&path) {
+            return Err(Error::Config(format!(
+                "http_bind path {path:?} already has a truflux server"
+            )));
+        }
+        Arc::make_mut(&mut self.mounts).insert(path, Endpoint::new(server));
+        Ok(self)
+    }
+
+    fn endpoint<B>(&self, request: &Request<B>) -> Option<&Endpoint> {
+        self.mounts.get(request.uri().path())
+    }
+}
+
+/// The body of an [`HttpBind`] response: ours (upgrades, refusals) or the fallback's.
+pub type BindBody<FB> = Either<Full<Bytes>, FB>;
+
+impl<F, B, FB> tower_service::Service<Request<B>> for HttpBind<F>
+where
+    F: tower_service::Service<Request<B>, Response = Response<FB>> + Clone + Send + 'static,
+    F::Future: Send + 'static,
+    F::Error: Send + 'static,
+    FB: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<BindBody<FB>>;
+    type Error = F::Error;
+    type Future = BoxFuture<Result<Self::Response, F::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), F::Error>> {
+        self.fallback.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if let Some(endpoint) = self.endpoint(&request) {
+            let response = endpoint.handle(request).map(Either::Left);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        // The ready instance serves this request; a fresh clone waits for the next poll_ready.
+        let fresh = self.fallback.clone();
+        let mut ready = std::mem::replace(&mut self.fallback, fresh);
+        Box::pin(async move { ready.call(request).await.map(|r| r.map(Either::Right)) })
+    }
+}
+
+impl<F, B, FB> hyper::service::Service<Request<B>> for HttpBind<F>
+where
+    F: tower_service::Service<Request<B>, Response = Response<FB>> + Clone + Send + 'static,
+    F::Future: Send + 'static,
+    F::Error: Send + 'static,
+    FB: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<BindBody<FB>>;
+    type Error = F::Error;
+    type Future = BoxFuture<Result<Self::Response, F::Error>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        if let Some(endpoint) = self.endpoint(&request) {
+            let response = endpoint.handle(request).map(Either::Left);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let mut fallback = self.fallback.clone();
+        Box::pin(async move {
+            poll_fn(|cx| fallback.poll_ready(cx)).await?;
+            fallback.call(request).await.map(|r| r.map(Either::Right))
+        })
+    }
+}
+
+/// A fallback that answers every request with `404 Not Found`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotFound;
+
+impl<B> tower_service::Service<Request<B>> for NotFound {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A fallback made from an async function of the request (a tower `service_fn`).
+pub fn service_fn<F>(f: F) -> ServiceFn<F> {
+    ServiceFn { f }
+}
+
+/// The service made by [`service_fn`].
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceFn<F> {
+    f: F,
+}
+
+impl<F, Fut, B, R, E> tower_service::Service<Request<B>> for ServiceFn<F>
+where
+    F: FnMut(Request<B>) -> Fut,
+    Fut: Future<Output = Result<Response<R>, E>>,
+{
+    type Response = Response<R>;
+    type Error = E;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Fut {
+        (self.f)(request)
+    }
+}
+
+/// Serves one accepted TCP connection as HTTP/1.1 with upgrades: the standalone WebSocket
+/// listener's connection driver.
+pub(crate) async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    bind: HttpBind<NotFound>,
+    header_timeout: std::time::Duration,
+) -> Result<(), hyper::Error> {
+    let addrs = ConnectionAddrs {
+        local: stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        remote: stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+    };
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(addrs);
+        hyper::service::Service::call(&bind, request)
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+}
+
+#[cfg(feature = "axum")]
+/// axum integration: routes for truflux servers.
+pub mod axum {
+    use super::Endpoint;
+    use crate::Server;
+
+    /// A router that serves `server` at `path`, to merge into an application's router:
+    /// `app.merge(truflux::http::axum::route("/truflux", &server))`. Serve the application with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` for peers' remote addresses.
+    pub fn route<S: Clone + Send + Sync + 'static>(path: &str, server: &Server) -> ::axum::Router<S> {
+        ::axum::Router::new().route_service(path, Endpoint::new(server))
+    }
+}

@@ -1,0 +1,445 @@
+//! WebSocket peers: beside TCP peers on one server, through `http_bind` in a hyper server, and
+//! hostile ones written by hand.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::{within, Events};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use truflux::frame::control::Hello;
+use truflux::frame::{Frame, FrameCodec, Kind};
+use truflux::http::{ConnectionAddrs, HttpBind, NotFound};
+use truflux::{protocol, Client, Code, ConnectionConfig, Error, Message, Server, ServerConfig};
+
+/// Relays every message to every other peer.
+async fn relay_server(events: &Events, config: ServerConfig) -> Server {
+    Server::builder()
+        .tcp("127.0.0.1:0")
+        .ws("127.0.0.1:0", "/truflux")
+        .config(config)
+        .protocol(protocol::from_fn(|peer, message| async move {
+            if let Some(server) = peer.server() {
+                let _ = server.broadcast(message, &[peer.id()]);
+            }
+        }))
+        .on_connect(events.connected())
+        .on_disconnect(events.disconnected())
+        .on_error(events.error())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn collector() -> (
+    truflux::protocol::FnProtocol<impl Fn(truflux::Peer, Message) -> std::future::Ready<()> + Send + Sync>,
+    mpsc::UnboundedReceiver<Message>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let protocol = protocol::from_fn(move |_peer, message| {
+        let _ = tx.send(message);
+        std::future::ready(())
+    });
+    (protocol, rx)
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+    within("a message", rx.recv()).await.expect("open")
+}
+
+#[tokio::test]
+async fn tcp_and_websocket_peers_share_one_server() {
+    let panics = common::watch_panics();
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let (tcp_protocol, mut tcp_rx) = collector();
+    let (ws_protocol, mut ws_rx) = collector();
+    let tcp = Client::connect(server.local_addrs()[0], tcp_protocol)
+        .await
+        .unwrap();
+    let ws = Client::builder()
+        .protocol(ws_protocol)
+        .connect_ws(&server.ws_urls()[0])
+        .await
+        .unwrap();
+    assert!(ws.is_websocket());
+    assert_eq!(server.num_connections(), 2);
+    assert_eq!(server.peers().iter().filter(|p| p.is_websocket()).count(), 1);
+    let ws_side = server.peers().into_iter().find(|p| p.is_websocket()).unwrap();
+    assert_eq!(
+        ws_side.info().remote,
+        ws.info().local,
+        "real addresses for standalone WS peers"
+    );
+
+    ws.send_raw(1, &b"from ws"[..]).await.unwrap();
+    assert_eq!(recv(&mut tcp_rx).await.payload, &b"from ws"[..]);
+    tcp.send_raw(2, &b"from tcp"[..]).await.unwrap();
+    assert_eq!(recv(&mut ws_rx).await.payload, &b"from tcp"[..]);
+
+    // A broadcast from the server reaches both, payload shared.
+    let report = server
+        .broadcast_raw(3, Bytes::from(vec![5u8; 100_000]), &[])
+        .unwrap();
+    assert_eq!(report.queued, 2);
+    assert_eq!(recv(&mut tcp_rx).await.payload.len(), 100_000);
+    assert_eq!(recv(&mut ws_rx).await.payload.len(), 100_000);
+
+    // The close code and reason travel in the WebSocket close frame.
+    ws_side.close(Code::POLICY_VIOLATION, "ws kicked").await;
+    let info = within("ws close", ws.closed()).await;
+    assert_eq!(
+        (info.code, info.reason.as_str()),
+        (Code::POLICY_VIOLATION, "ws kicked")
+    );
+    let info = ws.close(Code::NORMAL, "again").await;
+    assert_eq!(
+        info.code,
+        Code::POLICY_VIOLATION,
+        "closing a closed peer just reports"
+    );
+    common::assert_no_panics(panics);
+}
+
+#[tokio::test]
+async fn websocket_client_closes_gracefully_with_its_code() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let ws = Client::connect_ws_default(&server).await;
+    ws.close(Code::NORMAL, "done").await;
+    let (_, info) = events.disconnect().await;
+    assert_eq!((info.code, info.reason.as_str()), (Code::NORMAL, "done"));
+    assert_eq!(server.num_connections(), 0);
+}
+
+trait ConnectDefault {
+    async fn connect_ws_default(server: &Server) -> Client;
+}
+
+impl ConnectDefault for Client {
+    async fn connect_ws_default(server: &Server) -> Client {
+        Client::builder().connect_ws(&server.ws_urls()[0]).await.unwrap()
+    }
+}
+
+// ---- http_bind ------------------------------------------------------------------------------
+
+/// A hyper server of the application's own, with `/hello` and the truflux server at `/truflux`.
+async fn hyper_app(server: &Server) -> SocketAddr {
+    let hello = truflux::http::service_fn(|_request: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from_static(b"hello from the app"),
+        )))
+    });
+    let bind = HttpBind::new(hello).mount("/truflux", server).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, remote) = listener.accept().await.unwrap();
+            let bind = bind.clone();
+            let local = stream.local_addr().unwrap();
+            let service =
+                hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectionAddrs { local, remote });
+                    hyper::service::Service::call(&bind, request)
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a raw HTTP/1.1 request and returns the whole response text (the server closes).
+async fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra_headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within("an HTTP response", stream.read_to_end(&mut response))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn http_bind_serves_truflux_beside_the_apps_own_routes() {
+    let server = Server::builder()
+        .protocol(protocol::from_fn(|peer, message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .start()
+        .await
+        .unwrap();
+    let addr = hyper_app(&server).await;
+
+    let response = http_get(addr, "/hello", "").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("hello from the app"), "{response}");
+
+    let (protocol, mut rx) = collector();
+    let client = Client::builder()
+        .protocol(protocol)
+        .connect_ws(&format!("ws://{addr}/truflux"))
+        .await
+        .unwrap();
+    client.send_raw(9, &b"through hyper"[..]).await.unwrap();
+    assert_eq!(recv(&mut rx).await.payload, &b"through hyper"[..]);
+    let peer = server.peers().pop().unwrap();
+    assert!(peer.is_websocket());
+    assert_eq!(
+        peer.info().remote,
+        client.info().local,
+        "addresses from the ConnectionAddrs extension"
+    );
+
+    // The app's routes still work while a truflux peer is connected.
+    assert!(http_get(addr, "/hello", "").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_plain_request_to_the_truflux_path_gets_426() {
+    let server = Server::builder().start().await.unwrap();
+    let addr = hyper_app(&server).await;
+    let response = http_get(addr, "/truflux", "").await;
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{response}"
+    );
+    let wrong_version = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n";
+    let response = http_get(addr, "/truflux", wrong_version).await;
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{response}"
+    );
+    let no_key = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+    assert!(http_get(addr, "/truflux", no_key)
+        .await
+        .starts_with("HTTP/1.1 400"));
+    // The standalone listener answers other paths with 404.
+    let events = Events::default();
+    let standalone = relay_server(&events, ServerConfig::default()).await;
+    let ws_addr: SocketAddr = standalone.ws_urls()[0]
+        .trim_start_matches("ws://")
+        .trim_end_matches("/truflux")
+        .parse()
+        .unwrap();
+    assert!(http_get(ws_addr, "/elsewhere", "")
+        .await
+        .starts_with("HTTP/1.1 404"));
+    assert!(http_get(ws_addr, "/truflux", "")
+        .await
+        .starts_with("HTTP/1.1 426"));
+}
+
+#[tokio::test]
+async fn binding_a_second_server_to_the_same_path_fails() {
+    let first = Server::builder().start().await.unwrap();
+    let second = Server::builder().start().await.unwrap();
+    let bind = HttpBind::new(NotFound).mount("/truflux", &first).unwrap();
+    let error = bind
+        .clone()
+        .mount("/truflux", &second)
+        .err()
+        .expect("a clear error");
+    assert!(
+        matches!(&error, Error::Config(text) if text.contains("already has a truflux server")),
+        "{error}"
+    );
+    assert!(bind.mount("/other", &second).is_ok(), "another path is fine");
+    assert!(HttpBind::new(NotFound).mount("no-slash", &first).is_err());
+}
+
+// ---- hostile WebSocket peers ------------------------------------------------------------------
+
+type RawWs = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A raw WebSocket client that has completed the truflux hello.
+async fn raw_ws(url: &str) -> RawWs {
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    ws.send(WsMessage::Binary(frame_bytes(&Hello::current().to_frame())))
+        .await
+        .unwrap();
+    match within("server hello", ws.next()).await {
+        Some(Ok(WsMessage::Binary(bytes))) => assert_eq!(bytes[0], Kind::Hello as u8),
+        other => panic!("expected the server hello, got {other:?}"),
+    }
+    ws
+}
+
+fn frame_bytes(frame: &Frame) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::new(u32::MAX), frame, &mut out).unwrap();
+    out.freeze()
+}
+
+/// Reads until the WebSocket close frame and returns its code and reason.
+async fn expect_ws_close(ws: &mut RawWs) -> (u16, String) {
+    within("a close frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(WsMessage::Close(None))) => panic!("close without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("stream failed before the close frame: {error}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    })
+    .await
+}
+
+struct Bystander {
+    client: Client,
+    rx: mpsc::UnboundedReceiver<Message>,
+    panics: usize,
+}
+
+impl Bystander {
+    async fn join(server: &Server) -> Bystander {
+        let panics = common::watch_panics();
+        let (protocol, rx) = collector();
+        let client = Client::connect(server.local_addrs()[0], protocol).await.unwrap();
+        Bystander { client, rx, panics }
+    }
+
+    /// The server still relays between its remaining peers, and nothing panicked.
+    async fn assert_healthy(&mut self, server: &Server) {
+        let other = Client::builder().connect_ws(&server.ws_urls()[0]).await.unwrap();
+        other.send_raw(77, &b"ping"[..]).await.unwrap();
+        assert_eq!(recv(&mut self.rx).await.payload, &b"ping"[..]);
+        assert!(!self.client.is_closed());
+        common::assert_no_panics(self.panics);
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_with_message_too_big() {
+    let events = Events::default();
+    let config = ServerConfig::default().connection(ConnectionConfig::default().max_payload(1024));
+    let server = relay_server(&events, config).await;
+    let mut bystander = Bystander::join(&server).await;
+    let mut ws = raw_ws(&server.ws_urls()[0]).await;
+    let _ = ws
+        .send(WsMessage::Binary(Bytes::from(vec![0x10u8; 1024 + 22])))
+        .await;
+    assert_eq!(expect_ws_close(&mut ws).await.0, Code::MESSAGE_TOO_BIG.0);
+    assert_eq!(events.error_event().await.1, Code::MESSAGE_TOO_BIG);
+    bystander.assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn a_text_message_closes_with_unsupported_data() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    let mut ws = raw_ws(&server.ws_urls()[0]).await;
+    ws.send(WsMessage::text("hello?")).await.unwrap();
+    let (code, reason) = expect_ws_close(&mut ws).await;
+    assert_eq!(code, Code::UNSUPPORTED_DATA.0);
+    assert!(reason.contains("text"), "{reason}");
+    bystander.assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn a_frame_whose_length_disagrees_with_its_message_is_a_protocol_error() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    let mut ws = raw_ws(&server.ws_urls()[0]).await;
+    let mut bytes = frame_bytes(&Frame::message(1, Bytes::from_static(b"four"))).to_vec();
+    bytes.push(0); // one octet more than announced
+    ws.send(WsMessage::Binary(Bytes::from(bytes))).await.unwrap();
+    assert_eq!(expect_ws_close(&mut ws).await.0, Code::PROTOCOL_ERROR.0);
+    bystander.assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn websocket_pings_are_answered() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut ws = raw_ws(&server.ws_urls()[0]).await;
+    ws.send(WsMessage::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    let pong = within("a pong", async {
+        loop {
+            if let Some(Ok(WsMessage::Pong(payload))) = ws.next().await {
+                return payload;
+            }
+        }
+    })
+    .await;
+    assert_eq!(pong, Bytes::from_static(b"are you there"));
+}
+
+#[tokio::test]
+async fn abrupt_disconnect_mid_message_on_websocket() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    // Upgrade by hand, send the hello, then half a WebSocket frame, then vanish.
+    let addr = server.ws_urls()[0]
+        .trim_start_matches("ws://")
+        .trim_end_matches("/truflux")
+        .to_owned();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let upgrade = "GET /truflux HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = [0u8; 1024];
+    let n = stream.read(&mut response).await.unwrap();
+    assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 101"));
+    let hello = frame_bytes(&Hello::current().to_frame());
+    let mut ws_frame = vec![0x82, 0x80 | hello.len() as u8, 0, 0, 0, 0]; // masked with a zero key
+    ws_frame.extend_from_slice(&hello);
+    ws_frame.extend_from_slice(&[0x82, 0xFE, 0x10, 0x00, 0, 0, 0, 0, 1, 2, 3]); // 4096 announced, 3 sent
+    stream.write_all(&ws_frame).await.unwrap();
+    within("the peer to register", async {
+        while server.num_connections() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(stream);
+    let (peer, info) = events.disconnect().await;
+    assert!(peer.is_websocket());
+    assert_eq!(info.code, Code::ABNORMAL, "{info}");
+    bystander.assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn abrupt_disconnect_mid_message_on_tcp_beside_websocket_peers() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    let mut raw = common::RawPeer::open(server.local_addrs()[0]).await;
+    raw.write(&common::header(0x10, 1, 5000)).await;
+    raw.write(&[1, 2, 3]).await;
+    drop(raw);
+    let (_, info) = events.disconnect().await;
+    assert_eq!(info.code, Code::PROTOCOL_ERROR);
+    bystander.assert_healthy(&server).await;
+}
