@@ -63,7 +63,7 @@ impl Endpoint {
     pub fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
         let (response, on_upgrade) = match ws::accept(&mut request) {
             Ok(accepted) => accepted,
-            Err(refusal) => return refusal,
+            Err(refusal) => return *refusal,
         };
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let addrs = connection_addrs(&request).unwrap_or(ConnectionAddrs {

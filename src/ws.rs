@@ -55,7 +55,7 @@ pub fn config(max_payload: u32) -> WebSocketConfig {
 }
 
 /// Why an HTTP request was not upgraded: the response to send instead.
-pub type Refusal = Response<Full<Bytes>>;
+pub type Refusal = Box<Response<Full<Bytes>>>;
 
 /// Checks a WebSocket upgrade request (RFC 6455 §4.2.1) and prepares the answer.
 ///
@@ -123,7 +123,7 @@ pub fn accept<B>(request: &mut Request<B>) -> Result<(Response<Full<Bytes>>, OnU
 }
 
 fn refusal(status: StatusCode, text: &'static str) -> Refusal {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Box::new(Response::new(Full::new(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     if status == StatusCode::UPGRADE_REQUIRED {
         response

@@ -36,10 +36,7 @@ async fn relay_server(events: &Events, config: ServerConfig) -> Server {
         .unwrap()
 }
 
-fn collector() -> (
-    truflux::protocol::FnProtocol<impl Fn(truflux::Peer, Message) -> std::future::Ready<()> + Send + Sync>,
-    mpsc::UnboundedReceiver<Message>,
-) {
+fn collector() -> (impl truflux::Protocol, mpsc::UnboundedReceiver<Message>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let protocol = protocol::from_fn(move |_peer, message| {
         let _ = tx.send(message);
@@ -442,4 +439,57 @@ async fn abrupt_disconnect_mid_message_on_tcp_beside_websocket_peers() {
     let (_, info) = events.disconnect().await;
     assert_eq!(info.code, Code::PROTOCOL_ERROR);
     bystander.assert_healthy(&server).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_router_serves_truflux_beside_its_routes() {
+    let events = Events::default();
+    let server = Server::builder()
+        .protocol(protocol::from_fn(|peer, message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .on_connect(events.connected())
+        .start()
+        .await
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "axum here" }))
+        .merge(truflux::http::axum::route("/truflux", &server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    let response = http_get(addr, "/", "").await;
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("axum here"),
+        "{response}"
+    );
+    assert!(http_get(addr, "/truflux", "").await.starts_with("HTTP/1.1 426"));
+
+    let (protocol, mut rx) = collector();
+    let client = Client::builder()
+        .protocol(protocol)
+        .connect_ws(&format!("ws://{addr}/truflux"))
+        .await
+        .unwrap();
+    client.send_raw(4, &b"via axum"[..]).await.unwrap();
+    assert_eq!(recv(&mut rx).await.payload, &b"via axum"[..]);
+    let peer = events
+        .until(|e| {
+            if let common::Event::Connected(p) = e {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        peer.info().remote,
+        client.info().local,
+        "remote address from axum's ConnectInfo"
+    );
 }

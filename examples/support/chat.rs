@@ -39,8 +39,9 @@ fn notice(server: &Server, text: String, exclude: &[truflux::PeerId]) {
     );
 }
 
-/// Starts a chat server on `addr`: every line goes to everyone else; `/nick` renames.
-pub async fn serve(addr: &str) -> Result<Server, truflux::Error> {
+/// Starts a chat server on `addr` (TCP) and, if given, `ws` (WebSocket address and path):
+/// every line goes to everyone else, whatever their transport; `/nick` renames.
+pub async fn serve(addr: &str, ws: Option<(&str, &str)>) -> Result<Server, truflux::Error> {
     let registry = Registry::builder()
         .on(SAY, |peer, text: String| async move {
             if let Some(server) = peer.server() {
@@ -69,8 +70,11 @@ pub async fn serve(addr: &str) -> Result<Server, truflux::Error> {
         .message(LINE)
         .build()
         .expect("chat messages have distinct names and ids");
-    Server::builder()
-        .tcp(addr)
+    let mut builder = Server::builder().tcp(addr);
+    if let Some((ws_addr, path)) = ws {
+        builder = builder.ws(ws_addr, path);
+    }
+    builder
         .protocol(registry)
         .on_connect(|peer| async move {
             let welcome = format!(
@@ -104,7 +108,8 @@ pub async fn serve(addr: &str) -> Result<Server, truflux::Error> {
         .await
 }
 
-/// A terminal client: stdin lines are sent, `/nick NAME` renames, `/quit` leaves.
+/// A terminal client: stdin lines are sent, `/nick NAME` renames, `/quit` leaves. `addr` is a
+/// TCP address (`127.0.0.1:7878`) or a WebSocket URL (`ws://127.0.0.1:7879/chat`).
 pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
     use tokio::io::AsyncBufReadExt;
 
@@ -116,11 +121,14 @@ pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
         .message(NICK)
         .build()
         .expect("chat messages have distinct names and ids");
-    let client = Client::builder()
+    let builder = Client::builder()
         .protocol(registry)
-        .on_close(|info| eprintln!("connection {info}"))
-        .connect(addr)
-        .await?;
+        .on_close(|info| eprintln!("connection {info}"));
+    let client = if addr.starts_with("ws://") {
+        builder.connect_ws(addr).await?
+    } else {
+        builder.connect(addr).await?
+    };
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
