@@ -49,7 +49,7 @@ async fn main() -> std::io::Result<()> {
 }
 
 async fn echo(on_upgrade: hyper::upgrade::OnUpgrade) {
-    let config = truflux::ws::config(truflux::frame::DEFAULT_MAX_PAYLOAD);
+    let config = truflux::ws::config(&truflux::ConnectionConfig::default());
     let Ok(mut ws) = truflux::ws::upgraded(on_upgrade, config).await else {
         return;
     };

@@ -109,6 +109,7 @@ impl ClientBuilder {
         let port = uri.port_u16().unwrap_or(80);
         let config = &self.config.connection;
         let (nodelay, max_payload) = (config.nodelay, config.max_payload);
+        let ws_config = crate::ws::config(config);
         let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
             .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
         request.headers_mut().insert(
@@ -123,13 +124,10 @@ impl ClientBuilder {
                 remote: stream.peer_addr()?,
                 transport: crate::transport::TransportKind::WebSocket,
             };
-            let (stream, _response) = tokio_tungstenite::client_async_with_config(
-                request,
-                stream,
-                Some(crate::ws::config(max_payload)),
-            )
-            .await
-            .map_err(|e| Error::Handshake(format!("WebSocket upgrade failed: {e}")))?;
+            let (stream, _response) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
+                    .await
+                    .map_err(|e| Error::Handshake(format!("WebSocket upgrade failed: {e}")))?;
             Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
         };
         self.open(open).await

@@ -45,6 +45,13 @@ pub struct ConnectionConfig {
     pub close_timeout: Duration,
     /// Sets `TCP_NODELAY` (no Nagle delay on small frames). Default `true`.
     pub nodelay: bool,
+    /// Read buffer of a WebSocket peer, in octets. Default 4 KiB.
+    ///
+    /// The WebSocket layer allocates and fills this buffer for every connection and reads at
+    /// most this much per system call. 4 KiB keeps an idle WebSocket peer small; 64–128 KiB
+    /// reads large messages markedly faster at that much memory per peer (see the README's
+    /// benchmark table). TCP peers are not affected.
+    pub ws_read_buffer: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -55,6 +62,7 @@ impl Default for ConnectionConfig {
             write_batch: 64,
             close_timeout: Duration::from_secs(5),
             nodelay: true,
+            ws_read_buffer: crate::ws::READ_BUFFER,
         }
     }
 }
@@ -70,6 +78,8 @@ setters!(ConnectionConfig {
     close_timeout: Duration,
     /// Sets [`ConnectionConfig::nodelay`].
     nodelay: bool,
+    /// Sets [`ConnectionConfig::ws_read_buffer`].
+    ws_read_buffer: usize,
 });
 
 /// What a server broadcast does with a peer whose outbound queue is full.

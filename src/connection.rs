@@ -10,7 +10,8 @@
 //! * the read loop: frame → control handling or [`Dispatch`](crate::Dispatch) → handler;
 //! * the write loop: queue → batch of up to `write_batch` frames → one vectored write.
 //!
-//! A graceful close travels through the queue, so everything queued before it is written first.
+//! A graceful close travels through the queue as the close frame itself, so everything queued
+//! before it is written first.
 //! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels both loops at
 //! once; a close frame is still sent if the stream is at a frame boundary.
 
@@ -41,13 +42,6 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// What the write loop takes from the queue.
-pub(crate) enum Outbound {
-    Frame(Frame),
-    /// Graceful close: write everything queued before it, then the close frame.
-    Close,
-}
-
 /// Lifecycle callbacks a connection reports to its owner (the server or the client).
 pub(crate) trait Hooks: Send + Sync + 'static {
     /// Runs before the first frame is read; messages sent here precede every reply.
@@ -62,7 +56,9 @@ struct Shared {
     id: PeerId,
     info: PeerInfo,
     config: ConnectionConfig,
-    tx: mpsc::Sender<Outbound>,
+    /// The outbound queue. A [`Kind::Close`] frame in it is a graceful close: the writer writes
+    /// everything before it, then it, then ends the write direction.
+    tx: mpsc::Sender<Frame>,
     session: Session,
     /// Set once no more frames may be queued (a close was requested or the connection ended).
     closing: AtomicBool,
@@ -161,11 +157,7 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
-        self.shared
-            .tx
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| self.closed_error())
+        self.shared.tx.send(frame).await.map_err(|_| self.closed_error())
     }
 
     /// Queues a checked frame without waiting.
@@ -173,13 +165,10 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
-        self.shared
-            .tx
-            .try_send(Outbound::Frame(frame))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => Error::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => self.closed_error(),
-            })
+        self.shared.tx.try_send(frame).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => Error::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => self.closed_error(),
+        })
     }
 
     fn closed_error(&self) -> Error {
@@ -219,10 +208,11 @@ impl Peer {
         if self.shared.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.record_end(code, Close::new(code, reason).reason, Initiator::Local);
+        let close = Close::new(code, reason);
+        self.record_end(code, close.reason.clone(), Initiator::Local);
         let queued = tokio::time::timeout(
             self.shared.config.close_timeout,
-            self.shared.tx.send(Outbound::Close),
+            self.shared.tx.send(close.to_frame(Kind::Close, 0)),
         );
         if !matches!(queued.await, Ok(Ok(()))) {
             self.shared.stop.cancel();
@@ -268,7 +258,7 @@ impl Peer {
 /// A peer and the queue receiver its connection task will drain.
 pub(crate) struct NewPeer {
     pub(crate) peer: Peer,
-    rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Frame>,
 }
 
 pub(crate) fn new_peer(
@@ -453,13 +443,13 @@ async fn read_loop<R: FrameRead>(peer: &Peer, mut reader: R, protocol: &dyn Prot
 async fn write_loop<W: FrameWrite>(
     peer: &Peer,
     mut writer: W,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: mpsc::Receiver<Frame>,
     hooks: &dyn Hooks,
 ) {
     let shared = &peer.shared;
     let limit = shared.config.write_batch.max(1);
-    let mut items = Vec::with_capacity(limit);
-    let mut batch = Vec::with_capacity(limit);
+    // Grows to the batch sizes actually seen: an idle peer keeps no 64-frame buffer.
+    let mut batch: Vec<Frame> = Vec::new();
     loop {
         let received = tokio::select! {
             biased;
@@ -472,42 +462,33 @@ async fn write_loop<W: FrameWrite>(
                 write_close(peer, &mut writer).await;
                 return;
             }
-            received = rx.recv_many(&mut items, limit) => received,
+            received = rx.recv_many(&mut batch, limit) => received,
         };
         if received == 0 {
             return;
         }
-        let mut close = false;
-        for item in items.drain(..) {
-            match item {
-                Outbound::Frame(frame) => batch.push(frame),
-                Outbound::Close => {
-                    close = true;
-                    break;
-                }
-            }
+        // A close frame ends the batch and the connection; nothing is queued after it.
+        let close = batch.iter().position(|frame| frame.kind == Kind::Close);
+        let end = close.map_or(batch.len(), |at| at + 1);
+        let written = tokio::select! {
+            biased;
+            // Cancelled mid-write: the stream may be inside a frame, so no close frame.
+            _ = shared.stop.cancelled() => return,
+            written = writer.write_batch(&batch[..end]) => written,
+        };
+        batch.clear();
+        if let Err(error) = written {
+            peer.record_end(
+                Code::ABNORMAL,
+                format!("write failed: {error}"),
+                Initiator::Remote,
+            );
+            hooks.error(peer, &Error::Io(error));
+            return;
         }
-        if !batch.is_empty() {
-            let written = tokio::select! {
-                biased;
-                // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-                _ = shared.stop.cancelled() => return,
-                written = writer.write_batch(&batch) => written,
-            };
-            batch.clear();
-            if let Err(error) = written {
-                peer.record_end(
-                    Code::ABNORMAL,
-                    format!("write failed: {error}"),
-                    Initiator::Remote,
-                );
-                hooks.error(peer, &Error::Io(error));
-                return;
-            }
-        }
-        if close {
+        if close.is_some() {
             rx.close();
-            write_close(peer, &mut writer).await;
+            let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
             tokio::select! {
                 _ = shared.peer_closed.cancelled() => {}

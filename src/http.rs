@@ -72,8 +72,9 @@ impl Endpoint {
         });
         let server = self.server.clone();
         let max_payload = server.connection_config().max_payload;
+        let config = ws::config(server.connection_config());
         tokio::spawn(async move {
-            match ws::upgraded(on_upgrade, ws::config(max_payload)).await {
+            match ws::upgraded(on_upgrade, config).await {
                 Ok(stream) => {
                     let info = PeerInfo {
                         local: addrs.local,

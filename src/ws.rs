@@ -20,7 +20,8 @@ use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -35,19 +36,23 @@ pub use tokio_tungstenite;
 /// The subprotocol a client may offer in `Sec-WebSocket-Protocol`; the server echoes it.
 pub const SUBPROTOCOL: &str = "truflux";
 
-/// Read buffer per WebSocket peer: 4 KiB (tungstenite's default is 128 KiB, allocated eagerly
-/// for every connection). Large messages still arrive whole; they take more reads.
+/// Default read buffer per WebSocket peer: 4 KiB (tungstenite's default is 128 KiB, allocated and
+/// filled for every connection). Large messages still arrive whole; they take more reads. See
+/// [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer).
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Bytes gathered before the WebSocket layer writes to the socket; a flush ends every batch.
 pub const WRITE_BUFFER: usize = 8 * 1024;
+/// Payloads larger than this are sent as two WebSocket fragments (the truflux header, then the
+/// payload) instead of one message, which saves copying the payload next to its header.
+pub const FRAGMENT_ABOVE: usize = 16 * 1024;
 
-/// The WebSocket configuration for a connection whose frames carry at most `max_payload`
-/// octets: small buffers, and message and frame limits that admit exactly one maximal truflux
-/// frame (header and tag included).
-pub fn config(max_payload: u32) -> WebSocketConfig {
-    let max_message = max_payload as usize + SECURE_HEADER_LEN;
+/// The WebSocket configuration for a connection: the read buffer of `config`, a small write
+/// buffer, and message and frame limits that admit exactly one maximal truflux frame (header
+/// and tag included).
+pub fn config(config: &crate::ConnectionConfig) -> WebSocketConfig {
+    let max_message = config.max_payload as usize + SECURE_HEADER_LEN;
     WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(config.ws_read_buffer.max(1024))
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message))
@@ -273,6 +278,16 @@ fn write_error(error: tungstenite::Error) -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWrite for WsWriter<S> {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         for frame in batch {
+            if frame.kind != Kind::Close && frame.payload.len() > FRAGMENT_ABOVE {
+                // One WebSocket message in two fragments; the receiver reassembles the frame.
+                let mut head = BytesMut::with_capacity(frame.header_len());
+                frame.put_header(&mut head);
+                let first = WsFrame::message(head.freeze(), OpCode::Data(Data::Binary), false);
+                let rest = WsFrame::message(frame.payload.clone(), OpCode::Data(Data::Continue), true);
+                self.sink.feed(Message::Frame(first)).await.map_err(write_error)?;
+                self.sink.feed(Message::Frame(rest)).await.map_err(write_error)?;
+                continue;
+            }
             self.sink.feed(to_message(frame)).await.map_err(write_error)?;
         }
         self.sink.flush().await.map_err(write_error)

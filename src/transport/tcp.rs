@@ -94,10 +94,19 @@ enum Piece {
     Payload(usize),
 }
 
+impl TcpWriter {
+    /// Keeps a small buffer between batches: an idle peer should not pin a large one.
+    fn trim(&mut self) {
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
 impl FrameWrite for TcpWriter {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         self.buf.clear();
-        let mut pieces = Vec::with_capacity(4);
+        let mut pieces = Vec::new();
         let mut start = 0;
         for (index, frame) in batch.iter().enumerate() {
             frame.put_header(&mut self.buf);
@@ -108,6 +117,11 @@ impl FrameWrite for TcpWriter {
                 pieces.push(Piece::Payload(index));
                 start = self.buf.len();
             }
+        }
+        if pieces.is_empty() {
+            // Everything was coalesced: one plain write.
+            self.stream.write_all(&self.buf).await?;
+            return Ok(self.trim());
         }
         pieces.push(Piece::Buf(start..self.buf.len()));
 
@@ -128,10 +142,7 @@ impl FrameWrite for TcpWriter {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
-        // Keep a small buffer between batches: an idle peer should not pin a large one.
-        if self.buf.capacity() > 64 * 1024 {
-            self.buf = BytesMut::new();
-        }
+        self.trim();
         Ok(())
     }
 

@@ -1,0 +1,693 @@
+//! The benchmark harness: truflux against the floor (raw tokio TCP with a 4-byte length prefix)
+//! and the peer (tokio-tungstenite), in one run, server and client in separate processes on
+//! single-threaded runtimes.
+//!
+//! ```sh
+//! cargo bench --bench truflux                     # full run (several minutes)
+//! cargo bench --bench truflux -- --quick          # smoke run, under a minute
+//! cargo bench --bench truflux -- --cpus different # server on CPU 0, client on CPU 1
+//! cargo bench --bench truflux -- --only roundtrip # or: scale, broadcast, memory
+//! ```
+//!
+//! The binary re-executes itself: `--serve IMPL` runs one server and prints its port;
+//! `--client …` runs one measurement and prints one result line. The orchestrator (no flags)
+//! starts them pinned with `taskset`, interleaves the implementations round by round, and prints
+//! Markdown tables of medians.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use truflux::{protocol, Client, ClientConfig, ConnectionConfig, Server, ServerConfig};
+
+/// `truflux-ws-128k` is truflux over WebSocket with `ws_read_buffer` raised to tungstenite's
+/// default of 128 KiB (both ends); `truflux-ws` uses truflux's default of 4 KiB.
+const IMPLS: &[&str] = &[
+    "raw-tcp",
+    "tungstenite",
+    "truflux-tcp",
+    "truflux-ws",
+    "truflux-ws-128k",
+];
+const CASES: &[(usize, usize)] = &[
+    (64, 10_000),
+    (16 * 1024, 5_000),
+    (128 * 1024, 1_000),
+    (1024 * 1024, 100),
+    (10 * 1024 * 1024, 10),
+];
+/// Room for the largest case plus headers.
+const MAX_PAYLOAD: u32 = 11 * 1024 * 1024;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(imp) = flag("--serve") {
+        return runtime().block_on(serve(&imp));
+    }
+    if let Some(mode) = flag("--client") {
+        let imp = flag("--impl").expect("--impl");
+        let port: u16 = flag("--port").and_then(|p| p.parse().ok()).expect("--port");
+        let size: usize = flag("--size").and_then(|s| s.parse().ok()).unwrap_or(64);
+        let count: usize = flag("--count").and_then(|s| s.parse().ok()).unwrap_or(100);
+        let line = runtime().block_on(client(&mode, &imp, port, size, count));
+        println!("{line}");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let cpus = flag("--cpus").unwrap_or_else(|| "same".into());
+    let only = flag("--only");
+    let rounds: usize = flag("--rounds")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let plan = Plan { quick, cpus, rounds };
+    println!(
+        "# truflux benchmarks ({} mode, cpus: {}, {} round(s))\n",
+        if quick { "quick" } else { "full" },
+        plan.cpus,
+        rounds
+    );
+    println!(
+        "machine: {} CPU(s), {}; open-files limit {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        nofile_limit()
+    );
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("roundtrip") {
+        roundtrips(&plan);
+    }
+    if run("scale") {
+        scale(&plan);
+    }
+    if run("broadcast") {
+        broadcast(&plan);
+    }
+    if run("memory") {
+        memory(&plan);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+struct Plan {
+    quick: bool,
+    cpus: String,
+    rounds: usize,
+}
+
+impl Plan {
+    fn server_cpu(&self) -> Option<&'static str> {
+        match self.cpus.as_str() {
+            "same" | "different" => Some("0"),
+            _ => None,
+        }
+    }
+
+    fn client_cpu(&self) -> Option<&'static str> {
+        match self.cpus.as_str() {
+            "same" => Some("0"),
+            "different" => Some("1"),
+            _ => None,
+        }
+    }
+}
+
+/// This binary, pinned to `cpu` with `taskset`.
+fn command(cpu: Option<&str>, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpu]).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command.args(args);
+    command
+}
+
+/// The soft open-files limit: the 10,000-peer broadcast needs more than 10,000 per process.
+fn nofile_limit() -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn start(plan: &Plan, imp: &str) -> ServerProcess {
+        let mut child = command(plan.server_cpu(), &["--serve".into(), imp.into()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .expect("PORT n");
+        ServerProcess { child, port }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        // taskset execs the server: the child's pid is the server's.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_client(plan: &Plan, mode: &str, imp: &str, port: u16, size: usize, count: usize) -> Vec<f64> {
+    let args: Vec<String> = [
+        "--client",
+        mode,
+        "--impl",
+        imp,
+        "--port",
+        &port.to_string(),
+        "--size",
+        &size.to_string(),
+        "--count",
+        &count.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = command(plan.client_cpu(), &args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("client runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+// ---- round trips ------------------------------------------------------------------------------
+
+fn roundtrips(plan: &Plan) {
+    println!("## Round trips (a client sends a binary message and waits for its echo)\n");
+    let servers: Vec<ServerProcess> = IMPLS.iter().map(|imp| ServerProcess::start(plan, imp)).collect();
+    // results[case][impl] = (seconds per round, p50 µs, p99 µs)
+    let mut results = vec![vec![Vec::<[f64; 3]>::new(); IMPLS.len()]; CASES.len()];
+    for _ in 0..plan.rounds {
+        for (c, &(size, count)) in CASES.iter().enumerate() {
+            let count = if plan.quick { (count / 10).max(3) } else { count };
+            for (i, imp) in IMPLS.iter().enumerate() {
+                let r = run_client(plan, "roundtrip", imp, servers[i].port, size, count);
+                if r.len() == 3 {
+                    results[c][i].push([r[0], r[1], r[2]]);
+                } else {
+                    eprintln!("{imp} {size}x{count}: client failed");
+                }
+            }
+        }
+    }
+    println!("| case | implementation | seconds | MB/s | p50 µs | p99 µs | × floor |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (c, &(size, count)) in CASES.iter().enumerate() {
+        let count = if plan.quick { (count / 10).max(3) } else { count };
+        let mut floor = f64::NAN;
+        for (i, imp) in IMPLS.iter().enumerate() {
+            let runs = &results[c][i];
+            let secs = median(&mut runs.iter().map(|r| r[0]).collect::<Vec<_>>());
+            let p50 = median(&mut runs.iter().map(|r| r[1]).collect::<Vec<_>>());
+            let p99 = median(&mut runs.iter().map(|r| r[2]).collect::<Vec<_>>());
+            if i == 0 {
+                floor = secs;
+            }
+            let mbps = (size * count) as f64 / secs / 1e6;
+            println!(
+                "| {count} × {} | {imp} | {secs:.4} | {mbps:.1} | {p50:.1} | {p99:.1} | {:.3} |",
+                human(size),
+                secs / floor
+            );
+        }
+    }
+    println!();
+}
+
+fn human(size: usize) -> String {
+    match size {
+        s if s >= 1024 * 1024 => format!("{} MiB", s / (1024 * 1024)),
+        s if s >= 1024 => format!("{} KiB", s / 1024),
+        s => format!("{s} B"),
+    }
+}
+
+// ---- 1000 connections ---------------------------------------------------------------------
+
+fn scale(plan: &Plan) {
+    let conns = if plan.quick { 200 } else { 1000 };
+    println!("## {conns} concurrent connections × 100 round trips of 64 B\n");
+    let imps = ["raw-tcp", "tungstenite", "truflux-tcp", "truflux-ws"];
+    let servers: Vec<ServerProcess> = imps.iter().map(|imp| ServerProcess::start(plan, imp)).collect();
+    let mut rates = vec![Vec::new(); imps.len()];
+    for _ in 0..plan.rounds {
+        for (i, imp) in imps.iter().enumerate() {
+            let r = run_client(plan, "scale", imp, servers[i].port, 64, conns);
+            if let Some(&rate) = r.first() {
+                rates[i].push(rate);
+            }
+        }
+    }
+    println!("| implementation | round trips / s | × raw TCP |");
+    println!("|---|---:|---:|");
+    let floor = median(&mut rates[0].clone());
+    for (i, imp) in imps.iter().enumerate() {
+        let rate = median(&mut rates[i]);
+        println!("| {imp} | {rate:.0} | {:.3} |", rate / floor);
+    }
+    println!();
+}
+
+// ---- broadcast -------------------------------------------------------------------------------
+
+fn broadcast(plan: &Plan) {
+    println!("## Broadcast of one 64 B message (time until the last peer has it)\n");
+    println!("| peers | transport | ms (median) |");
+    println!("|---:|---|---:|");
+    let sizes: &[usize] = if plan.quick { &[1000] } else { &[1000, 10_000] };
+    for &peers in sizes {
+        for imp in ["truflux-tcp", "truflux-ws"] {
+            let server = ServerProcess::start(plan, &format!("{imp}-broadcast"));
+            let mut times = Vec::new();
+            let r = run_client(plan, "broadcast", imp, server.port, plan.rounds.max(3), peers);
+            times.extend(r);
+            println!("| {peers} | {imp} | {:.2} |", median(&mut times));
+        }
+    }
+    println!();
+}
+
+// ---- idle memory --------------------------------------------------------------------------
+
+fn memory(plan: &Plan) {
+    let peers = if plan.quick { 500 } else { 2000 };
+    println!("## Memory per idle connection (server RSS delta / {peers} peers)\n");
+    println!("| transport | KiB per peer |");
+    println!("|---|---:|");
+    for imp in ["truflux-tcp", "truflux-ws", "tungstenite", "raw-tcp"] {
+        let server = ServerProcess::start(plan, imp);
+        let before = server.rss_kib();
+        let args: Vec<String> = [
+            "--client",
+            "idle",
+            "--impl",
+            imp,
+            "--port",
+            &server.port.to_string(),
+            "--count",
+            &peers.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = command(plan.client_cpu(), &args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("idle client");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        std::thread::sleep(Duration::from_millis(300));
+        let after = server.rss_kib();
+        let _ = child.stdin.take().map(|mut s| s.write_all(b"done\n"));
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "| {imp} | {:.1} |",
+            after.saturating_sub(before) as f64 / peers as f64
+        );
+    }
+    println!();
+}
+
+// ---- servers ----------------------------------------------------------------------------------
+
+async fn serve(imp: &str) {
+    let port = match imp {
+        "raw-tcp" => spawn_raw_server().await,
+        "tungstenite" => spawn_tungstenite_server().await,
+        "truflux-tcp"
+        | "truflux-ws"
+        | "truflux-ws-128k"
+        | "truflux-tcp-broadcast"
+        | "truflux-ws-broadcast" => spawn_truflux_server(imp).await,
+        other => panic!("unknown implementation {other}"),
+    };
+    println!("PORT {port}");
+    std::io::stdout().flush().expect("flush");
+    // Serve until the orchestrator closes our stdin.
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    while stdin.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+}
+
+async fn spawn_raw_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                // The floor: one reused buffer, and the prefix and payload written together
+                // by a vectored write without copying.
+                let mut buf = Vec::new();
+                loop {
+                    let Ok(len) = stream.read_u32().await else { return };
+                    buf.resize(len as usize, 0);
+                    if stream.read_exact(&mut buf).await.is_err() {
+                        return;
+                    }
+                    let prefix = len.to_be_bytes();
+                    if stream
+                        .write_all_buf(&mut Buf::chain(&prefix[..], &buf[..]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn spawn_tungstenite_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_binary() && ws.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn connection_config(imp: &str) -> ConnectionConfig {
+    let config = ConnectionConfig::default().max_payload(MAX_PAYLOAD);
+    if imp.ends_with("-128k") {
+        config.ws_read_buffer(128 * 1024)
+    } else {
+        config
+    }
+}
+
+async fn spawn_truflux_server(imp: &str) -> u16 {
+    let config = ServerConfig::default().connection(connection_config(imp));
+    let builder = Server::builder().config(config);
+    let builder = if imp.starts_with("truflux-ws") {
+        builder.ws("127.0.0.1:0", "/bench")
+    } else {
+        builder.tcp("127.0.0.1:0")
+    };
+    let server = if imp.ends_with("broadcast") {
+        // Any message from a peer triggers a broadcast of it to every peer.
+        builder
+            .protocol(protocol::from_fn(|peer, message| async move {
+                if let Some(server) = peer.server() {
+                    let _ = server.broadcast(message, &[]);
+                }
+            }))
+            .start()
+            .await
+    } else {
+        builder
+            .protocol(protocol::from_fn(|peer, message| async move {
+                let _ = peer.send(message).await;
+            }))
+            .start()
+            .await
+    }
+    .expect("server starts");
+    let port = if imp.starts_with("truflux-ws") {
+        server.ws_urls()[0]
+            .trim_start_matches("ws://127.0.0.1:")
+            .trim_end_matches("/bench")
+            .parse()
+            .expect("port")
+    } else {
+        server.local_addrs()[0].port()
+    };
+    std::mem::forget(server);
+    port
+}
+
+// ---- clients -----------------------------------------------------------------------------------
+
+/// One connection that can do a round trip.
+enum Conn {
+    Raw(TcpStream, Vec<u8>),
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    Truflux(Client, tokio::sync::mpsc::UnboundedReceiver<truflux::Message>),
+}
+
+async fn connect(imp: &str, port: u16) -> Conn {
+    let addr = format!("127.0.0.1:{port}");
+    match imp {
+        "raw-tcp" => {
+            let stream = TcpStream::connect(&addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            Conn::Raw(stream, Vec::new())
+        }
+        "tungstenite" => {
+            let stream = TcpStream::connect(&addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
+                .await
+                .expect("ws");
+            Conn::Ws(Box::new(ws))
+        }
+        "truflux-tcp" | "truflux-ws" | "truflux-ws-128k" => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let config = ClientConfig::default().connection(connection_config(imp));
+            let builder =
+                Client::builder()
+                    .config(config)
+                    .protocol(protocol::from_fn(move |_peer, message| {
+                        let _ = tx.send(message);
+                        std::future::ready(())
+                    }));
+            let client = if imp.starts_with("truflux-ws") {
+                builder.connect_ws(&format!("ws://{addr}/bench")).await
+            } else {
+                builder.connect(&addr).await
+            }
+            .expect("truflux connect");
+            Conn::Truflux(client, rx)
+        }
+        other => panic!("unknown implementation {other}"),
+    }
+}
+
+impl Conn {
+    async fn roundtrip(&mut self, payload: &Bytes) {
+        match self {
+            Conn::Raw(stream, buf) => {
+                let prefix = (payload.len() as u32).to_be_bytes();
+                stream
+                    .write_all_buf(&mut Buf::chain(&prefix[..], &payload[..]))
+                    .await
+                    .expect("write");
+                let len = stream.read_u32().await.expect("read len");
+                buf.resize(len as usize, 0);
+                stream.read_exact(buf).await.expect("read payload");
+            }
+            Conn::Ws(ws) => {
+                ws.send(WsMessage::Binary(payload.clone())).await.expect("send");
+                loop {
+                    match ws.next().await.expect("open").expect("message") {
+                        WsMessage::Binary(echo) => {
+                            assert_eq!(echo.len(), payload.len());
+                            break;
+                        }
+                        _ => continue,
+                    }
+                }
+            }
+            Conn::Truflux(client, rx) => {
+                client.send_raw(1, payload.clone()).await.expect("send");
+                let echo = rx.recv().await.expect("echo");
+                assert_eq!(echo.payload.remaining(), payload.len());
+            }
+        }
+    }
+}
+
+async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> String {
+    match mode {
+        "roundtrip" => {
+            let mut conn = connect(imp, port).await;
+            let payload = Bytes::from(vec![0xa5u8; size]);
+            for _ in 0..count.min(10) {
+                conn.roundtrip(&payload).await; // warm up
+            }
+            let mut latencies = Vec::with_capacity(count);
+            let start = Instant::now();
+            for _ in 0..count {
+                let t = Instant::now();
+                conn.roundtrip(&payload).await;
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let total = start.elapsed().as_secs_f64();
+            latencies.sort_by(|a, b| a.total_cmp(b));
+            let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+            format!("{total} {} {}", pick(0.5), pick(0.99))
+        }
+        "scale" => {
+            let mut conns = Vec::with_capacity(count);
+            for _ in 0..count {
+                conns.push(connect(imp, port).await);
+            }
+            let payload = Bytes::from(vec![0x5au8; size]);
+            let local = tokio::task::LocalSet::new();
+            let start = Instant::now();
+            local
+                .run_until(async {
+                    let tasks: Vec<_> = conns
+                        .into_iter()
+                        .map(|mut conn| {
+                            let payload = payload.clone();
+                            tokio::task::spawn_local(async move {
+                                for _ in 0..100 {
+                                    conn.roundtrip(&payload).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.expect("task");
+                    }
+                })
+                .await;
+            format!("{}", (count * 100) as f64 / start.elapsed().as_secs_f64())
+        }
+        "broadcast" => {
+            // `size` carries the number of repetitions here.
+            let received = Arc::new(AtomicUsize::new(0));
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let mut clients = Vec::with_capacity(count);
+            for _ in 0..count {
+                let (received, notify, target) = (received.clone(), notify.clone(), count);
+                let config = ClientConfig::default().connect_timeout(Duration::from_secs(60));
+                let builder =
+                    Client::builder()
+                        .config(config)
+                        .protocol(protocol::from_fn(move |_peer, _message| {
+                            if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                                notify.notify_one();
+                            }
+                            std::future::ready(())
+                        }));
+                let client = if imp == "truflux-ws" {
+                    builder.connect_ws(&format!("ws://127.0.0.1:{port}/bench")).await
+                } else {
+                    builder.connect(("127.0.0.1", port)).await
+                };
+                clients.push(client.expect("connect"));
+            }
+            let mut times = Vec::new();
+            for _ in 0..size {
+                received.store(0, Ordering::SeqCst);
+                let start = Instant::now();
+                clients[0]
+                    .send_raw(1, Bytes::from_static(&[7u8; 64]))
+                    .await
+                    .expect("trigger");
+                notify.notified().await;
+                times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+            }
+            times.join(" ")
+        }
+        "idle" => {
+            let mut conns = Vec::with_capacity(count);
+            for _ in 0..count {
+                conns.push(connect(imp, port).await);
+            }
+            println!("READY");
+            std::io::stdout().flush().expect("flush");
+            let mut line = String::new();
+            let _ = tokio::io::AsyncBufReadExt::read_line(
+                &mut tokio::io::BufReader::new(tokio::io::stdin()),
+                &mut line,
+            )
+            .await;
+            drop(conns);
+            String::new()
+        }
+        other => panic!("unknown client mode {other}"),
+    }
+}
