@@ -8,20 +8,24 @@ use std::sync::Arc;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::config::ClientConfig;
-use crate::connection::{self, Hooks, PeerId};
+use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::frame::control::Hello;
 use crate::hello;
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
+use crate::security::SecurityEvent;
 use crate::transport::{TcpTransport, Transport};
 use crate::{CloseInfo, Code, Error, Peer};
 
 type CloseFn = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
+type SecurityFn = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 struct ClientHooks {
     on_close: Option<CloseFn>,
     on_error: Option<ErrorFn>,
+    on_security: Option<SecurityFn>,
 }
 
 impl Hooks for ClientHooks {
@@ -39,6 +43,13 @@ impl Hooks for ClientHooks {
     fn closed(&self, _peer: &Peer, info: &CloseInfo) {
         if let Some(on_close) = &self.on_close {
             on_close(info);
+        }
+    }
+
+    fn security(&self, _peer: &Peer, event: &SecurityEvent) {
+        tracing::debug!(?event, "security");
+        if let Some(on_security) = &self.on_security {
+            on_security(event);
         }
     }
 }
@@ -74,6 +85,13 @@ impl ClientBuilder {
     /// Runs for every error on the connection (including error frames from the server).
     pub fn on_error(mut self, handler: impl Fn(&Error) + Send + Sync + 'static) -> Self {
         self.hooks.on_error = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs for every security event: handshake done, handshake failed without ending the
+    /// connection (`fail_secure`), the server's direction switched.
+    pub fn on_security(mut self, handler: impl Fn(&SecurityEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.on_security = Some(Arc::new(handler));
         self
     }
 
@@ -139,14 +157,20 @@ impl ClientBuilder {
             let transport = open.await?;
             let info = transport.info();
             let (mut reader, mut writer) = transport.split();
-            hello::connect(&mut reader, &mut writer).await?;
-            Ok::<_, Error>((info, reader, writer))
+            let server_hello = hello::connect(&mut reader, &mut writer).await?;
+            Ok::<_, Error>((info, reader, writer, server_hello))
         };
-        let (info, reader, writer) = tokio::time::timeout(self.config.connect_timeout, handshake)
-            .await
-            .map_err(|_| Error::Timeout("connecting"))??;
+        let (info, reader, writer, server_hello) =
+            tokio::time::timeout(self.config.connect_timeout, handshake)
+                .await
+                .map_err(|_| Error::Timeout("connecting"))??;
         let id = PeerId(NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
-        let new = connection::new_peer(id, info, self.config.connection, None);
+        let hellos = Hellos {
+            client: Hello::current(),
+            server: server_hello,
+        };
+        let required = self.config.connection.security.required;
+        let new = connection::new_peer(id, info, self.config.connection, None, &hellos);
         let peer = new.peer.clone();
         tokio::spawn(connection::run(
             new,
@@ -155,7 +179,30 @@ impl ClientBuilder {
             self.protocol,
             Arc::new(self.hooks),
         ));
-        Ok(Client { peer })
+        let client = Client { peer };
+        if required {
+            // Secure before anything is sent: key exchange, then both directions on.
+            let secured = async {
+                client
+                    .set_own_security(true)
+                    .await?
+                    .set_peer_security(true)
+                    .await
+                    .map(drop)
+            };
+            match tokio::time::timeout(self.config.connect_timeout, secured).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    client.close_now(error.code(), "security could not be set up");
+                    return Err(error);
+                }
+                Err(_) => {
+                    client.close_now(Code::HANDSHAKE_FAILED, "security handshake timed out");
+                    return Err(Error::Timeout("security handshake"));
+                }
+            }
+        }
+        Ok(client)
     }
 }
 
@@ -176,6 +223,7 @@ impl Client {
             hooks: ClientHooks {
                 on_close: None,
                 on_error: None,
+                on_security: None,
             },
         }
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::frame::DEFAULT_MAX_PAYLOAD;
+use crate::security::SecurityConfig;
 
 macro_rules! setters {
     ($ty:ty { $($(#[doc = $doc:literal])* $field:ident : $fty:ty,)* }) => {
@@ -52,6 +53,9 @@ pub struct ConnectionConfig {
     /// reads large messages markedly faster at that much memory per peer (see the README's
     /// benchmark table). TCP peers are not affected.
     pub ws_read_buffer: usize,
+    /// Security: suites, pre-shared key, whether security is required, key rotation. Default
+    /// [`SecurityConfig::default`] (both suites offered, nothing required).
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -63,6 +67,7 @@ impl Default for ConnectionConfig {
             close_timeout: Duration::from_secs(5),
             nodelay: true,
             ws_read_buffer: crate::ws::READ_BUFFER,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ setters!(ConnectionConfig {
     nodelay: bool,
     /// Sets [`ConnectionConfig::ws_read_buffer`].
     ws_read_buffer: usize,
+    /// Sets [`ConnectionConfig::security`].
+    security: SecurityConfig,
 });
 
 /// What a server broadcast does with a peer whose outbound queue is full.

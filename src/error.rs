@@ -73,6 +73,19 @@ codes! {
     /// 4007: the peer's outbound queue was full when a broadcast reached it (it reads too
     /// slowly). Fatal.
     SLOW_CONSUMER = 4007,
+    /// 4020: the two sides share no security suite; the connection stays plain. Non-fatal.
+    NO_COMMON_SUITE = 4020,
+    /// 4021: security is required and the peer is not secure (no common suite: fatal; a plain
+    /// message: reported in an error frame).
+    SECURITY_REQUIRED = 4021,
+    /// 4022: the key exchange failed (malformed message, invalid public value, finished MAC
+    /// mismatch: tampering, downgrade or a wrong pre-shared key). Fatal.
+    HANDSHAKE_FAILED = 4022,
+    /// 4023: a protected record failed to verify (tampered, replayed, reordered, dropped,
+    /// truncated or injected). Fatal.
+    BAD_RECORD = 4023,
+    /// 4024: a plain frame in a direction that is secure. Fatal.
+    UNEXPECTED_PLAINTEXT = 4024,
 }
 
 impl fmt::Debug for Code {
@@ -195,6 +208,23 @@ pub enum Error {
     /// A configuration or argument was refused.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The security layer failed (see [`crate::security::SecurityError`] for the fatal kinds).
+    #[error("security {code}: {reason}")]
+    Security {
+        /// The std code.
+        code: Code,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<crate::security::SecurityError> for Error {
+    fn from(error: crate::security::SecurityError) -> Self {
+        Error::Security {
+            code: error.code(),
+            reason: error.to_string(),
+        }
+    }
 }
 
 impl Error {
@@ -210,6 +240,7 @@ impl Error {
             Error::Closed(info) => info.code,
             Error::QueueFull => Code::SLOW_CONSUMER,
             Error::Config(_) => Code::INTERNAL_ERROR,
+            Error::Security { code, .. } => *code,
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod frame;
 mod hello;
 pub mod http;
 pub mod protocol;
+pub mod security;
 mod server;
 mod session;
 pub mod transport;

@@ -15,16 +15,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::{ServerConfig, SlowPeerPolicy};
-use crate::connection::{self, Hooks, PeerId};
+use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::frame::control::Hello;
 use crate::frame::Frame;
 use crate::hello;
 use crate::protocol::{BoxFuture, Message, NoMessages, Protocol};
+use crate::security::SecurityEvent;
 use crate::transport::{FrameWrite, TcpTransport, Transport};
 use crate::{CloseInfo, Code, Error, Peer};
 
 type ConnectFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, ()> + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(Option<&Peer>, &Error) + Send + Sync>;
+type SecurityFn = Arc<dyn Fn(&Peer, &SecurityEvent) + Send + Sync>;
 
 /// The state shared by a server's listeners, connections and handles.
 pub(crate) struct Hub {
@@ -33,6 +36,7 @@ pub(crate) struct Hub {
     on_connect: Option<ConnectFn>,
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
+    on_security: Option<SecurityFn>,
     peers: RwLock<HashMap<PeerId, Peer>>,
     next_id: AtomicU64,
     /// Cancelled when the server stops accepting.
@@ -76,19 +80,26 @@ impl Hub {
             )
             .await;
         }
-        if let Err(error) = hello::accept(&mut reader, &mut writer, self.config.handshake_timeout).await {
-            return self.report(None, &error);
-        }
+        let client_hello = match hello::accept(&mut reader, &mut writer, self.config.handshake_timeout).await
+        {
+            Ok(hello) => hello,
+            Err(error) => return self.report(None, &error),
+        };
+        let hellos = Hellos {
+            client: client_hello,
+            server: Hello::current(),
+        };
         let id = PeerId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let new = connection::new_peer(
             id,
             info,
             self.config.connection.clone(),
             Some(Arc::downgrade(&self)),
+            &hellos,
         );
         // Registered before our hello goes out: once the client is open, the server counts it.
         self.peers_mut().insert(id, new.peer.clone());
-        let hello = crate::frame::control::Hello::current().to_frame();
+        let hello = hellos.server.to_frame();
         if let Err(error) = writer.write_batch(&[hello]).await {
             self.peers_mut().remove(&id);
             return self.report(None, &Error::Io(error));
@@ -186,6 +197,13 @@ impl Hooks for Hub {
             on_disconnect(peer, info);
         }
     }
+
+    fn security(&self, peer: &Peer, event: &SecurityEvent) {
+        debug!(peer = %peer.id(), ?event, "security");
+        if let Some(on_security) = &self.on_security {
+            on_security(peer, event);
+        }
+    }
 }
 
 /// Builds a [`Server`]: protocol, listeners, handlers, configuration.
@@ -196,6 +214,7 @@ pub struct ServerBuilder {
     on_connect: Option<ConnectFn>,
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
+    on_security: Option<SecurityFn>,
     tcp: Vec<String>,
     ws: Vec<(String, String)>,
 }
@@ -217,6 +236,13 @@ impl ServerBuilder {
     /// port, see [`Server::local_addrs`]). May be given several times.
     pub fn tcp(mut self, addr: impl Into<String>) -> Self {
         self.tcp.push(addr.into());
+        self
+    }
+
+    /// Runs for every security event of a peer: handshake done, handshake failed without ending
+    /// the connection (`fail_secure`), the peer's direction switched.
+    pub fn on_security(mut self, handler: impl Fn(&Peer, &SecurityEvent) + Send + Sync + 'static) -> Self {
+        self.on_security = Some(Arc::new(handler));
         self
     }
 
@@ -262,6 +288,7 @@ impl ServerBuilder {
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             on_error: self.on_error,
+            on_security: self.on_security,
             peers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -332,6 +359,7 @@ impl Server {
             on_connect: None,
             on_disconnect: None,
             on_error: None,
+            on_security: None,
             tcp: Vec::new(),
             ws: Vec::new(),
         }

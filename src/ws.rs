@@ -50,7 +50,7 @@ pub const FRAGMENT_ABOVE: usize = 16 * 1024;
 /// buffer, and message and frame limits that admit exactly one maximal truflux frame (header
 /// and tag included).
 pub fn config(config: &crate::ConnectionConfig) -> WebSocketConfig {
-    let max_message = config.max_payload as usize + SECURE_HEADER_LEN;
+    let max_message = config.max_payload as usize + SECURE_HEADER_LEN + crate::frame::SEAL_OVERHEAD as usize;
     WebSocketConfig::default()
         .read_buffer_size(config.ws_read_buffer.max(1024))
         .write_buffer_size(WRITE_BUFFER)

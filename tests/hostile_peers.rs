@@ -169,7 +169,7 @@ async fn unknown_frame_kind() {
 }
 
 #[tokio::test]
-async fn protected_frame_without_security() {
+async fn protected_frame_before_any_handshake() {
     let mut f = fixture(small_limits()).await;
     let mut peer = RawPeer::open(f.addr()).await;
     let frame = Frame {
@@ -179,7 +179,11 @@ async fn protected_frame_without_security() {
         payload: Bytes::new(),
     };
     peer.write_frame(&frame).await;
-    assert_eq!(peer.expect_close().await.code, Code::PROTOCOL_ERROR);
+    assert_eq!(
+        peer.expect_close().await.code,
+        Code::BAD_RECORD,
+        "a protected record before any handshake"
+    );
     f.assert_healthy().await;
 }
 

@@ -3,7 +3,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{Frame, FrameError, Kind, HEADER_LEN, MAX_ID, PROTECTED_BIT, TAG_LEN};
+use super::{Frame, FrameError, Kind, HEADER_LEN, MAX_ID, PROTECTED_BIT, SEAL_OVERHEAD, TAG_LEN};
 
 /// Decodes and encodes truflux frames.
 ///
@@ -94,13 +94,19 @@ impl Header {
         if id > MAX_ID {
             return Err(FrameError::ReservedIdBit(id));
         }
-        if len > max_payload {
+        let protected = kind_octet & PROTECTED_BIT != 0;
+        // Sealing may add up to 16 octets of padding to a payload of the maximum size.
+        let limit = if protected {
+            max_payload.saturating_add(SEAL_OVERHEAD)
+        } else {
+            max_payload
+        };
+        if len > limit {
             return Err(FrameError::PayloadTooLarge {
                 len: u64::from(len),
                 max: max_payload,
             });
         }
-        let protected = kind_octet & PROTECTED_BIT != 0;
         let header_len = if protected {
             HEADER_LEN + TAG_LEN
         } else {

@@ -31,6 +31,8 @@ pub const SECURE_HEADER_LEN: usize = HEADER_LEN + TAG_LEN;
 pub const MAX_ID: u32 = 0x7FFF_FFFF;
 /// Default bound on the payload length of one frame: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+/// Octets a protected frame's payload may exceed the maximum by (CBC padding).
+pub const SEAL_OVERHEAD: u32 = 16;
 /// Bit of the kind octet that marks a protected frame (a tag follows the plain header).
 pub const PROTECTED_BIT: u8 = 0x80;
 
@@ -49,6 +51,9 @@ pub enum Kind {
     Ping = 0x04,
     /// The answer to a [`Kind::Ping`].
     Pong = 0x05,
+    /// The security layer: key exchange, direction toggles, key rotation. The id field is the
+    /// message type (`docs/PROTOCOL.md` §9).
+    Security = 0x06,
     /// An application message: the id field is the message id, the payload its body.
     Message = 0x10,
 }
@@ -62,6 +67,7 @@ impl Kind {
             0x03 => Kind::Error,
             0x04 => Kind::Ping,
             0x05 => Kind::Pong,
+            0x06 => Kind::Security,
             0x10 => Kind::Message,
             _ => return None,
         })

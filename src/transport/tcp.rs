@@ -121,7 +121,8 @@ impl FrameWrite for TcpWriter {
         if pieces.is_empty() {
             // Everything was coalesced: one plain write.
             self.stream.write_all(&self.buf).await?;
-            return Ok(self.trim());
+            self.trim();
+            return Ok(());
         }
         pieces.push(Piece::Buf(start..self.buf.len()));
 

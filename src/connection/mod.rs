@@ -7,17 +7,22 @@
 //!
 //! Each connection is one task running two loops side by side:
 //!
-//! * the read loop: frame → control handling or [`Dispatch`](crate::Dispatch) → handler;
-//! * the write loop: queue → batch of up to `write_batch` frames → one vectored write.
+//! * the read loop ([`read`]): frame → open if protected → control handling or
+//!   [`Dispatch`](crate::Dispatch) → handler;
+//! * the write loop ([`write`]): queue → batch of up to `write_batch` frames → seal if our
+//!   direction is secure → one vectored write.
 //!
 //! A graceful close travels through the queue as the close frame itself, so everything queued
 //! before it is written first.
 //! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels both loops at
 //! once; a close frame is still sent if the stream is at a frame boundary.
 
+mod read;
+mod write;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -25,9 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use crate::config::ConnectionConfig;
-use crate::frame::control::Close;
+use crate::frame::control::{Close, Hello};
 use crate::frame::{Frame, Kind};
 use crate::protocol::{BoxFuture, Message, Protocol};
+use crate::security::handshake::{self, Handshake, Role};
+use crate::security::record::Sealer;
+use crate::security::{SecurityEvent, Suite};
 use crate::server::Hub;
 use crate::transport::{FrameRead, FrameWrite, PeerInfo, TransportKind};
 use crate::{CloseInfo, Code, Error, Initiator, Session};
@@ -50,6 +58,25 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn error(&self, peer: &Peer, error: &Error);
     /// The connection is over; called exactly once.
     fn closed(&self, peer: &Peer, info: &CloseInfo);
+    /// The security layer reports something.
+    fn security(&self, peer: &Peer, event: &SecurityEvent);
+}
+
+/// What the write loop takes ahead of the queue.
+pub(crate) enum Control {
+    /// A handshake frame, sent in the current mode.
+    Frame(Frame),
+    /// Keys for the direction we send.
+    Keys(Sealer),
+}
+
+/// Where the handshake stands, for callers waiting on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SecStatus {
+    Idle,
+    InProgress,
+    Done(Suite),
+    Failed(Code, String),
 }
 
 struct Shared {
@@ -71,6 +98,22 @@ struct Shared {
     /// Becomes `Some` when the connection task has finished.
     finished: watch::Sender<Option<CloseInfo>>,
     server: Option<Weak<Hub>>,
+    role: Role,
+    /// Handshake frames and key installs for the writer, ahead of the queue. Unbounded but
+    /// tiny: one handshake per connection, a handful of frames.
+    ctl: mpsc::UnboundedSender<Control>,
+    handshake: Mutex<Handshake>,
+    sec_status: watch::Sender<SecStatus>,
+    /// Our direction: set when security on is queued, cleared when off is queued.
+    own_secure: AtomicBool,
+    /// The peer's direction, as the read loop last saw it.
+    peer_secure: AtomicBool,
+}
+
+impl Shared {
+    fn lock_handshake(&self) -> MutexGuard<'_, Handshake> {
+        self.handshake.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A handle to one live connection: send to it, read its session, close it.
@@ -253,12 +296,95 @@ impl Peer {
     pub fn is_closed(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
     }
+
+    /// Runs the key exchange if it has not run, and waits for it: returns the negotiated suite.
+    ///
+    /// Either side may start it; the client always makes the offer (a server asks for one).
+    /// Fails with [`Error::Security`] if no suite is common or the exchange fails, and with
+    /// [`Error::Closed`] if the connection ends first.
+    pub async fn handshake(&self) -> Result<Suite, Error> {
+        let shared = &self.shared;
+        let mut status = shared.sec_status.subscribe();
+        if let Some(frame) = shared.lock_handshake().begin() {
+            shared.sec_status.send_replace(SecStatus::InProgress);
+            let _ = shared.ctl.send(Control::Frame(frame));
+        }
+        let mut finished = shared.finished.subscribe();
+        tokio::select! {
+            result = status.wait_for(|s| matches!(s, SecStatus::Done(_) | SecStatus::Failed(..))) => {
+                match result.as_deref() {
+                    Ok(SecStatus::Done(suite)) => Ok(*suite),
+                    Ok(SecStatus::Failed(code, reason)) => Err(Error::Security { code: *code, reason: reason.clone() }),
+                    _ => Err(self.closed_error()),
+                }
+            }
+            _ = finished.wait_for(Option::is_some) => Err(self.closed_error()),
+        }
+    }
+
+    /// Turns encryption of what *we send* on or off (`setOwnSecurity`). Returns `self` so calls
+    /// chain.
+    ///
+    /// On: runs the handshake first if needed, then queues an authenticated "security on"
+    /// record; every frame queued after this call returns is protected. Off: queues an
+    /// authenticated "security off"; frames queued after it are plain. The keys stay, so
+    /// toggling again needs no new handshake.
+    pub async fn set_own_security(&self, on: bool) -> Result<&Self, Error> {
+        if on {
+            self.handshake().await?;
+            if !self.shared.own_secure.swap(true, Ordering::AcqRel) {
+                self.enqueue(handshake::frame(handshake::SEC_ON, Bytes::new()))
+                    .await?;
+            }
+        } else if self.shared.own_secure.swap(false, Ordering::AcqRel) {
+            self.enqueue(handshake::frame(handshake::SEC_OFF, Bytes::new()))
+                .await?;
+        }
+        Ok(self)
+    }
+
+    /// Asks the peer to turn encryption of what *it sends us* on or off (`setClientSecurity`).
+    /// The peer complies unless its handshake fails; [`Peer::is_peer_secure`] and the
+    /// `PeerSecure` event tell when its records change. Returns `self` so calls chain.
+    pub async fn set_peer_security(&self, on: bool) -> Result<&Self, Error> {
+        if on {
+            self.handshake().await?;
+        }
+        self.enqueue(handshake::frame(
+            handshake::REQUEST,
+            Bytes::from(vec![u8::from(on)]),
+        ))
+        .await?;
+        Ok(self)
+    }
+
+    /// Whether what we send is protected (after `set_own_security(true)`).
+    pub fn is_secure(&self) -> bool {
+        self.shared.own_secure.load(Ordering::Acquire)
+    }
+
+    /// Whether what the peer sends us is protected.
+    pub fn is_peer_secure(&self) -> bool {
+        self.shared.peer_secure.load(Ordering::Acquire)
+    }
+
+    /// The negotiated suite, once the handshake is done.
+    pub fn suite(&self) -> Option<Suite> {
+        self.shared.lock_handshake().suite()
+    }
 }
 
 /// A peer and the queue receiver its connection task will drain.
 pub(crate) struct NewPeer {
     pub(crate) peer: Peer,
     rx: mpsc::Receiver<Frame>,
+    ctl: mpsc::UnboundedReceiver<Control>,
+}
+
+/// The two hellos of a connection, which begin the security transcript.
+pub(crate) struct Hellos {
+    pub(crate) client: Hello,
+    pub(crate) server: Hello,
 }
 
 pub(crate) fn new_peer(
@@ -266,8 +392,16 @@ pub(crate) fn new_peer(
     info: PeerInfo,
     config: ConnectionConfig,
     server: Option<Weak<Hub>>,
+    hellos: &Hellos,
 ) -> NewPeer {
     let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+    let (ctl_tx, ctl) = mpsc::unbounded_channel();
+    let role = if server.is_some() {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let handshake = Handshake::new(role, config.security.clone(), &hellos.client, &hellos.server);
     let shared = Shared {
         id,
         info,
@@ -280,12 +414,19 @@ pub(crate) fn new_peer(
         peer_closed: CancellationToken::new(),
         finished: watch::channel(None).0,
         server,
+        role,
+        ctl: ctl_tx,
+        handshake: Mutex::new(handshake),
+        sec_status: watch::channel(SecStatus::Idle).0,
+        own_secure: AtomicBool::new(false),
+        peer_secure: AtomicBool::new(false),
     };
     NewPeer {
         peer: Peer {
             shared: Arc::new(shared),
         },
         rx,
+        ctl,
     }
 }
 
@@ -297,21 +438,38 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     protocol: Arc<dyn Protocol>,
     hooks: Arc<dyn Hooks>,
 ) {
-    let NewPeer { peer, rx } = new;
+    let NewPeer { peer, rx, ctl } = new;
     let span = tracing::debug_span!("connection", peer = %peer.id(), remote = %peer.info().remote);
     async {
         debug!("open");
+        if peer.shared.role == Role::Server && peer.shared.config.security.required {
+            // The server insists: key exchange now, and both directions on.
+            let secure = peer.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    secure
+                        .set_own_security(true)
+                        .await?
+                        .set_peer_security(true)
+                        .await
+                        .map(drop)
+                };
+                if let Err(error) = result.await {
+                    debug!(%error, "required security could not be set up");
+                }
+            });
+        }
         let reading = async {
             let connected = hooks.connected(&peer);
             tokio::select! {
                 biased;
                 _ = peer.shared.stop.cancelled() => {}
-                _ = connected => read_loop(&peer, reader, protocol.as_ref(), hooks.as_ref()).await,
+                _ = connected => read::read_loop(&peer, reader, protocol.as_ref(), hooks.as_ref()).await,
             }
             peer.shared.stop.cancel();
         };
         let writing = async {
-            write_loop(&peer, writer, rx, hooks.as_ref()).await;
+            write::write_loop(&peer, writer, rx, ctl, hooks.as_ref()).await;
             peer.shared.stop.cancel();
         };
         tokio::join!(reading, writing);
@@ -337,181 +495,4 @@ fn fail(peer: &Peer, hooks: &dyn Hooks, error: Error) {
     peer.shared.closing.store(true, Ordering::Release);
     hooks.error(peer, &error);
     peer.shared.stop.cancel();
-}
-
-async fn read_loop<R: FrameRead>(peer: &Peer, mut reader: R, protocol: &dyn Protocol, hooks: &dyn Hooks) {
-    let mut dispatch = protocol.open(peer);
-    let stop = &peer.shared.stop;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            frame = reader.read_frame() => frame,
-        };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                peer.record_end(
-                    Code::ABNORMAL,
-                    "connection lost without a close frame",
-                    Initiator::Remote,
-                );
-                return;
-            }
-            Err(error) => {
-                let error = Error::Frame(error);
-                if error.code() == Code::ABNORMAL {
-                    peer.record_end(Code::ABNORMAL, error.to_string(), Initiator::Remote);
-                    return;
-                }
-                return fail(peer, hooks, error);
-            }
-        };
-        if frame.tag.is_some() {
-            let error = Error::Handshake("protected frame on a connection without security".into());
-            return fail(peer, hooks, error);
-        }
-        match frame.kind {
-            Kind::Message => {
-                let message = Message {
-                    id: frame.id,
-                    payload: frame.payload,
-                };
-                let result = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    result = dispatch.dispatch(peer, message) => result,
-                };
-                if let Err(error) = result {
-                    if error.peer_fault {
-                        let report =
-                            Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
-                        // Waiting here applies backpressure to a peer that provokes many errors.
-                        let _ = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            sent = peer.enqueue(report) => sent,
-                        };
-                    }
-                    hooks.error(peer, &Error::Protocol(error));
-                }
-            }
-            Kind::Ping => {
-                let pong = Frame {
-                    kind: Kind::Pong,
-                    id: frame.id,
-                    tag: None,
-                    payload: frame.payload,
-                };
-                let _ = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    sent = peer.enqueue(pong) => sent,
-                };
-            }
-            Kind::Pong => {}
-            Kind::Error => match Close::parse(Kind::Error, &frame.payload) {
-                Ok(report) => {
-                    let error = Error::Remote {
-                        code: report.code,
-                        message: report.reason,
-                        id: frame.id,
-                    };
-                    hooks.error(peer, &error);
-                }
-                Err(error) => return fail(peer, hooks, Error::Frame(error)),
-            },
-            Kind::Close => {
-                let close = Close::parse(Kind::Close, &frame.payload)
-                    .unwrap_or_else(|_| Close::new(Code::PROTOCOL_ERROR, "malformed close frame"));
-                peer.record_end(close.code, close.reason, Initiator::Remote);
-                peer.shared.closing.store(true, Ordering::Release);
-                peer.shared.peer_closed.cancel();
-                return;
-            }
-            Kind::Hello => {
-                return fail(
-                    peer,
-                    hooks,
-                    Error::Handshake("hello after the connection opened".into()),
-                );
-            }
-        }
-    }
-}
-
-async fn write_loop<W: FrameWrite>(
-    peer: &Peer,
-    mut writer: W,
-    mut rx: mpsc::Receiver<Frame>,
-    hooks: &dyn Hooks,
-) {
-    let shared = &peer.shared;
-    let limit = shared.config.write_batch.max(1);
-    // Grows to the batch sizes actually seen: an idle peer keeps no 64-frame buffer.
-    let mut batch: Vec<Frame> = Vec::new();
-    loop {
-        let received = tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => {
-                // Forced: the stream is at a frame boundary here, so the peer can be told why.
-                write_close(peer, &mut writer).await;
-                return;
-            }
-            _ = shared.peer_closed.cancelled() => {
-                write_close(peer, &mut writer).await;
-                return;
-            }
-            received = rx.recv_many(&mut batch, limit) => received,
-        };
-        if received == 0 {
-            return;
-        }
-        // A close frame ends the batch and the connection; nothing is queued after it.
-        let close = batch.iter().position(|frame| frame.kind == Kind::Close);
-        let end = close.map_or(batch.len(), |at| at + 1);
-        let written = tokio::select! {
-            biased;
-            // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-            _ = shared.stop.cancelled() => return,
-            written = writer.write_batch(&batch[..end]) => written,
-        };
-        batch.clear();
-        if let Err(error) = written {
-            peer.record_end(
-                Code::ABNORMAL,
-                format!("write failed: {error}"),
-                Initiator::Remote,
-            );
-            hooks.error(peer, &Error::Io(error));
-            return;
-        }
-        if close.is_some() {
-            rx.close();
-            let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
-            // Wait for the peer's answering close (or its disconnect), bounded.
-            tokio::select! {
-                _ = shared.peer_closed.cancelled() => {}
-                _ = shared.stop.cancelled() => {}
-                _ = tokio::time::sleep(shared.config.close_timeout) => {}
-            }
-            return;
-        }
-    }
-}
-
-/// Writes the close frame for the recorded end and shuts the write direction, bounded by
-/// `close_timeout`.
-async fn write_close<W: FrameWrite>(peer: &Peer, writer: &mut W) {
-    let Some(info) = peer.end_info() else { return };
-    if info.code == Code::ABNORMAL {
-        // Never sent on the wire: the connection is already gone.
-        return;
-    }
-    let frame = Close::new(info.code, info.reason).to_frame(Kind::Close, 0);
-    let finish = async {
-        writer.write_batch(std::slice::from_ref(&frame)).await?;
-        writer.shutdown().await
-    };
-    let _ = tokio::time::timeout(peer.shared.config.close_timeout, finish).await;
 }

@@ -1,0 +1,250 @@
+//! The read loop: frames in, control frames handled, messages to the protocol.
+//!
+//! It owns the receiving direction's security: the opener, whether the peer's direction is
+//! secure, and feeding handshake messages to the handshake. A protected frame must verify; once
+//! the peer's direction is secure a plain frame is fatal, except a close.
+
+use std::sync::atomic::Ordering;
+
+use super::{fail, Control, Hooks, Peer, SecStatus};
+use crate::frame::control::Close;
+use crate::frame::{Frame, Kind};
+use crate::protocol::{Message, Protocol};
+use crate::security::handshake::{self, Role};
+use crate::security::record::Opener;
+use crate::security::{SecurityError, SecurityEvent};
+use crate::transport::FrameRead;
+use crate::{Code, Error, Initiator};
+
+/// The receiving direction's security state.
+#[derive(Default)]
+struct Incoming {
+    opener: Option<Opener>,
+    secure: bool,
+}
+
+pub(super) async fn read_loop<R: FrameRead>(
+    peer: &Peer,
+    mut reader: R,
+    protocol: &dyn Protocol,
+    hooks: &dyn Hooks,
+) {
+    let mut dispatch = protocol.open(peer);
+    let mut incoming = Incoming::default();
+    let stop = &peer.shared.stop;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            frame = reader.read_frame() => frame,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                peer.record_end(
+                    Code::ABNORMAL,
+                    "connection lost without a close frame",
+                    Initiator::Remote,
+                );
+                return;
+            }
+            Err(error) => {
+                let error = Error::Frame(error);
+                if error.code() == Code::ABNORMAL {
+                    peer.record_end(Code::ABNORMAL, error.to_string(), Initiator::Remote);
+                    return;
+                }
+                return fail(peer, hooks, error);
+            }
+        };
+        let protected = frame.tag.is_some();
+        let frame = if protected {
+            let Some(opener) = incoming.opener.as_mut() else {
+                return fail(
+                    peer,
+                    hooks,
+                    SecurityError::BadRecord("protected record before the handshake").into(),
+                );
+            };
+            match opener.open(&frame) {
+                Ok(frame) => frame,
+                Err(error) => return fail(peer, hooks, error.into()),
+            }
+        } else if incoming.secure && frame.kind != Kind::Close {
+            return fail(peer, hooks, SecurityError::UnexpectedPlaintext.into());
+        } else {
+            frame
+        };
+        if protected && !incoming.secure {
+            // The first protected record of a direction must be the one that turns it on.
+            if (frame.kind, frame.id) != (Kind::Security, handshake::SEC_ON) {
+                return fail(
+                    peer,
+                    hooks,
+                    SecurityError::BadRecord("protected record before security on").into(),
+                );
+            }
+            incoming.secure = true;
+            peer.shared.peer_secure.store(true, Ordering::Release);
+            hooks.security(peer, &SecurityEvent::PeerSecure(true));
+            continue;
+        }
+        match frame.kind {
+            Kind::Message => {
+                if peer.shared.role == Role::Server
+                    && peer.shared.config.security.required
+                    && !incoming.secure
+                {
+                    let error =
+                        SecurityError::Required("message sent before the sender's direction was secure");
+                    let report = Close::new(error.code(), error.to_string()).to_frame(Kind::Error, frame.id);
+                    let _ = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        sent = peer.enqueue(report) => sent,
+                    };
+                    hooks.error(peer, &error.into());
+                    continue;
+                }
+                let message = Message {
+                    id: frame.id,
+                    payload: frame.payload,
+                };
+                let result = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    result = dispatch.dispatch(peer, message) => result,
+                };
+                if let Err(error) = result {
+                    if error.peer_fault {
+                        let report =
+                            Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
+                        // Waiting here applies backpressure to a peer that provokes many errors.
+                        let _ = tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return,
+                            sent = peer.enqueue(report) => sent,
+                        };
+                    }
+                    hooks.error(peer, &Error::Protocol(error));
+                }
+            }
+            Kind::Security => {
+                if let Err(error) = on_security(peer, hooks, &mut incoming, frame, protected) {
+                    return fail(peer, hooks, error);
+                }
+            }
+            Kind::Ping => {
+                let pong = Frame {
+                    kind: Kind::Pong,
+                    id: frame.id,
+                    tag: None,
+                    payload: frame.payload,
+                };
+                let _ = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    sent = peer.enqueue(pong) => sent,
+                };
+            }
+            Kind::Pong => {}
+            Kind::Error => match Close::parse(Kind::Error, &frame.payload) {
+                Ok(report) => {
+                    let error = Error::Remote {
+                        code: report.code,
+                        message: report.reason,
+                        id: frame.id,
+                    };
+                    hooks.error(peer, &error);
+                }
+                Err(error) => return fail(peer, hooks, Error::Frame(error)),
+            },
+            Kind::Close => {
+                let close = Close::parse(Kind::Close, &frame.payload)
+                    .unwrap_or_else(|_| Close::new(Code::PROTOCOL_ERROR, "malformed close frame"));
+                peer.record_end(close.code, close.reason, Initiator::Remote);
+                peer.shared.closing.store(true, Ordering::Release);
+                peer.shared.peer_closed.cancel();
+                return;
+            }
+            Kind::Hello => {
+                return fail(
+                    peer,
+                    hooks,
+                    Error::Handshake("hello after the connection opened".into()),
+                );
+            }
+        }
+    }
+}
+
+/// Handles one security frame (already opened if it was protected).
+fn on_security(
+    peer: &Peer,
+    hooks: &dyn Hooks,
+    incoming: &mut Incoming,
+    frame: Frame,
+    protected: bool,
+) -> Result<(), Error> {
+    let shared = &peer.shared;
+    match frame.id {
+        handshake::SEC_ON | handshake::SEC_OFF | handshake::REKEY if !protected => {
+            Err(SecurityError::BadRecord("security control record is not protected").into())
+        }
+        // A repeated "on" while already on changes nothing.
+        handshake::SEC_ON => Ok(()),
+        handshake::SEC_OFF => {
+            incoming.secure = false;
+            shared.peer_secure.store(false, Ordering::Release);
+            hooks.security(peer, &SecurityEvent::PeerSecure(false));
+            Ok(())
+        }
+        handshake::REKEY => {
+            if let Some(opener) = incoming.opener.as_mut() {
+                opener.advance();
+            }
+            Ok(())
+        }
+        handshake::REQUEST => {
+            let on = match frame.payload.as_ref() {
+                [0] => false,
+                [1] => true,
+                _ => return Err(SecurityError::Handshake("malformed security request").into()),
+            };
+            let peer = peer.clone();
+            // Turning on may wait for the handshake, which this loop must keep reading for.
+            tokio::spawn(async move {
+                if let Err(error) = peer.set_own_security(on).await {
+                    tracing::debug!(%error, "peer asked for security; it could not be set");
+                }
+            });
+            Ok(())
+        }
+        id => {
+            let step = shared.lock_handshake().on_message(id, &frame.payload)?;
+            if let Some((sealer, opener)) = step.keys {
+                incoming.opener = Some(opener);
+                // Installed before anything below is sent, so the writer has the keys first.
+                let _ = shared.ctl.send(Control::Keys(sealer));
+            }
+            if let Some(frame) = step.send {
+                let _ = shared.ctl.send(Control::Frame(frame));
+            }
+            if let Some(event) = step.event {
+                let failed = matches!(event, SecurityEvent::FailSecure { .. });
+                shared.sec_status.send_replace(match &event {
+                    SecurityEvent::Handshaked { suite } => SecStatus::Done(*suite),
+                    SecurityEvent::FailSecure { code, reason } => SecStatus::Failed(*code, reason.clone()),
+                    SecurityEvent::PeerSecure(_) => SecStatus::InProgress,
+                });
+                hooks.security(peer, &event);
+                if failed && shared.config.security.required {
+                    return Err(SecurityError::Required("no common security suite").into());
+                }
+            } else if matches!(*shared.sec_status.borrow(), SecStatus::Idle) {
+                shared.sec_status.send_replace(SecStatus::InProgress);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The write loop: queue → batch → one write, with the sending direction's security.
+//!
+//! It owns the sealer and whether our direction is secure. Because toggles travel in the queue
+//! as `SEC_ON` / `SEC_OFF` records and are applied exactly where they stand, every frame is sent
+//! in the mode that was in force when it was queued. Keys rotate here too: after the policy's
+//! limit a `REKEY` record goes out under the old keys and the next record uses the new ones.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{Control, Hooks, Peer};
+use crate::frame::control::Close;
+use crate::frame::{Frame, Kind};
+use crate::security::handshake::{self, REKEY, SEC_OFF, SEC_ON};
+use crate::security::record::Sealer;
+use crate::security::{RekeyPolicy, SecurityError};
+use crate::transport::FrameWrite;
+use crate::{Code, Error, Initiator};
+
+/// Never more records than this under one key, whatever the policy says.
+const MAX_RECORDS_PER_KEY: u64 = 1 << 32;
+
+/// The sending direction's security state.
+struct Outgoing {
+    sealer: Option<Sealer>,
+    secure: bool,
+    policy: RekeyPolicy,
+    bytes: u64,
+    since: Instant,
+}
+
+impl Outgoing {
+    fn is_plain(&self) -> bool {
+        !self.secure
+    }
+
+    /// Appends `frame` to `out` in the current mode, applying a toggle it carries.
+    fn push(&mut self, frame: Frame, out: &mut Vec<Frame>) -> Result<(), SecurityError> {
+        // Close frames end the connection and stay plain (see PROTOCOL.md §9).
+        if frame.kind == Kind::Close {
+            out.push(frame);
+            return Ok(());
+        }
+        let toggle = if frame.kind == Kind::Security { frame.id } else { 0 };
+        if toggle == SEC_ON {
+            self.secure = true;
+        }
+        if !self.secure {
+            out.push(frame);
+            return Ok(());
+        }
+        let sealer = self
+            .sealer
+            .as_mut()
+            .ok_or(SecurityError::Handshake("no keys to seal with"))?;
+        self.bytes += frame.payload.len() as u64;
+        out.push(sealer.seal(&frame)?);
+        if toggle == SEC_OFF {
+            self.secure = false;
+            return Ok(());
+        }
+        let records = self.policy.records.min(MAX_RECORDS_PER_KEY);
+        let expired = self
+            .policy
+            .interval
+            .is_some_and(|interval| self.since.elapsed() >= interval);
+        if self.bytes >= self.policy.bytes || sealer.sequence() >= records || expired {
+            out.push(sealer.seal(&handshake::frame(REKEY, bytes::Bytes::new()))?);
+            *sealer = sealer.next();
+            self.bytes = 0;
+            self.since = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+fn apply(control: Control, outgoing: &mut Outgoing, out: &mut Vec<Frame>) -> Result<(), SecurityError> {
+    match control {
+        Control::Keys(sealer) => {
+            outgoing.sealer = Some(sealer);
+            Ok(())
+        }
+        Control::Frame(frame) => outgoing.push(frame, out),
+    }
+}
+
+pub(super) async fn write_loop<W: FrameWrite>(
+    peer: &Peer,
+    mut writer: W,
+    mut rx: mpsc::Receiver<Frame>,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    hooks: &dyn Hooks,
+) {
+    let shared = &peer.shared;
+    let limit = shared.config.write_batch.max(1);
+    let mut outgoing = Outgoing {
+        sealer: None,
+        secure: false,
+        policy: shared.config.security.rekey.clone(),
+        bytes: 0,
+        since: Instant::now(),
+    };
+    // Both grow to the batch sizes actually seen: an idle peer keeps no 64-frame buffer.
+    let mut batch: Vec<Frame> = Vec::new();
+    let mut out: Vec<Frame> = Vec::new();
+    loop {
+        let mut control = None;
+        let received = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => {
+                // Forced: the stream is at a frame boundary here, so the peer can be told why.
+                write_close(peer, &mut writer).await;
+                return;
+            }
+            _ = shared.peer_closed.cancelled() => {
+                write_close(peer, &mut writer).await;
+                return;
+            }
+            // Handshake frames and key installs go ahead of the queue.
+            Some(item) = ctl.recv() => {
+                control = Some(item);
+                0
+            }
+            received = rx.recv_many(&mut batch, limit) => {
+                if received == 0 {
+                    return;
+                }
+                received
+            }
+        };
+        out.clear();
+        let mut close = None;
+        let prepared = match control {
+            Some(control) => apply(control, &mut outgoing, &mut out),
+            None => {
+                // A close frame ends the batch and the connection; nothing is queued after it.
+                close = batch.iter().position(|frame| frame.kind == Kind::Close);
+                let end = close.map_or(received, |at| at + 1);
+                if outgoing.is_plain() && !batch[..end].iter().any(|f| f.kind == Kind::Security) {
+                    std::mem::swap(&mut out, &mut batch);
+                    out.truncate(end);
+                    Ok(())
+                } else {
+                    batch
+                        .drain(..end)
+                        .try_for_each(|frame| outgoing.push(frame, &mut out))
+                }
+            }
+        };
+        batch.clear();
+        if let Err(error) = prepared {
+            let error = Error::from(error);
+            peer.record_end(
+                error.code(),
+                Close::new(error.code(), error.to_string()).reason,
+                Initiator::Local,
+            );
+            hooks.error(peer, &error);
+            shared.stop.cancel();
+            continue;
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let written = tokio::select! {
+            biased;
+            // Cancelled mid-write: the stream may be inside a frame, so no close frame.
+            _ = shared.stop.cancelled() => return,
+            written = writer.write_batch(&out) => written,
+        };
+        if let Err(error) = written {
+            peer.record_end(
+                Code::ABNORMAL,
+                format!("write failed: {error}"),
+                Initiator::Remote,
+            );
+            hooks.error(peer, &Error::Io(error));
+            return;
+        }
+        if close.is_some() {
+            rx.close();
+            let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
+            // Wait for the peer's answering close (or its disconnect), bounded.
+            tokio::select! {
+                _ = shared.peer_closed.cancelled() => {}
+                _ = shared.stop.cancelled() => {}
+                _ = tokio::time::sleep(shared.config.close_timeout) => {}
+            }
+            return;
+        }
+    }
+}
+
+/// Writes the close frame for the recorded end and shuts the write direction, bounded by
+/// `close_timeout`.
+async fn write_close<W: FrameWrite>(peer: &Peer, writer: &mut W) {
+    let Some(info) = peer.end_info() else { return };
+    if info.code == Code::ABNORMAL {
+        // Never sent on the wire: the connection is already gone.
+        return;
+    }
+    let frame = Close::new(info.code, info.reason).to_frame(Kind::Close, 0);
+    let finish = async {
+        writer.write_batch(std::slice::from_ref(&frame)).await?;
+        writer.shutdown().await
+    };
+    let _ = tokio::time::timeout(peer.shared.config.close_timeout, finish).await;
+}
