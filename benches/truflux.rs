@@ -25,16 +25,23 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use truflux::frame::Frame;
+use truflux::security::record::{Opener, Sealer};
+use truflux::security::{SecurityConfig, Suite};
 use truflux::{protocol, Client, ClientConfig, ConnectionConfig, Server, ServerConfig};
 
 /// `truflux-ws-128k` is truflux over WebSocket with `ws_read_buffer` raised to tungstenite's
 /// default of 128 KiB (both ends); `truflux-ws` uses truflux's default of 4 KiB.
+/// `truflux-gcm` / `truflux-cbc` are truflux over TCP with both directions secure under
+/// `ecdh-p256-aes128gcm` / `dh-ffdhe2048-aes256cbc-hmacsha256`.
 const IMPLS: &[&str] = &[
     "raw-tcp",
     "tungstenite",
     "truflux-tcp",
     "truflux-ws",
     "truflux-ws-128k",
+    "truflux-gcm",
+    "truflux-cbc",
 ];
 const CASES: &[(usize, usize)] = &[
     (64, 10_000),
@@ -98,6 +105,49 @@ fn main() {
     if run("memory") {
         memory(&plan);
     }
+    if run("handshake") {
+        handshakes(&plan);
+    }
+}
+
+fn suite_of(imp: &str) -> Option<Suite> {
+    match imp {
+        "truflux-gcm" => Some(Suite::EcdhP256Aes128Gcm),
+        "truflux-cbc" => Some(Suite::DhFfdhe2048Aes256CbcHmacSha256),
+        _ => None,
+    }
+}
+
+/// Seconds one process spends sealing and opening `count` messages of `size` octets in both
+/// directions (what a secure round trip adds to the floor, done by the two processes).
+fn crypto_seconds(suite: Suite, size: usize, count: usize) -> f64 {
+    let secret = zeroize::Zeroizing::new([7u8; 32]);
+    let mut sealer = Sealer::new(suite, secret.clone());
+    let mut opener = Opener::new(suite, secret);
+    let frame = Frame::message(1, Bytes::from(vec![0x3cu8; size]));
+    let start = Instant::now();
+    for _ in 0..count * 2 {
+        let sealed = sealer.seal(&frame).expect("seal");
+        std::hint::black_box(opener.open(&sealed).expect("open"));
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn handshakes(plan: &Plan) {
+    let n = if plan.quick { 5 } else { 30 };
+    println!("## Handshake time per suite (connect + key exchange + key confirmation, {n} times)\n");
+    println!("| suite | ms (median) |");
+    println!("|---|---:|");
+    for imp in ["truflux-gcm", "truflux-cbc"] {
+        let server = ServerProcess::start(plan, imp);
+        let mut times = run_client(plan, "handshake", imp, server.port, 0, n);
+        println!(
+            "| {} | {:.2} |",
+            suite_of(imp).map_or("?", |s| s.name()),
+            median(&mut times)
+        );
+    }
+    println!();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -262,8 +312,8 @@ fn roundtrips(plan: &Plan) {
             }
         }
     }
-    println!("| case | implementation | seconds | MB/s | p50 µs | p99 µs | × floor |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| case | implementation | seconds | MB/s | p50 µs | p99 µs | × floor | × (floor + crypto) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (c, &(size, count)) in CASES.iter().enumerate() {
         let count = if plan.quick { (count / 10).max(3) } else { count };
         let mut floor = f64::NAN;
@@ -276,8 +326,11 @@ fn roundtrips(plan: &Plan) {
                 floor = secs;
             }
             let mbps = (size * count) as f64 / secs / 1e6;
+            let with_crypto = suite_of(imp).map_or(String::new(), |suite| {
+                format!("{:.3}", secs / (floor + crypto_seconds(suite, size, count)))
+            });
             println!(
-                "| {count} × {} | {imp} | {secs:.4} | {mbps:.1} | {p50:.1} | {p99:.1} | {:.3} |",
+                "| {count} × {} | {imp} | {secs:.4} | {mbps:.1} | {p50:.1} | {p99:.1} | {:.3} | {with_crypto} |",
                 human(size),
                 secs / floor
             );
@@ -390,11 +443,7 @@ async fn serve(imp: &str) {
     let port = match imp {
         "raw-tcp" => spawn_raw_server().await,
         "tungstenite" => spawn_tungstenite_server().await,
-        "truflux-tcp"
-        | "truflux-ws"
-        | "truflux-ws-128k"
-        | "truflux-tcp-broadcast"
-        | "truflux-ws-broadcast" => spawn_truflux_server(imp).await,
+        imp if imp.starts_with("truflux-") => spawn_truflux_server(imp).await,
         other => panic!("unknown implementation {other}"),
     };
     println!("PORT {port}");
@@ -459,6 +508,19 @@ async fn spawn_tungstenite_server() -> u16 {
 
 fn connection_config(imp: &str) -> ConnectionConfig {
     let config = ConnectionConfig::default().max_payload(MAX_PAYLOAD);
+    if let Some(suite) = suite_of(imp) {
+        // Both sides secure from connect; keys never rotate inside a measurement.
+        let rekey = truflux::security::RekeyPolicy::default()
+            .bytes(u64::MAX)
+            .records(u64::MAX)
+            .interval(None);
+        return config.security(
+            SecurityConfig::default()
+                .suites([suite])
+                .required(true)
+                .rekey(rekey),
+        );
+    }
     if imp.ends_with("-128k") {
         config.ws_read_buffer(128 * 1024)
     } else {
@@ -531,7 +593,7 @@ async fn connect(imp: &str, port: u16) -> Conn {
                 .expect("ws");
             Conn::Ws(Box::new(ws))
         }
-        "truflux-tcp" | "truflux-ws" | "truflux-ws-128k" => {
+        "truflux-tcp" | "truflux-ws" | "truflux-ws-128k" | "truflux-gcm" | "truflux-cbc" => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let config = ClientConfig::default().connection(connection_config(imp));
             let builder =
@@ -547,6 +609,12 @@ async fn connect(imp: &str, port: u16) -> Conn {
                 builder.connect(&addr).await
             }
             .expect("truflux connect");
+            if suite_of(imp).is_some() {
+                // `required` secured our direction in connect; wait for the server's too.
+                while !client.is_peer_secure() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
             Conn::Truflux(client, rx)
         }
         other => panic!("unknown implementation {other}"),
@@ -669,6 +737,16 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
                     .expect("trigger");
                 notify.notified().await;
                 times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+            }
+            times.join(" ")
+        }
+        "handshake" => {
+            let mut times = Vec::new();
+            for _ in 0..count {
+                let start = Instant::now();
+                let conn = connect(imp, port).await;
+                times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+                drop(conn);
             }
             times.join(" ")
         }
