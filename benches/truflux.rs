@@ -108,6 +108,27 @@ fn main() {
     if run("handshake") {
         handshakes(&plan);
     }
+    if run("file") {
+        file_throughput(&plan);
+    }
+}
+
+fn file_throughput(plan: &Plan) {
+    let mib = if plan.quick { 128 } else { 1024 };
+    println!("## File throughput ({mib} MiB file, written to disk, SHA-256 checked, median of 3)\n");
+    println!("| transport | seconds | MB/s |");
+    println!("|---|---:|---:|");
+    for imp in ["truflux-files-tcp", "truflux-files-ws"] {
+        let server = ServerProcess::start(plan, imp);
+        let mut times = run_client(plan, "file", imp, server.port, mib, 3);
+        let secs = median(&mut times);
+        println!(
+            "| {} | {secs:.2} | {:.0} |",
+            if imp.ends_with("ws") { "WebSocket" } else { "TCP" },
+            (mib << 20) as f64 / secs / 1e6
+        );
+    }
+    println!();
 }
 
 fn suite_of(imp: &str) -> Option<Suite> {
@@ -530,6 +551,38 @@ fn connection_config(imp: &str) -> ConnectionConfig {
 
 async fn spawn_truflux_server(imp: &str) -> u16 {
     let config = ServerConfig::default().connection(connection_config(imp));
+    if imp.starts_with("truflux-files") {
+        // Accepts every file into a scratch folder and deletes it once verified.
+        let dir = std::env::temp_dir().join(format!("truflux-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let builder = Server::builder().config(config).on_file(move |_peer, offer| {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let path = dir.join(format!("{}.bin", offer.id()));
+                if let Ok(receiving) = offer.accept(&path).await {
+                    let _ = receiving.finished().await;
+                    let _ = std::fs::remove_file(&path);
+                }
+            });
+        });
+        let builder = if imp.ends_with("ws") {
+            builder.ws("127.0.0.1:0", "/bench")
+        } else {
+            builder.tcp("127.0.0.1:0")
+        };
+        let server = builder.start().await.expect("server starts");
+        let port = if imp.ends_with("ws") {
+            server.ws_urls()[0]
+                .trim_start_matches("ws://127.0.0.1:")
+                .trim_end_matches("/bench")
+                .parse()
+                .expect("port")
+        } else {
+            server.local_addrs()[0].port()
+        };
+        std::mem::forget(server);
+        return port;
+    }
     let builder = Server::builder().config(config);
     let builder = if imp.starts_with("truflux-ws") {
         builder.ws("127.0.0.1:0", "/bench")
@@ -738,6 +791,36 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
                 notify.notified().await;
                 times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
             }
+            times.join(" ")
+        }
+        "file" => {
+            // `size` is the file size in MiB, `count` the repetitions.
+            let path = std::env::temp_dir().join(format!("truflux-bench-src-{}.bin", std::process::id()));
+            {
+                use std::io::Write;
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("source file"));
+                let block: Vec<u8> = (0..1024 * 1024u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                    .collect();
+                for _ in 0..size {
+                    file.write_all(&block).expect("write source");
+                }
+            }
+            let builder = Client::builder();
+            let client = if imp.ends_with("ws") {
+                builder.connect_ws(&format!("ws://127.0.0.1:{port}/bench")).await
+            } else {
+                builder.connect(("127.0.0.1", port)).await
+            }
+            .expect("connect");
+            let mut times = Vec::new();
+            for _ in 0..count {
+                let start = Instant::now();
+                let sending = client.send_file(&path).await.expect("offer");
+                sending.finished().await.expect("transfer");
+                times.push(format!("{:.3}", start.elapsed().as_secs_f64()));
+            }
+            let _ = std::fs::remove_file(&path);
             times.join(" ")
         }
         "handshake" => {

@@ -9,6 +9,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::config::ClientConfig;
 use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::file::FileOffer;
 use crate::frame::control::Hello;
 use crate::hello;
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
@@ -19,6 +20,7 @@ use crate::{CloseInfo, Code, Error, Peer};
 type CloseFn = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
+type FileFn = Arc<dyn Fn(FileOffer) + Send + Sync>;
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
@@ -26,6 +28,7 @@ struct ClientHooks {
     on_close: Option<CloseFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
+    on_file: Option<FileFn>,
 }
 
 impl Hooks for ClientHooks {
@@ -43,6 +46,13 @@ impl Hooks for ClientHooks {
     fn closed(&self, _peer: &Peer, info: &CloseInfo) {
         if let Some(on_close) = &self.on_close {
             on_close(info);
+        }
+    }
+
+    fn file_offer(&self, _peer: &Peer, offer: FileOffer) {
+        // Without a handler the offer is dropped, which declines it.
+        if let Some(on_file) = &self.on_file {
+            on_file(offer);
         }
     }
 
@@ -92,6 +102,12 @@ impl ClientBuilder {
     /// connection (`fail_secure`), the server's direction switched.
     pub fn on_security(mut self, handler: impl Fn(&SecurityEvent) + Send + Sync + 'static) -> Self {
         self.hooks.on_security = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs for every file the server offers (see [`crate::ServerBuilder::on_file`]).
+    pub fn on_file(mut self, handler: impl Fn(FileOffer) + Send + Sync + 'static) -> Self {
+        self.hooks.on_file = Some(Arc::new(handler));
         self
     }
 
@@ -224,6 +240,7 @@ impl Client {
                 on_close: None,
                 on_error: None,
                 on_security: None,
+                on_file: None,
             },
         }
     }

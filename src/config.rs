@@ -56,6 +56,9 @@ pub struct ConnectionConfig {
     /// Security: suites, pre-shared key, whether security is required, key rotation. Default
     /// [`SecurityConfig::default`] (both suites offered, nothing required).
     pub security: SecurityConfig,
+    /// File transfers: chunk size, window, concurrent incoming transfers. Default
+    /// [`FileConfig::default`](crate::file::FileConfig::default).
+    pub files: crate::file::FileConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -68,6 +71,7 @@ impl Default for ConnectionConfig {
             nodelay: true,
             ws_read_buffer: crate::ws::READ_BUFFER,
             security: SecurityConfig::default(),
+            files: crate::file::FileConfig::default(),
         }
     }
 }
@@ -87,6 +91,8 @@ setters!(ConnectionConfig {
     ws_read_buffer: usize,
     /// Sets [`ConnectionConfig::security`].
     security: SecurityConfig,
+    /// Sets [`ConnectionConfig::files`].
+    files: crate::file::FileConfig,
 });
 
 /// What a server broadcast does with a peer whose outbound queue is full.

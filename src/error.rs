@@ -86,6 +86,22 @@ codes! {
     BAD_RECORD = 4023,
     /// 4024: a plain frame in a direction that is secure. Fatal.
     UNEXPECTED_PLAINTEXT = 4024,
+    /// 4030: the receiver declined a file offer. Ends the transfer only.
+    FILE_DECLINED = 4030,
+    /// 4031: a side cancelled a file transfer. Ends the transfer only.
+    FILE_CANCELLED = 4031,
+    /// 4032: the received content does not match the announced size or SHA-256. Ends the
+    /// transfer only.
+    FILE_INTEGRITY = 4032,
+    /// 4033: a file frame for a transfer that does not exist. Non-fatal.
+    UNKNOWN_TRANSFER = 4033,
+    /// 4034: more concurrent incoming transfers than the receiver allows. Ends the offer only.
+    TOO_MANY_TRANSFERS = 4034,
+    /// 4035: the sender broke flow control (more than its credit, an oversized chunk, a
+    /// malformed file frame). Ends the transfer only.
+    FILE_FLOW_VIOLATION = 4035,
+    /// 4036: reading or writing the file failed locally. Ends the transfer only.
+    FILE_IO = 4036,
 }
 
 impl fmt::Debug for Code {
@@ -208,6 +224,9 @@ pub enum Error {
     /// A configuration or argument was refused.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A file transfer failed; the connection goes on.
+    #[error(transparent)]
+    File(crate::file::FileError),
     /// The security layer failed (see [`crate::security::SecurityError`] for the fatal kinds).
     #[error("security {code}: {reason}")]
     Security {
@@ -216,6 +235,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+impl From<crate::file::FileError> for Error {
+    fn from(error: crate::file::FileError) -> Self {
+        Error::File(error)
+    }
 }
 
 impl From<crate::security::SecurityError> for Error {
@@ -241,6 +266,7 @@ impl Error {
             Error::QueueFull => Code::SLOW_CONSUMER,
             Error::Config(_) => Code::INTERNAL_ERROR,
             Error::Security { code, .. } => *code,
+            Error::File(error) => error.code,
         }
     }
 }

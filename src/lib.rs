@@ -36,6 +36,7 @@ mod client;
 mod config;
 mod connection;
 mod error;
+pub mod file;
 pub mod frame;
 mod hello;
 pub mod http;

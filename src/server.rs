@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::config::{ServerConfig, SlowPeerPolicy};
 use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::file::FileOffer;
 use crate::frame::control::Hello;
 use crate::frame::Frame;
 use crate::hello;
@@ -28,6 +29,7 @@ type ConnectFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, ()> + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(Option<&Peer>, &Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&Peer, &SecurityEvent) + Send + Sync>;
+type FileFn = Arc<dyn Fn(&Peer, FileOffer) + Send + Sync>;
 
 /// The state shared by a server's listeners, connections and handles.
 pub(crate) struct Hub {
@@ -37,6 +39,7 @@ pub(crate) struct Hub {
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
+    on_file: Option<FileFn>,
     peers: RwLock<HashMap<PeerId, Peer>>,
     next_id: AtomicU64,
     /// Cancelled when the server stops accepting.
@@ -204,6 +207,13 @@ impl Hooks for Hub {
             on_security(peer, event);
         }
     }
+
+    fn file_offer(&self, peer: &Peer, offer: FileOffer) {
+        // Without a handler the offer is dropped, which declines it.
+        if let Some(on_file) = &self.on_file {
+            on_file(peer, offer);
+        }
+    }
 }
 
 /// Builds a [`Server`]: protocol, listeners, handlers, configuration.
@@ -215,6 +225,7 @@ pub struct ServerBuilder {
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
+    on_file: Option<FileFn>,
     tcp: Vec<String>,
     ws: Vec<(String, String)>,
 }
@@ -243,6 +254,14 @@ impl ServerBuilder {
     /// the connection (`fail_secure`), the peer's direction switched.
     pub fn on_security(mut self, handler: impl Fn(&Peer, &SecurityEvent) + Send + Sync + 'static) -> Self {
         self.on_security = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs for every file a peer offers. Decide on the offer (accept into a path or writer, or
+    /// decline), here or later in a task; an offer dropped undecided, or offered to a server
+    /// without this handler, is declined.
+    pub fn on_file(mut self, handler: impl Fn(&Peer, FileOffer) + Send + Sync + 'static) -> Self {
+        self.on_file = Some(Arc::new(handler));
         self
     }
 
@@ -289,6 +308,7 @@ impl ServerBuilder {
             on_disconnect: self.on_disconnect,
             on_error: self.on_error,
             on_security: self.on_security,
+            on_file: self.on_file,
             peers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -360,6 +380,7 @@ impl Server {
             on_disconnect: None,
             on_error: None,
             on_security: None,
+            on_file: None,
             tcp: Vec::new(),
             ws: Vec::new(),
         }

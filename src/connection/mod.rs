@@ -60,6 +60,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn closed(&self, peer: &Peer, info: &CloseInfo);
     /// The security layer reports something.
     fn security(&self, peer: &Peer, event: &SecurityEvent);
+    /// The peer offers a file; dropping the offer declines it.
+    fn file_offer(&self, peer: &Peer, offer: crate::file::FileOffer);
 }
 
 /// What the write loop takes ahead of the queue.
@@ -108,6 +110,8 @@ struct Shared {
     own_secure: AtomicBool,
     /// The peer's direction, as the read loop last saw it.
     peer_secure: AtomicBool,
+    /// File transfers in both directions.
+    files: crate::file::Table,
 }
 
 impl Shared {
@@ -214,7 +218,7 @@ impl Peer {
         })
     }
 
-    fn closed_error(&self) -> Error {
+    pub(crate) fn closed_error(&self) -> Error {
         let info = self.end_info().unwrap_or_else(|| CloseInfo {
             code: Code::ABNORMAL,
             reason: "connection ended".into(),
@@ -372,6 +376,18 @@ impl Peer {
     pub fn suite(&self) -> Option<Suite> {
         self.shared.lock_handshake().suite()
     }
+
+    pub(crate) fn shared_files(&self) -> &crate::file::Table {
+        &self.shared.files
+    }
+
+    pub(crate) fn file_config(&self) -> &crate::file::FileConfig {
+        &self.shared.config.files
+    }
+
+    pub(crate) fn max_incoming_files(&self) -> usize {
+        self.shared.config.files.max_incoming
+    }
 }
 
 /// A peer and the queue receiver its connection task will drain.
@@ -420,6 +436,7 @@ pub(crate) fn new_peer(
         sec_status: watch::channel(SecStatus::Idle).0,
         own_secure: AtomicBool::new(false),
         peer_secure: AtomicBool::new(false),
+        files: crate::file::Table::default(),
     };
     NewPeer {
         peer: Peer {
@@ -477,6 +494,10 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
         peer.shared.closing.store(true, Ordering::Release);
         peer.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
         let info = peer.closed_error_info();
+        peer.shared.files.close(&crate::file::FileError::new(
+            info.code,
+            format!("connection ended: {}", info.reason),
+        ));
         debug!(code = %info.code, "closed");
         peer.shared.finished.send_replace(Some(info.clone()));
         hooks.closed(&peer, &info);

@@ -174,6 +174,23 @@ pub(super) async fn read_loop<R: FrameRead>(
                     Error::Handshake("hello after the connection opened".into()),
                 );
             }
+            // The remaining kinds are file frames.
+            _ => {
+                let outcome = crate::file::on_frame(peer, frame);
+                if let Some(error) = outcome.error {
+                    hooks.error(peer, &error);
+                }
+                if let Some(reply) = outcome.reply {
+                    let _ = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        sent = peer.enqueue(reply) => sent,
+                    };
+                }
+                if let Some(offer) = outcome.offer {
+                    hooks.file_offer(peer, offer);
+                }
+            }
         }
     }
 }

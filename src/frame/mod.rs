@@ -56,6 +56,26 @@ pub enum Kind {
     Security = 0x06,
     /// An application message: the id field is the message id, the payload its body.
     Message = 0x10,
+    /// File sender → receiver: an offer (`docs/PROTOCOL.md` §10). The id is the transfer id.
+    FileOffer = 0x20,
+    /// File sender → receiver: a chunk of content.
+    FileChunk = 0x21,
+    /// File sender → receiver: the end, with the size and SHA-256 of the content.
+    FileEnd = 0x22,
+    /// File sender → receiver: the sender gives the transfer up.
+    FileAbort = 0x23,
+    /// File receiver → sender: accepted, with the first credit.
+    FileAccept = 0x24,
+    /// File receiver → sender: declined, or cancelled by the receiver.
+    FileRefuse = 0x25,
+    /// File receiver → sender: more credit.
+    FileCredit = 0x26,
+    /// File receiver → sender: paused.
+    FilePause = 0x27,
+    /// File receiver → sender: resumed.
+    FileResume = 0x28,
+    /// File receiver → sender: verified and stored.
+    FileDone = 0x29,
 }
 
 impl Kind {
@@ -69,13 +89,28 @@ impl Kind {
             0x05 => Kind::Pong,
             0x06 => Kind::Security,
             0x10 => Kind::Message,
+            0x20 => Kind::FileOffer,
+            0x21 => Kind::FileChunk,
+            0x22 => Kind::FileEnd,
+            0x23 => Kind::FileAbort,
+            0x24 => Kind::FileAccept,
+            0x25 => Kind::FileRefuse,
+            0x26 => Kind::FileCredit,
+            0x27 => Kind::FilePause,
+            0x28 => Kind::FileResume,
+            0x29 => Kind::FileDone,
             _ => return None,
         })
     }
 
-    /// Whether this is a control frame (anything but [`Kind::Message`]).
+    /// Whether this is a control frame (anything but messages and file frames).
     pub const fn is_control(self) -> bool {
-        !matches!(self, Kind::Message)
+        !matches!(self, Kind::Message) && !self.is_file()
+    }
+
+    /// Whether this frame belongs to a file transfer.
+    pub const fn is_file(self) -> bool {
+        (self as u8) & 0xf0 == 0x20
     }
 }
 

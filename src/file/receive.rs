@@ -1,0 +1,364 @@
+//! The receiving side of a transfer: writes the destination and returns credit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::{final_status, next_status, status_channel, wire, Accepted, FileError, FileStatus, Inbound};
+use crate::frame::Kind;
+use crate::{Code, Error, Peer};
+
+/// Where accepted content goes.
+pub(crate) enum Destination {
+    /// A file written as `partial` and renamed to `path` once verified.
+    File {
+        path: PathBuf,
+        partial: PathBuf,
+        file: tokio::fs::File,
+    },
+    /// Any writer.
+    Writer(Box<dyn AsyncWrite + Unpin + Send>),
+}
+
+impl Destination {
+    pub(crate) async fn create(path: PathBuf) -> std::io::Result<Destination> {
+        let mut partial = path.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = tokio::fs::File::create(&partial).await?;
+        Ok(Destination::File { path, partial, file })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Destination::File { file, .. } => file.write_all(bytes).await,
+            Destination::Writer(writer) => writer.write_all(bytes).await,
+        }
+    }
+
+    /// Makes the content durable and visible under its final name.
+    async fn commit(self) -> std::io::Result<Option<PathBuf>> {
+        match self {
+            Destination::File {
+                path,
+                partial,
+                mut file,
+            } => {
+                file.flush().await?;
+                file.sync_all().await?;
+                drop(file);
+                tokio::fs::rename(&partial, &path).await?;
+                Ok(Some(path))
+            }
+            Destination::Writer(mut writer) => {
+                writer.flush().await?;
+                writer.shutdown().await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Throws away what was written: no complete-looking file stays behind.
+    async fn discard(self) {
+        if let Destination::File { partial, file, .. } = self {
+            drop(file);
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Requests {
+    paused: bool,
+    cancel: bool,
+}
+
+struct Control {
+    requests: Mutex<Requests>,
+    notify: Notify,
+}
+
+/// A transfer we receive. Dropping the handle does not stop it; [`FileReceive::cancel`] does.
+pub struct FileReceive {
+    id: u32,
+    control: Arc<Control>,
+    status: watch::Receiver<FileStatus>,
+    seen_final: bool,
+}
+
+impl std::fmt::Debug for FileReceive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReceive")
+            .field("id", &self.id)
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl FileReceive {
+    /// The transfer id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The current status.
+    pub fn status(&self) -> FileStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The next status change; `None` after the final one. Progress values may be merged.
+    pub async fn next_status(&mut self) -> Option<FileStatus> {
+        next_status(&mut self.status, &mut self.seen_final).await
+    }
+
+    /// Waits for the end: the verified size and SHA-256, or why the transfer failed.
+    pub async fn finished(&self) -> Result<(u64, [u8; 32]), FileError> {
+        match final_status(self.status.clone()).await {
+            FileStatus::Finished { size, sha256 } => Ok((size, sha256)),
+            FileStatus::Failed(error) => Err(error),
+            _ => Err(FileError::new(
+                Code::INTERNAL_ERROR,
+                "transfer ended without a final status",
+            )),
+        }
+    }
+
+    fn request(&self, f: impl FnOnce(&mut Requests)) {
+        f(&mut self.control.requests.lock().unwrap_or_else(|p| p.into_inner()));
+        self.control.notify.notify_one();
+    }
+
+    /// Stops the sender (it may still deliver what was in flight, up to the window).
+    pub fn pause(&self) {
+        self.request(|r| r.paused = true);
+    }
+
+    /// Lets the sender go on.
+    pub fn resume(&self) {
+        self.request(|r| r.paused = false);
+    }
+
+    /// Cancels: the sender is told (`FILE_CANCELLED`) and the partial content is removed.
+    pub fn cancel(&self) {
+        self.request(|r| r.cancel = true);
+    }
+}
+
+/// Starts receiving an accepted offer.
+pub(crate) async fn start(
+    peer: &Peer,
+    id: u32,
+    size: Option<u64>,
+    destination: Destination,
+) -> Result<FileReceive, Error> {
+    let config = peer.file_config();
+    let window = config.window.max(1);
+    let credit = Arc::new(AtomicU64::new(u64::from(window)));
+    // Octets are bounded by the credit; this bounds how many chunks carry them.
+    let (tx, rx) = mpsc::channel((window / 512) as usize + 16);
+    let registered = match peer.shared_files().lock().incoming.get_mut(&id) {
+        Some(slot @ None) => {
+            *slot = Some(Accepted {
+                tx,
+                credit: credit.clone(),
+            });
+            true
+        }
+        _ => false,
+    };
+    if !registered {
+        destination.discard().await;
+        return Err(Error::File(FileError::new(
+            Code::FILE_CANCELLED,
+            "the offer was withdrawn",
+        )));
+    }
+    let control = Arc::new(Control {
+        requests: Mutex::new(Requests::default()),
+        notify: Notify::new(),
+    });
+    let (status_tx, status) = status_channel();
+    status_tx.send_replace(FileStatus::Transferring { bytes: 0 });
+    peer.enqueue(wire::credit(Kind::FileAccept, id, window)).await?;
+    let task = Receiver {
+        peer: peer.clone(),
+        id,
+        size,
+        credit,
+        control: control.clone(),
+        status: status_tx,
+    };
+    tokio::spawn(task.run(rx, destination));
+    Ok(FileReceive {
+        id,
+        control,
+        status,
+        seen_final: false,
+    })
+}
+
+struct Receiver {
+    peer: Peer,
+    id: u32,
+    size: Option<u64>,
+    credit: Arc<AtomicU64>,
+    control: Arc<Control>,
+    status: watch::Sender<FileStatus>,
+}
+
+impl Receiver {
+    async fn run(self, rx: mpsc::Receiver<Inbound>, mut destination: Destination) {
+        let result = self.receive(rx, &mut destination).await;
+        let result = match result {
+            Ok((size, sha256)) => match destination.commit().await {
+                Ok(_) => {
+                    let _ = self
+                        .peer
+                        .enqueue(wire::frame(
+                            Kind::FileDone,
+                            self.id,
+                            bytes::Bytes::copy_from_slice(&sha256),
+                        ))
+                        .await;
+                    Ok((size, sha256))
+                }
+                Err(error) => Err(self
+                    .refuse(FileError::new(
+                        Code::FILE_IO,
+                        format!("storing the file: {error}"),
+                    ))
+                    .await),
+            },
+            Err(error) => {
+                destination.discard().await;
+                Err(error)
+            }
+        };
+        self.peer.shared_files().remove_incoming(self.id);
+        self.status.send_replace(match result {
+            Ok((size, sha256)) => FileStatus::Finished { size, sha256 },
+            Err(error) => FileStatus::Failed(error),
+        });
+    }
+
+    async fn refuse(&self, error: FileError) -> FileError {
+        let _ = self
+            .peer
+            .enqueue(wire::refuse(self.id, error.code, &error.reason))
+            .await;
+        error
+    }
+
+    /// Grants `n` more octets: recorded before the frame goes out, so the read loop never sees
+    /// a chunk it does not know is allowed.
+    async fn grant(&self, n: u64) {
+        self.credit.fetch_add(n, Ordering::AcqRel);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let _ = self
+            .peer
+            .enqueue(wire::credit(Kind::FileCredit, self.id, n))
+            .await;
+    }
+
+    async fn receive(
+        &self,
+        mut rx: mpsc::Receiver<Inbound>,
+        destination: &mut Destination,
+    ) -> Result<(u64, [u8; 32]), FileError> {
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let mut paused = false;
+        let mut withheld: u64 = 0;
+        loop {
+            let notified = self.control.notify.notified();
+            let (want_paused, cancel) = {
+                let r = self.control.requests.lock().unwrap_or_else(|p| p.into_inner());
+                (r.paused, r.cancel)
+            };
+            if cancel {
+                return Err(self
+                    .refuse(FileError::new(Code::FILE_CANCELLED, "cancelled by the receiver"))
+                    .await);
+            }
+            if want_paused != paused {
+                paused = want_paused;
+                if paused {
+                    let _ = self
+                        .peer
+                        .enqueue(wire::frame(Kind::FilePause, self.id, bytes::Bytes::new()))
+                        .await;
+                    self.status.send_replace(FileStatus::Paused { bytes: total });
+                } else {
+                    let _ = self
+                        .peer
+                        .enqueue(wire::frame(Kind::FileResume, self.id, bytes::Bytes::new()))
+                        .await;
+                    if withheld > 0 {
+                        self.grant(std::mem::take(&mut withheld)).await;
+                    }
+                    self.status
+                        .send_replace(FileStatus::Transferring { bytes: total });
+                }
+            }
+            let item = tokio::select! {
+                _ = notified => continue,
+                item = rx.recv() => item,
+            };
+            match item {
+                None => {
+                    let info = self.peer.closed().await;
+                    return Err(FileError::new(
+                        info.code,
+                        format!("connection ended: {}", info.reason),
+                    ));
+                }
+                Some(Inbound::Abort(error)) => return Err(error),
+                Some(Inbound::Chunk(bytes)) => {
+                    let len = bytes.len() as u64;
+                    if self.size.is_some_and(|size| total + len > size) {
+                        return Err(self
+                            .refuse(FileError::new(
+                                Code::FILE_INTEGRITY,
+                                "more content than announced",
+                            ))
+                            .await);
+                    }
+                    if let Err(error) = destination.write(&bytes).await {
+                        return Err(self
+                            .refuse(FileError::new(Code::FILE_IO, format!("writing: {error}")))
+                            .await);
+                    }
+                    hasher.update(&bytes);
+                    total += len;
+                    if paused {
+                        withheld += len;
+                        self.status.send_replace(FileStatus::Paused { bytes: total });
+                    } else {
+                        self.grant(len).await;
+                        self.status
+                            .send_replace(FileStatus::Transferring { bytes: total });
+                    }
+                }
+                Some(Inbound::End { size, sha256 }) => {
+                    let ours: [u8; 32] = hasher.finalize().into();
+                    if size != total
+                        || self.size.is_some_and(|announced| announced != total)
+                        || sha256 != ours
+                    {
+                        return Err(self
+                            .refuse(FileError::new(
+                                Code::FILE_INTEGRITY,
+                                "size or SHA-256 does not match",
+                            ))
+                            .await);
+                    }
+                    return Ok((total, ours));
+                }
+            }
+        }
+    }
+}
