@@ -962,3 +962,46 @@ async fn stripping_a_suite_from_the_offer_is_detected_as_a_downgrade() {
     assert!(result.is_err());
     assert_eq!(code, Code::HANDSHAKE_FAILED);
 }
+
+#[tokio::test]
+async fn file_chunks_are_sealed_like_any_record_in_a_secure_direction() {
+    let (offers_tx, mut offers) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .on_file(move |_peer, offer| {
+            let _ = offers_tx.send(offer);
+        })
+        .start()
+        .await
+        .unwrap();
+    let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
+    let (client, _rx, _) = client_via(tap.addr, SecurityConfig::default()).await;
+    client.set_own_security(true).await.unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let sending = client
+        .send_file_from(std::io::Cursor::new(content.clone()), "secret.bin", Some(300_000))
+        .await
+        .unwrap();
+    let offer = within("the offer", offers.recv()).await.unwrap();
+    let (sink, mut stored) = tokio::io::duplex(1 << 20);
+    let receiving = offer.accept_writer(sink).await.unwrap();
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stored, &mut out)
+            .await
+            .unwrap();
+        out
+    });
+    within("the transfer", receiving.finished()).await.unwrap();
+    sending.finished().await.unwrap();
+    assert_eq!(within("the content", collect).await.unwrap(), content);
+    let sealed = tap.count(Direction::Up, |f| f.kind == Kind::FileChunk && f.tag.is_some());
+    let plain = tap.count(Direction::Up, |f| f.kind == Kind::FileChunk && f.tag.is_none());
+    assert!(sealed >= 5, "{sealed} sealed chunks");
+    assert_eq!(plain, 0, "no chunk travelled in the clear");
+    // The offer and the end are sealed too: nothing about the file is plain on the wire.
+    assert_eq!(
+        tap.count(Direction::Up, |f| f.kind.is_file() && f.tag.is_none()),
+        0
+    );
+}

@@ -69,7 +69,34 @@ pub(crate) enum Control {
     /// A handshake frame, sent in the current mode.
     Frame(Frame),
     /// Keys for the direction we send.
-    Keys(Sealer),
+    Keys(Box<Sealer>),
+}
+
+/// The writer's priority lane: handshake frames and key installs. Allocates nothing until the
+/// first handshake (an idle plain peer pays for an empty deque); bounded by the handshake, one
+/// per connection, to a handful of items.
+#[derive(Default)]
+pub(crate) struct ControlLane {
+    items: Mutex<std::collections::VecDeque<Control>>,
+    notify: tokio::sync::Notify,
+}
+
+impl ControlLane {
+    pub(crate) fn push(&self, control: Control) {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(control);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    pub(crate) fn pop(&self) -> Option<Control> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
 }
 
 /// Where the handshake stands, for callers waiting on it.
@@ -103,7 +130,7 @@ struct Shared {
     role: Role,
     /// Handshake frames and key installs for the writer, ahead of the queue. Unbounded but
     /// tiny: one handshake per connection, a handful of frames.
-    ctl: mpsc::UnboundedSender<Control>,
+    ctl: ControlLane,
     handshake: Mutex<Handshake>,
     sec_status: watch::Sender<SecStatus>,
     /// Our direction: set when security on is queued, cleared when off is queued.
@@ -311,7 +338,7 @@ impl Peer {
         let mut status = shared.sec_status.subscribe();
         if let Some(frame) = shared.lock_handshake().begin() {
             shared.sec_status.send_replace(SecStatus::InProgress);
-            let _ = shared.ctl.send(Control::Frame(frame));
+            shared.ctl.push(Control::Frame(frame));
         }
         let mut finished = shared.finished.subscribe();
         tokio::select! {
@@ -394,7 +421,6 @@ impl Peer {
 pub(crate) struct NewPeer {
     pub(crate) peer: Peer,
     rx: mpsc::Receiver<Frame>,
-    ctl: mpsc::UnboundedReceiver<Control>,
 }
 
 /// The two hellos of a connection, which begin the security transcript.
@@ -411,7 +437,6 @@ pub(crate) fn new_peer(
     hellos: &Hellos,
 ) -> NewPeer {
     let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
-    let (ctl_tx, ctl) = mpsc::unbounded_channel();
     let role = if server.is_some() {
         Role::Server
     } else {
@@ -431,7 +456,7 @@ pub(crate) fn new_peer(
         finished: watch::channel(None).0,
         server,
         role,
-        ctl: ctl_tx,
+        ctl: ControlLane::default(),
         handshake: Mutex::new(handshake),
         sec_status: watch::channel(SecStatus::Idle).0,
         own_secure: AtomicBool::new(false),
@@ -443,7 +468,6 @@ pub(crate) fn new_peer(
             shared: Arc::new(shared),
         },
         rx,
-        ctl,
     }
 }
 
@@ -455,7 +479,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     protocol: Arc<dyn Protocol>,
     hooks: Arc<dyn Hooks>,
 ) {
-    let NewPeer { peer, rx, ctl } = new;
+    let NewPeer { peer, rx } = new;
     let span = tracing::debug_span!("connection", peer = %peer.id(), remote = %peer.info().remote);
     async {
         debug!("open");
@@ -486,7 +510,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             peer.shared.stop.cancel();
         };
         let writing = async {
-            write::write_loop(&peer, writer, rx, ctl, hooks.as_ref()).await;
+            write::write_loop(&peer, writer, rx, hooks.as_ref()).await;
             peer.shared.stop.cancel();
         };
         tokio::join!(reading, writing);

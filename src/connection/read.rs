@@ -242,10 +242,10 @@ fn on_security(
             if let Some((sealer, opener)) = step.keys {
                 incoming.opener = Some(opener);
                 // Installed before anything below is sent, so the writer has the keys first.
-                let _ = shared.ctl.send(Control::Keys(sealer));
+                shared.ctl.push(Control::Keys(Box::new(sealer)));
             }
             if let Some(frame) = step.send {
-                let _ = shared.ctl.send(Control::Frame(frame));
+                shared.ctl.push(Control::Frame(frame));
             }
             if let Some(event) = step.event {
                 let failed = matches!(event, SecurityEvent::FailSecure { .. });

@@ -78,7 +78,7 @@ impl Outgoing {
 fn apply(control: Control, outgoing: &mut Outgoing, out: &mut Vec<Frame>) -> Result<(), SecurityError> {
     match control {
         Control::Keys(sealer) => {
-            outgoing.sealer = Some(sealer);
+            outgoing.sealer = Some(*sealer);
             Ok(())
         }
         Control::Frame(frame) => outgoing.push(frame, out),
@@ -89,7 +89,6 @@ pub(super) async fn write_loop<W: FrameWrite>(
     peer: &Peer,
     mut writer: W,
     mut rx: mpsc::Receiver<Frame>,
-    mut ctl: mpsc::UnboundedReceiver<Control>,
     hooks: &dyn Hooks,
 ) {
     let shared = &peer.shared;
@@ -105,8 +104,12 @@ pub(super) async fn write_loop<W: FrameWrite>(
     let mut batch: Vec<Frame> = Vec::new();
     let mut out: Vec<Frame> = Vec::new();
     loop {
-        let mut control = None;
-        let received = tokio::select! {
+        // Handshake frames and key installs go ahead of the queue.
+        let control = shared.ctl.pop();
+        let received = if control.is_some() {
+            0
+        } else {
+            tokio::select! {
             biased;
             _ = shared.stop.cancelled() => {
                 // Forced: the stream is at a frame boundary here, so the peer can be told why.
@@ -117,16 +120,13 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 write_close(peer, &mut writer).await;
                 return;
             }
-            // Handshake frames and key installs go ahead of the queue.
-            Some(item) = ctl.recv() => {
-                control = Some(item);
-                0
-            }
+            _ = shared.ctl.notified() => continue,
             received = rx.recv_many(&mut batch, limit) => {
                 if received == 0 {
                     return;
                 }
                 received
+            }
             }
         };
         out.clear();

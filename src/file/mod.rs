@@ -458,17 +458,32 @@ pub(crate) fn on_frame(peer: &Peer, frame: Frame) -> FrameOutcome {
                             |c| c.checked_sub(len),
                         )
                         .is_ok();
-                    // Octets are bounded by the credit, chunks by the channel's room.
-                    if !within_credit || tx.try_send(inbound).is_err() {
-                        let error = FileError::new(
-                            Code::FILE_FLOW_VIOLATION,
-                            format!("transfer {id}: more than the credit"),
-                        );
-                        table.remove_incoming(id);
-                        let reply = wire::refuse(id, Code::FILE_FLOW_VIOLATION, "more than the credit");
-                        return FrameOutcome::error(error, Some(reply));
+                    if within_credit {
+                        match tx.try_send(inbound) {
+                            Ok(()) => return FrameOutcome::none(),
+                            // The transfer is ending: this frame was in flight.
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                let error = FileError::new(
+                                    Code::UNKNOWN_TRANSFER,
+                                    format!("late {:?} for ended transfer {id}", frame.kind),
+                                );
+                                return FrameOutcome {
+                                    reply: None,
+                                    error: Some(Error::File(error)),
+                                    offer: None,
+                                };
+                            }
+                            Err(mpsc::error::TrySendError::Full(_)) => {}
+                        }
                     }
-                    FrameOutcome::none()
+                    // Octets are bounded by the credit, chunks by the channel's room.
+                    let error = FileError::new(
+                        Code::FILE_FLOW_VIOLATION,
+                        format!("transfer {id}: more than the credit"),
+                    );
+                    table.remove_incoming(id);
+                    let reply = wire::refuse(id, Code::FILE_FLOW_VIOLATION, "more than the credit");
+                    FrameOutcome::error(error, Some(reply))
                 }
                 Some(None) => {
                     drop(inner);

@@ -201,6 +201,24 @@ pub(crate) async fn start(
     })
 }
 
+/// How a receive ended early: the error, and whether the sender must be told.
+struct Ending {
+    error: FileError,
+    tell: bool,
+}
+
+impl Ending {
+    /// Our decision: the sender is told with a refusal.
+    fn tell(error: FileError) -> Ending {
+        Ending { error, tell: true }
+    }
+
+    /// The sender's decision or a lost connection: nothing to tell.
+    fn quiet(error: FileError) -> Ending {
+        Ending { error, tell: false }
+    }
+}
+
 struct Receiver {
     peer: Peer,
     id: u32,
@@ -212,45 +230,39 @@ struct Receiver {
 
 impl Receiver {
     async fn run(self, rx: mpsc::Receiver<Inbound>, mut destination: Destination) {
-        let result = self.receive(rx, &mut destination).await;
-        let result = match result {
+        let result = match self.receive(rx, &mut destination).await {
             Ok((size, sha256)) => match destination.commit().await {
-                Ok(_) => {
-                    let _ = self
-                        .peer
-                        .enqueue(wire::frame(
-                            Kind::FileDone,
-                            self.id,
-                            bytes::Bytes::copy_from_slice(&sha256),
-                        ))
-                        .await;
-                    Ok((size, sha256))
-                }
-                Err(error) => Err(self
-                    .refuse(FileError::new(
-                        Code::FILE_IO,
-                        format!("storing the file: {error}"),
-                    ))
-                    .await),
+                Ok(_) => Ok((size, sha256)),
+                Err(error) => Err(Ending::tell(FileError::new(
+                    Code::FILE_IO,
+                    format!("storing the file: {error}"),
+                ))),
             },
-            Err(error) => {
+            Err(ending) => {
                 destination.discard().await;
-                Err(error)
+                Err(ending)
             }
         };
+        // Cleaned up and forgotten before the peer hears of the end: its frames still in flight
+        // are then late, and no partial file outlives the news.
         self.peer.shared_files().remove_incoming(self.id);
-        self.status.send_replace(match result {
-            Ok((size, sha256)) => FileStatus::Finished { size, sha256 },
-            Err(error) => FileStatus::Failed(error),
-        });
-    }
-
-    async fn refuse(&self, error: FileError) -> FileError {
-        let _ = self
-            .peer
-            .enqueue(wire::refuse(self.id, error.code, &error.reason))
-            .await;
-        error
+        let status = match result {
+            Ok((size, sha256)) => {
+                let done = wire::frame(Kind::FileDone, self.id, bytes::Bytes::copy_from_slice(&sha256));
+                let _ = self.peer.enqueue(done).await;
+                FileStatus::Finished { size, sha256 }
+            }
+            Err(Ending { error, tell }) => {
+                if tell {
+                    let _ = self
+                        .peer
+                        .enqueue(wire::refuse(self.id, error.code, &error.reason))
+                        .await;
+                }
+                FileStatus::Failed(error)
+            }
+        };
+        self.status.send_replace(status);
     }
 
     /// Grants `n` more octets: recorded before the frame goes out, so the read loop never sees
@@ -268,7 +280,7 @@ impl Receiver {
         &self,
         mut rx: mpsc::Receiver<Inbound>,
         destination: &mut Destination,
-    ) -> Result<(u64, [u8; 32]), FileError> {
+    ) -> Result<(u64, [u8; 32]), Ending> {
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut paused = false;
@@ -280,9 +292,10 @@ impl Receiver {
                 (r.paused, r.cancel)
             };
             if cancel {
-                return Err(self
-                    .refuse(FileError::new(Code::FILE_CANCELLED, "cancelled by the receiver"))
-                    .await);
+                return Err(Ending::tell(FileError::new(
+                    Code::FILE_CANCELLED,
+                    "cancelled by the receiver",
+                )));
             }
             if want_paused != paused {
                 paused = want_paused;
@@ -311,26 +324,25 @@ impl Receiver {
             match item {
                 None => {
                     let info = self.peer.closed().await;
-                    return Err(FileError::new(
+                    return Err(Ending::quiet(FileError::new(
                         info.code,
                         format!("connection ended: {}", info.reason),
-                    ));
+                    )));
                 }
-                Some(Inbound::Abort(error)) => return Err(error),
+                Some(Inbound::Abort(error)) => return Err(Ending::quiet(error)),
                 Some(Inbound::Chunk(bytes)) => {
                     let len = bytes.len() as u64;
                     if self.size.is_some_and(|size| total + len > size) {
-                        return Err(self
-                            .refuse(FileError::new(
-                                Code::FILE_INTEGRITY,
-                                "more content than announced",
-                            ))
-                            .await);
+                        return Err(Ending::tell(FileError::new(
+                            Code::FILE_INTEGRITY,
+                            "more content than announced",
+                        )));
                     }
                     if let Err(error) = destination.write(&bytes).await {
-                        return Err(self
-                            .refuse(FileError::new(Code::FILE_IO, format!("writing: {error}")))
-                            .await);
+                        return Err(Ending::tell(FileError::new(
+                            Code::FILE_IO,
+                            format!("writing: {error}"),
+                        )));
                     }
                     hasher.update(&bytes);
                     total += len;
@@ -349,12 +361,10 @@ impl Receiver {
                         || self.size.is_some_and(|announced| announced != total)
                         || sha256 != ours
                     {
-                        return Err(self
-                            .refuse(FileError::new(
-                                Code::FILE_INTEGRITY,
-                                "size or SHA-256 does not match",
-                            ))
-                            .await);
+                        return Err(Ending::tell(FileError::new(
+                            Code::FILE_INTEGRITY,
+                            "size or SHA-256 does not match",
+                        )));
                     }
                     return Ok((total, ours));
                 }

@@ -4,11 +4,10 @@ use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 
 use super::{FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 use crate::frame::{Frame, FrameCodec, FrameError};
@@ -16,7 +15,8 @@ use crate::frame::{Frame, FrameCodec, FrameError};
 /// Payloads up to this size are copied next to their header so that a batch of small frames
 /// goes out as one buffer; larger payloads are written by reference (vectored IO), never copied.
 const COALESCE_LIMIT: usize = 4096;
-/// Initial read buffer capacity; the codec grows it to fit one whole frame when it needs to.
+/// Read buffer allocated for a read; the codec grows it to fit one whole frame when it needs to.
+/// An idle peer holds none: the buffer is released whenever it drains empty.
 const READ_BUFFER: usize = 4096;
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 256;
@@ -57,9 +57,13 @@ impl Transport for TcpTransport {
 
     fn split(self) -> (TcpReader, TcpWriter) {
         let (read, write) = self.stream.into_split();
-        let framed = FramedRead::with_capacity(read, FrameCodec::new(self.max_payload), READ_BUFFER);
+        let reader = TcpReader {
+            stream: read,
+            codec: FrameCodec::new(self.max_payload),
+            buf: BytesMut::new(),
+        };
         (
-            TcpReader { framed },
+            reader,
             TcpWriter {
                 stream: write,
                 buf: BytesMut::new(),
@@ -71,12 +75,29 @@ impl Transport for TcpTransport {
 /// The read half of a [`TcpTransport`].
 #[derive(Debug)]
 pub struct TcpReader {
-    framed: FramedRead<OwnedReadHalf, FrameCodec>,
+    stream: OwnedReadHalf,
+    codec: FrameCodec,
+    buf: BytesMut,
 }
 
 impl FrameRead for TcpReader {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.framed.next().await.transpose()
+        // Cancel safe: everything read is kept in `self.buf` before the future can be dropped.
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                if self.buf.is_empty() {
+                    // Drained: let the frames keep their memory, hold none ourselves.
+                    self.buf = BytesMut::new();
+                }
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_BUFFER);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return self.codec.decode_eof(&mut self.buf);
+            }
+        }
     }
 }
 
