@@ -527,6 +527,22 @@ async fn spawn_tungstenite_server() -> u16 {
     port
 }
 
+/// Keeps `server` running for the life of the process; returns the port it listens on.
+fn serve_forever(server: Server, ws: bool) -> u16 {
+    let port = if ws {
+        let url = &server.ws_urls()[0];
+        url.trim_start_matches("ws://127.0.0.1:")
+            .trim_end_matches("/bench")
+            .parse()
+            .expect("port")
+    } else {
+        server.local_addrs()[0].port()
+    };
+    // The orchestrator ends the process; the server need not be closed.
+    std::mem::forget(server);
+    port
+}
+
 fn connection_config(imp: &str) -> ConnectionConfig {
     let config = ConnectionConfig::default().max_payload(MAX_PAYLOAD);
     if let Some(suite) = suite_of(imp) {
@@ -571,17 +587,7 @@ async fn spawn_truflux_server(imp: &str) -> u16 {
             builder.tcp("127.0.0.1:0")
         };
         let server = builder.start().await.expect("server starts");
-        let port = if imp.ends_with("ws") {
-            server.ws_urls()[0]
-                .trim_start_matches("ws://127.0.0.1:")
-                .trim_end_matches("/bench")
-                .parse()
-                .expect("port")
-        } else {
-            server.local_addrs()[0].port()
-        };
-        std::mem::forget(server);
-        return port;
+        return serve_forever(server, imp.ends_with("ws"));
     }
     let builder = Server::builder().config(config);
     let builder = if imp.starts_with("truflux-ws") {
@@ -608,17 +614,7 @@ async fn spawn_truflux_server(imp: &str) -> u16 {
             .await
     }
     .expect("server starts");
-    let port = if imp.starts_with("truflux-ws") {
-        server.ws_urls()[0]
-            .trim_start_matches("ws://127.0.0.1:")
-            .trim_end_matches("/bench")
-            .parse()
-            .expect("port")
-    } else {
-        server.local_addrs()[0].port()
-    };
-    std::mem::forget(server);
-    port
+    serve_forever(server, imp.starts_with("truflux-ws"))
 }
 
 // ---- clients -----------------------------------------------------------------------------------

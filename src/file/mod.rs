@@ -569,25 +569,66 @@ fn status_channel() -> (watch::Sender<FileStatus>, watch::Receiver<FileStatus>) 
     watch::channel(FileStatus::Offered)
 }
 
-/// Waits for the next status after the one last seen; `None` once the final one was seen.
-async fn next_status(rx: &mut watch::Receiver<FileStatus>, seen_final: &mut bool) -> Option<FileStatus> {
-    if *seen_final {
-        return None;
-    }
-    let status = match rx.changed().await {
-        Ok(()) => rx.borrow_and_update().clone(),
-        // The task ended; its last status is final.
-        Err(_) => rx.borrow().clone(),
-    };
-    *seen_final = status.is_final();
-    Some(status)
+/// How a transfer is going, from either side: what [`FileSend`] and [`FileReceive`]
+/// dereference to.
+#[derive(Debug)]
+pub struct Progress {
+    id: u32,
+    status: watch::Receiver<FileStatus>,
+    seen_final: bool,
 }
 
-/// Waits for the final status.
-async fn final_status(mut rx: watch::Receiver<FileStatus>) -> FileStatus {
-    let status = rx.wait_for(FileStatus::is_final).await.map(|s| s.clone());
-    match status {
-        Ok(status) => status,
-        Err(_) => rx.borrow().clone(),
+impl Progress {
+    fn new(id: u32, status: watch::Receiver<FileStatus>) -> Progress {
+        Progress {
+            id,
+            status,
+            seen_final: false,
+        }
+    }
+
+    /// The transfer id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The current status.
+    pub fn status(&self) -> FileStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The next status change (offered → transferring ↔ paused → finished or failed); `None`
+    /// after the final one. Progress values in between may be merged, a final status never is.
+    pub async fn next_status(&mut self) -> Option<FileStatus> {
+        if self.seen_final {
+            return None;
+        }
+        let status = match self.status.changed().await {
+            Ok(()) => self.status.borrow_and_update().clone(),
+            // The task ended; its last status is final.
+            Err(_) => self.status.borrow().clone(),
+        };
+        self.seen_final = status.is_final();
+        Some(status)
+    }
+
+    /// Waits for the end. Sender: the receiver confirmed that it stored the content intact.
+    /// Receiver: the content was verified and stored. Otherwise, why not.
+    pub async fn finished(&self) -> Result<(u64, [u8; 32]), FileError> {
+        let mut rx = self.status.clone();
+        let waited = rx
+            .wait_for(FileStatus::is_final)
+            .await
+            .map(|status| status.clone());
+        // Err: the task ended, and its last status is final.
+        let status = waited.unwrap_or_else(|_| rx.borrow().clone());
+        match status {
+            FileStatus::Finished { size, sha256 } => Ok((size, sha256)),
+            FileStatus::Failed(error) => Err(error),
+            _ => Err(FileError::new(
+                Code::INTERNAL_ERROR,
+                "transfer ended without a final status",
+            )),
+        }
     }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::{final_status, next_status, status_channel, wire, Accepted, FileError, FileStatus, Inbound};
+use super::{status_channel, wire, Accepted, FileError, FileStatus, Inbound, Progress};
 use crate::frame::Kind;
 use crate::{Code, Error, Peer};
 
@@ -82,51 +82,36 @@ struct Control {
     notify: Notify,
 }
 
-/// A transfer we receive. Dropping the handle does not stop it; [`FileReceive::cancel`] does.
+/// A transfer we receive: its [`Progress`], and pause, resume, cancel. Dropping the handle does
+/// not stop the transfer.
 pub struct FileReceive {
-    id: u32,
     control: Arc<Control>,
-    status: watch::Receiver<FileStatus>,
-    seen_final: bool,
+    progress: Progress,
 }
 
 impl std::fmt::Debug for FileReceive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileReceive")
-            .field("id", &self.id)
-            .field("status", &*self.status.borrow())
+            .field("progress", &self.progress)
             .finish()
     }
 }
 
+impl std::ops::Deref for FileReceive {
+    type Target = Progress;
+
+    fn deref(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+impl std::ops::DerefMut for FileReceive {
+    fn deref_mut(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+}
+
 impl FileReceive {
-    /// The transfer id.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The current status.
-    pub fn status(&self) -> FileStatus {
-        self.status.borrow().clone()
-    }
-
-    /// The next status change; `None` after the final one. Progress values may be merged.
-    pub async fn next_status(&mut self) -> Option<FileStatus> {
-        next_status(&mut self.status, &mut self.seen_final).await
-    }
-
-    /// Waits for the end: the verified size and SHA-256, or why the transfer failed.
-    pub async fn finished(&self) -> Result<(u64, [u8; 32]), FileError> {
-        match final_status(self.status.clone()).await {
-            FileStatus::Finished { size, sha256 } => Ok((size, sha256)),
-            FileStatus::Failed(error) => Err(error),
-            _ => Err(FileError::new(
-                Code::INTERNAL_ERROR,
-                "transfer ended without a final status",
-            )),
-        }
-    }
-
     fn request(&self, f: impl FnOnce(&mut Requests)) {
         f(&mut self.control.requests.lock().unwrap_or_else(|p| p.into_inner()));
         self.control.notify.notify_one();
@@ -194,10 +179,8 @@ pub(crate) async fn start(
     };
     tokio::spawn(task.run(rx, destination));
     Ok(FileReceive {
-        id,
         control,
-        status,
-        seen_final: false,
+        progress: Progress::new(id, status),
     })
 }
 

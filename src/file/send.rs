@@ -9,17 +9,16 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use super::{final_status, next_status, status_channel, wire, FileError, FileStatus, Outgoing};
+use super::{status_channel, wire, FileError, FileStatus, Outgoing, Progress};
 use crate::frame::Kind;
 use crate::{Code, Error, Peer};
 
-/// A transfer we send. Dropping the handle does not stop it; [`FileSend::cancel`] does.
+/// A transfer we send: its [`Progress`], and [`FileSend::cancel`]. Dropping the handle does
+/// not stop the transfer.
 #[derive(Debug)]
 pub struct FileSend {
-    id: u32,
     outgoing: Arc<Outgoing>,
-    status: watch::Receiver<FileStatus>,
-    seen_final: bool,
+    progress: Progress,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -28,36 +27,21 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
+impl std::ops::Deref for FileSend {
+    type Target = Progress;
+
+    fn deref(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+impl std::ops::DerefMut for FileSend {
+    fn deref_mut(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+}
+
 impl FileSend {
-    /// The transfer id.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The current status.
-    pub fn status(&self) -> FileStatus {
-        self.status.borrow().clone()
-    }
-
-    /// The next status change (offered → transferring ↔ paused → finished or failed); `None`
-    /// after the final one. Progress values in between may be merged.
-    pub async fn next_status(&mut self) -> Option<FileStatus> {
-        next_status(&mut self.status, &mut self.seen_final).await
-    }
-
-    /// Waits for the end: the receiver's confirmation that it stored the content intact, or why
-    /// not.
-    pub async fn finished(&self) -> Result<(u64, [u8; 32]), FileError> {
-        match final_status(self.status.clone()).await {
-            FileStatus::Finished { size, sha256 } => Ok((size, sha256)),
-            FileStatus::Failed(error) => Err(error),
-            _ => Err(FileError::new(
-                Code::INTERNAL_ERROR,
-                "transfer ended without a final status",
-            )),
-        }
-    }
-
     /// Cancels: the receiver is told (`FILE_CANCELLED`) and discards what it has.
     pub fn cancel(&self) {
         self.outgoing.update(|state| state.cancel = true);
@@ -99,10 +83,8 @@ impl Peer {
         };
         tokio::spawn(task.run(source, size));
         Ok(FileSend {
-            id,
             outgoing,
-            status,
-            seen_final: false,
+            progress: Progress::new(id, status),
         })
     }
 }
