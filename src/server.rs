@@ -111,17 +111,15 @@ impl Hub {
         connection::run(new, reader, writer, protocol, self).await;
     }
 
-    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts until shutdown, handing each stream to `serve`.
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, serve: impl Fn(&Arc<Self>, TcpStream)) {
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, _)) => {
-                    let hub = self.clone();
-                    tokio::spawn(async move { hub.admit_tcp(stream).await });
-                }
+                Ok((stream, _)) => serve(&self, stream),
                 Err(error) => {
                     // Out of file descriptors and similar: pause rather than spin.
                     warn!(%error, "accept failed");
@@ -134,43 +132,36 @@ impl Hub {
         }
     }
 
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, |hub, stream| {
+            tokio::spawn(hub.clone().admit_tcp(stream));
+        })
+        .await;
+    }
+
     async fn serve_ws(
         self: Arc<Self>,
         listener: TcpListener,
         bind: crate::http::HttpBind<crate::http::NotFound>,
     ) {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(self.config.connection.nodelay);
-                    let (bind, timeout, shutdown) =
-                        (bind.clone(), self.config.handshake_timeout, self.shutdown.clone());
-                    tokio::spawn(async move {
-                        // An upgraded connection lives on as a peer after this future ends;
-                        // plain HTTP connections end with the server.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            served = crate::http::serve_connection(stream, bind, timeout) => {
-                                if let Err(error) = served {
-                                    debug!(%error, "http connection");
-                                }
-                            }
+        self.accept_loop(listener, move |hub, stream| {
+            let _ = stream.set_nodelay(hub.config.connection.nodelay);
+            let (bind, timeout, shutdown) =
+                (bind.clone(), hub.config.handshake_timeout, hub.shutdown.clone());
+            tokio::spawn(async move {
+                // An upgraded connection lives on as a peer after this future ends; plain HTTP
+                // connections end with the server.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    served = crate::http::serve_connection(stream, bind, timeout) => {
+                        if let Err(error) = served {
+                            debug!(%error, "http connection");
                         }
-                    });
-                }
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
                     }
                 }
-            }
-        }
+            });
+        })
+        .await;
     }
 
     async fn admit_tcp(self: Arc<Self>, stream: TcpStream) {

@@ -219,50 +219,73 @@ async fn pause_stops_the_sender_and_resume_finishes() {
     assert_eq!(sha256_of(&dest.join("f.bin")), sha);
 }
 
+/// A 50 MiB transfer from a client to a server, running: both handles once the receiver has
+/// written more than `progress` octets. The directories live as long as the returned value.
+struct Running {
+    _server: Server,
+    client: Client,
+    sending: truflux::file::FileSend,
+    receiving: truflux::file::FileReceive,
+    _source: Dir,
+    dest: Dir,
+}
+
+async fn running_transfer(name: &str, progress: u64) -> Running {
+    let events = Events::default();
+    let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
+    let (client, _rx) = client(&server, false).await;
+    let source = Dir::new(&format!("{name}-src"));
+    let file = source.join("f.bin");
+    make_file(&file, 50 * 1024 * 1024);
+    let dest = Dir::new(&format!("{name}-dst"));
+    let sending = client.send_file(&file).await.unwrap();
+    let mut receiving = next_offer(&mut offers)
+        .await
+        .accept(dest.join("f.bin"))
+        .await
+        .unwrap();
+    loop {
+        if let Some(FileStatus::Transferring { bytes }) = within("progress", receiving.next_status()).await {
+            if bytes > progress {
+                break;
+            }
+        }
+    }
+    Running {
+        _server: server,
+        client,
+        sending,
+        receiving,
+        _source: source,
+        dest,
+    }
+}
+
 #[tokio::test]
 async fn cancel_from_either_side_leaves_no_file() {
     for cancel_by_sender in [true, false] {
-        let events = Events::default();
-        let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
-        let (client, _rx) = client(&server, false).await;
-        let source = Dir::new("cancel-src");
-        let file = source.join("f.bin");
-        make_file(&file, 50 * 1024 * 1024);
-        let dest = Dir::new("cancel-dst");
-        let sending = client.send_file(&file).await.unwrap();
-        let mut receiving = next_offer(&mut offers)
-            .await
-            .accept(dest.join("f.bin"))
-            .await
-            .unwrap();
-        loop {
-            if let Some(FileStatus::Transferring { bytes }) =
-                within("progress", receiving.next_status()).await
-            {
-                if bytes > 0 {
-                    break;
-                }
-            }
-        }
+        let run = running_transfer("cancel", 0).await;
         if cancel_by_sender {
-            sending.cancel();
+            run.sending.cancel();
         } else {
-            receiving.cancel();
+            run.receiving.cancel();
         }
-        let sender_end = within("sender end", sending.finished()).await.unwrap_err();
-        let receiver_end = within("receiver end", receiving.finished()).await.unwrap_err();
+        let sender_end = within("sender end", run.sending.finished()).await.unwrap_err();
+        let receiver_end = within("receiver end", run.receiving.finished())
+            .await
+            .unwrap_err();
         assert_eq!(
             (sender_end.code, receiver_end.code),
             (Code::FILE_CANCELLED, Code::FILE_CANCELLED)
         );
         assert!(
-            dest.names().is_empty(),
+            run.dest.names().is_empty(),
             "cancel by sender={cancel_by_sender} left {:?}",
-            dest.names()
+            run.dest.names()
         );
         // The connection is fine.
-        client.send_raw(1, &b"still here"[..]).await.unwrap();
-        assert!(!client.is_closed());
+        run.client.send_raw(1, &b"still here"[..]).await.unwrap();
+        assert!(!run.client.is_closed());
     }
 }
 
@@ -346,30 +369,11 @@ impl tokio::io::AsyncWrite for Collect {
 
 #[tokio::test]
 async fn a_disconnect_mid_transfer_leaves_no_complete_looking_file() {
-    let events = Events::default();
-    let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
-    let (client, _rx) = client(&server, false).await;
-    let source = Dir::new("cut-src");
-    let file = source.join("f.bin");
-    make_file(&file, 50 * 1024 * 1024);
-    let dest = Dir::new("cut-dst");
-    let sending = client.send_file(&file).await.unwrap();
-    let mut receiving = next_offer(&mut offers)
-        .await
-        .accept(dest.join("f.bin"))
-        .await
-        .unwrap();
-    loop {
-        if let Some(FileStatus::Transferring { bytes }) = within("progress", receiving.next_status()).await {
-            if bytes > 1024 * 1024 {
-                break;
-            }
-        }
-    }
-    client.close_now(Code::GOING_AWAY, "cut");
-    assert!(within("receiver end", receiving.finished()).await.is_err());
-    assert!(within("sender end", sending.finished()).await.is_err());
-    assert!(dest.names().is_empty(), "left {:?}", dest.names());
+    let run = running_transfer("cut", 1024 * 1024).await;
+    run.client.close_now(Code::GOING_AWAY, "cut");
+    assert!(within("receiver end", run.receiving.finished()).await.is_err());
+    assert!(within("sender end", run.sending.finished()).await.is_err());
+    assert!(run.dest.names().is_empty(), "left {:?}", run.dest.names());
 }
 
 #[tokio::test]
@@ -389,15 +393,7 @@ async fn two_transfers_both_ways_and_messages_interleave() {
         .connect(server.local_addrs()[0])
         .await
         .unwrap();
-    let peer = events
-        .until(|e| {
-            if let common::Event::Connected(p) = e {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .await;
+    let peer = events.connected_peer().await;
     let source = Dir::new("two-src");
     let (up, down) = (source.join("up.bin"), source.join("down.bin"));
     let (sha_up, sha_down) = (

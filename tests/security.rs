@@ -352,30 +352,32 @@ impl SecurityEvents for Events {
     }
 }
 
-/// A client whose messages arrive in a channel, over TCP or WebSocket.
-async fn client(
-    server: &Server,
-    ws: bool,
-    security: SecurityConfig,
-) -> Result<
-    (
-        Client,
-        mpsc::UnboundedReceiver<(Message, bool)>,
-        Arc<Mutex<Vec<SecurityEvent>>>,
-    ),
-    Error,
-> {
+type Received = mpsc::UnboundedReceiver<(Message, bool)>;
+type SecurityLog = Arc<Mutex<Vec<SecurityEvent>>>;
+
+/// A client builder whose messages arrive in a channel, each with the mode it arrived in, and
+/// whose security events are logged.
+fn collecting_builder(security: SecurityConfig) -> (truflux::ClientBuilder, Received, SecurityLog) {
     let (tx, rx) = mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let builder = Client::builder()
         .config(ClientConfig::default().connection(ConnectionConfig::default().security(security)))
         .protocol(protocol::from_fn(move |peer: Peer, message| {
-            // Each message with the mode it arrived in.
             let _ = tx.send((message, peer.is_peer_secure()));
             std::future::ready(())
         }))
         .on_security(move |event| log.lock().unwrap().push(event.clone()));
+    (builder, rx, seen)
+}
+
+/// A collecting client over TCP or WebSocket.
+async fn client(
+    server: &Server,
+    ws: bool,
+    security: SecurityConfig,
+) -> Result<(Client, Received, SecurityLog), Error> {
+    let (builder, rx, seen) = collecting_builder(security);
     let client = if ws {
         builder.connect_ws(&server.ws_urls()[0]).await?
     } else {
@@ -440,15 +442,7 @@ async fn toggling_both_directions_under_a_stream_keeps_order_and_mode() {
             .await
             .unwrap();
         let (client, mut client_rx, _) = client(&server, ws, SecurityConfig::default()).await.unwrap();
-        let server_side = events
-            .until(|e| {
-                if let common::Event::Connected(p) = e {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
-            .await;
+        let server_side = events.connected_peer().await;
 
         const N: u32 = 600;
         // Each message carries its number and the mode it must arrive in.
@@ -748,28 +742,9 @@ async fn pump(
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
 }
 
-async fn client_via(
-    addr: SocketAddr,
-    security: SecurityConfig,
-) -> (
-    Client,
-    mpsc::UnboundedReceiver<(Message, bool)>,
-    Arc<Mutex<Vec<SecurityEvent>>>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let client = Client::builder()
-        .config(ClientConfig::default().connection(ConnectionConfig::default().security(security)))
-        .protocol(protocol::from_fn(move |peer: Peer, message| {
-            let _ = tx.send((message, peer.is_peer_secure()));
-            std::future::ready(())
-        }))
-        .on_security(move |event| log.lock().unwrap().push(event.clone()))
-        .connect(addr)
-        .await
-        .unwrap();
-    (client, rx, seen)
+async fn client_via(addr: SocketAddr, security: SecurityConfig) -> (Client, Received, SecurityLog) {
+    let (builder, rx, seen) = collecting_builder(security);
+    (builder.connect(addr).await.unwrap(), rx, seen)
 }
 
 /// What the man in the middle does to the client's 5th protected message (index 4).

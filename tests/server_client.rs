@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{within, Event, Events, RawPeer};
+use common::{within, Events, RawPeer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use truflux::{protocol, Client, ClientConfig, Code, Error, Initiator, Message, Server, ServerConfig};
@@ -93,15 +93,7 @@ async fn info_reports_both_addresses() {
     let events = Events::default();
     let server = echo_server(&events).await;
     let (client, _rx) = collecting_client(&server).await;
-    let peer = events
-        .until(|e| {
-            if let Event::Connected(p) = e {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .await;
+    let peer = events.connected_peer().await;
     assert_eq!(client.info().remote, server.local_addrs()[0]);
     assert_eq!(peer.info().remote, client.info().local);
     assert_eq!(peer.info().local, client.info().remote);

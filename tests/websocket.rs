@@ -478,15 +478,7 @@ async fn axum_router_serves_truflux_beside_its_routes() {
         .unwrap();
     client.send_raw(4, &b"via axum"[..]).await.unwrap();
     assert_eq!(recv(&mut rx).await.payload, &b"via axum"[..]);
-    let peer = events
-        .until(|e| {
-            if let common::Event::Connected(p) = e {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .await;
+    let peer = events.connected_peer().await;
     assert_eq!(
         peer.info().remote,
         client.info().local,

@@ -109,6 +109,15 @@ impl Events {
         }
     }
 
+    /// The next peer that connected.
+    pub async fn connected_peer(&self) -> Peer {
+        self.until(|event| match event {
+            Event::Connected(peer) => Some(peer),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn disconnect(&self) -> (Peer, CloseInfo) {
         self.until(|event| match event {
             Event::Disconnected(peer, info) => Some((peer, info)),
