@@ -137,6 +137,10 @@ struct Shared {
     own_secure: AtomicBool,
     /// The peer's direction, as the read loop last saw it.
     peer_secure: AtomicBool,
+    /// What the peer last asked our direction to be (`REQUEST`).
+    wanted_secure: AtomicBool,
+    /// A task is waiting for the handshake to apply `wanted_secure`.
+    request_waiting: AtomicBool,
     /// File transfers in both directions.
     files: crate::file::Table,
 }
@@ -461,6 +465,8 @@ pub(crate) fn new_peer(
         sec_status: watch::channel(SecStatus::Idle).0,
         own_secure: AtomicBool::new(false),
         peer_secure: AtomicBool::new(false),
+        wanted_secure: AtomicBool::new(false),
+        request_waiting: AtomicBool::new(false),
         files: crate::file::Table::default(),
     };
     NewPeer {

@@ -129,6 +129,24 @@ pub(super) async fn read_loop<R: FrameRead>(
                     hooks.error(peer, &Error::Protocol(error));
                 }
             }
+            Kind::Security if frame.id == handshake::REQUEST => {
+                let on = match frame.payload.as_ref() {
+                    [0] => false,
+                    [1] => true,
+                    _ => {
+                        return fail(
+                            peer,
+                            hooks,
+                            SecurityError::Handshake("malformed security request").into(),
+                        )
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    _ = on_request(peer, on) => {}
+                }
+            }
             Kind::Security => {
                 if let Err(error) = on_security(peer, hooks, &mut incoming, frame, protected) {
                     return fail(peer, hooks, error);
@@ -195,6 +213,40 @@ pub(super) async fn read_loop<R: FrameRead>(
     }
 }
 
+/// The peer asks us to turn the direction we send on or off.
+///
+/// With keys in place the toggle is queued here, so a peer that floods requests while not
+/// reading is held back by its own full queue. Before the handshake, turning on must wait for
+/// it, which this loop has to keep reading for: one task at most waits, and applies whatever
+/// was asked last.
+async fn on_request(peer: &Peer, on: bool) {
+    let shared = &peer.shared;
+    shared.wanted_secure.store(on, Ordering::Release);
+    let keys_ready = matches!(*shared.sec_status.borrow(), SecStatus::Done(_));
+    if keys_ready || !on {
+        if let Err(error) = peer.set_own_security(on).await {
+            tracing::debug!(%error, "peer asked for a security change; it could not be made");
+        }
+        return;
+    }
+    if !shared.request_waiting.swap(true, Ordering::AcqRel) {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let result = match peer.handshake().await {
+                Ok(_) => peer
+                    .set_own_security(peer.shared.wanted_secure.load(Ordering::Acquire))
+                    .await
+                    .map(drop),
+                Err(error) => Err(error),
+            };
+            peer.shared.request_waiting.store(false, Ordering::Release);
+            if let Err(error) = result {
+                tracing::debug!(%error, "peer asked for security; it could not be set");
+            }
+        });
+    }
+}
+
 /// Handles one security frame (already opened if it was protected).
 fn on_security(
     peer: &Peer,
@@ -220,21 +272,6 @@ fn on_security(
             if let Some(opener) = incoming.opener.as_mut() {
                 opener.advance();
             }
-            Ok(())
-        }
-        handshake::REQUEST => {
-            let on = match frame.payload.as_ref() {
-                [0] => false,
-                [1] => true,
-                _ => return Err(SecurityError::Handshake("malformed security request").into()),
-            };
-            let peer = peer.clone();
-            // Turning on may wait for the handshake, which this loop must keep reading for.
-            tokio::spawn(async move {
-                if let Err(error) = peer.set_own_security(on).await {
-                    tracing::debug!(%error, "peer asked for security; it could not be set");
-                }
-            });
             Ok(())
         }
         id => {
