@@ -471,12 +471,19 @@ async fn a_flood_of_security_requests_spawns_no_pile_of_tasks() {
     let mut peer = RawPeer::open(f.addr()).await;
     // 5,000 "please encrypt what you send" requests (SECURITY frame, type 10), then a ping.
     let mut burst = bytes::BytesMut::new();
-    let request = Frame { kind: Kind::Security, id: 10, tag: None, payload: Bytes::from_static(&[1]) };
+    let request = Frame {
+        kind: Kind::Security,
+        id: 10,
+        tag: None,
+        payload: Bytes::from_static(&[1]),
+    };
     for _ in 0..5_000 {
-        tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &request, &mut burst).unwrap();
+        tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &request, &mut burst)
+            .unwrap();
     }
     let ping = Frame::control(Kind::Ping, Bytes::from_static(b"after the flood"));
-    tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &ping, &mut burst).unwrap();
+    tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &ping, &mut burst)
+        .unwrap();
     peer.write(&burst).await;
     // All requests were read once the pong comes back.
     loop {
@@ -486,7 +493,10 @@ async fn a_flood_of_security_requests_spawns_no_pile_of_tasks() {
         }
     }
     let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-    assert!(tasks_after <= tasks_before + 4, "{tasks_before} tasks before, {tasks_after} after the flood");
+    assert!(
+        tasks_after <= tasks_before + 4,
+        "{tasks_before} tasks before, {tasks_after} after the flood"
+    );
     drop(peer);
     f.events.disconnect().await;
     f.assert_healthy().await;
