@@ -402,7 +402,7 @@ fn broadcast(plan: &Plan) {
     println!("|---:|---|---:|");
     let sizes: &[usize] = if plan.quick { &[1000] } else { &[1000, 10_000] };
     for &peers in sizes {
-        for imp in ["truflux-tcp", "truflux-ws"] {
+        for imp in ["raw-tcp", "truflux-tcp", "truflux-ws"] {
             let server = ServerProcess::start(plan, &format!("{imp}-broadcast"));
             let mut times = Vec::new();
             let r = run_client(plan, "broadcast", imp, server.port, plan.rounds.max(3), peers);
@@ -463,6 +463,7 @@ fn memory(plan: &Plan) {
 async fn serve(imp: &str) {
     let port = match imp {
         "raw-tcp" => spawn_raw_server().await,
+        "raw-tcp-broadcast" => spawn_raw_broadcast_server().await,
         "tungstenite" => spawn_tungstenite_server().await,
         imp if imp.starts_with("truflux-") => spawn_truflux_server(imp).await,
         other => panic!("unknown implementation {other}"),
@@ -498,6 +499,39 @@ async fn spawn_raw_server() -> u16 {
                         .is_err()
                     {
                         return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The broadcast floor: every length-prefixed message from any peer is written to every peer
+/// from the one task that read it, with non-blocking writes (no task per peer, no queue).
+async fn spawn_raw_broadcast_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let peers: Arc<std::sync::Mutex<Vec<tokio::net::tcp::OwnedWriteHalf>>> = Arc::default();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let (mut read, write) = stream.into_split();
+            peers.lock().expect("peers").push(write);
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Ok(len) = read.read_u32().await else { return };
+                    buf.resize(len as usize, 0);
+                    if read.read_exact(&mut buf).await.is_err() {
+                        return;
+                    }
+                    let mut framed = len.to_be_bytes().to_vec();
+                    framed.extend_from_slice(&buf);
+                    for peer in peers.lock().expect("peers").iter() {
+                        // 68 octets always fit an idle peer's socket buffer.
+                        let _ = peer.try_write(&framed);
                     }
                 }
             });
@@ -751,6 +785,43 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
                 })
                 .await;
             format!("{}", (count * 100) as f64 / start.elapsed().as_secs_f64())
+        }
+        "broadcast" if imp == "raw-tcp" => {
+            let received = Arc::new(AtomicUsize::new(0));
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let mut trigger = None;
+            for _ in 0..count {
+                let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut read, write) = stream.into_split();
+                trigger.get_or_insert(write);
+                let (received, notify, target) = (received.clone(), notify.clone(), count);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Ok(len) = read.read_u32().await else { return };
+                        buf.resize(len as usize, 0);
+                        if read.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                            notify.notify_one();
+                        }
+                    }
+                });
+            }
+            let mut trigger = trigger.expect("at least one peer");
+            let mut framed = 64u32.to_be_bytes().to_vec();
+            framed.extend_from_slice(&[7u8; 64]);
+            let mut times = Vec::new();
+            for _ in 0..size {
+                received.store(0, Ordering::SeqCst);
+                let start = Instant::now();
+                trigger.write_all(&framed).await.expect("trigger");
+                notify.notified().await;
+                times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+            }
+            times.join(" ")
         }
         "broadcast" => {
             // `size` carries the number of repetitions here.
