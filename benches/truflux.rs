@@ -476,6 +476,15 @@ async fn serve(imp: &str) {
     while stdin.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
 }
 
+/// Reads one length-prefixed message into `buf`; `false` at end of stream or on error.
+async fn read_prefixed<R: tokio::io::AsyncRead + Unpin>(read: &mut R, buf: &mut Vec<u8>) -> bool {
+    let Ok(len) = read.read_u32().await else {
+        return false;
+    };
+    buf.resize(len as usize, 0);
+    read.read_exact(buf).await.is_ok()
+}
+
 async fn spawn_raw_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -487,11 +496,10 @@ async fn spawn_raw_server() -> u16 {
                 // by a vectored write without copying.
                 let mut buf = Vec::new();
                 loop {
-                    let Ok(len) = stream.read_u32().await else { return };
-                    buf.resize(len as usize, 0);
-                    if stream.read_exact(&mut buf).await.is_err() {
+                    if !read_prefixed(&mut stream, &mut buf).await {
                         return;
                     }
+                    let len = buf.len() as u32;
                     let prefix = len.to_be_bytes();
                     if stream
                         .write_all_buf(&mut Buf::chain(&prefix[..], &buf[..]))
@@ -522,11 +530,10 @@ async fn spawn_raw_broadcast_server() -> u16 {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    let Ok(len) = read.read_u32().await else { return };
-                    buf.resize(len as usize, 0);
-                    if read.read_exact(&mut buf).await.is_err() {
+                    if !read_prefixed(&mut read, &mut buf).await {
                         return;
                     }
+                    let len = buf.len() as u32;
                     let mut framed = len.to_be_bytes().to_vec();
                     framed.extend_from_slice(&buf);
                     for peer in peers.lock().expect("peers").iter() {
@@ -799,9 +806,7 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     loop {
-                        let Ok(len) = read.read_u32().await else { return };
-                        buf.resize(len as usize, 0);
-                        if read.read_exact(&mut buf).await.is_err() {
+                        if !read_prefixed(&mut read, &mut buf).await {
                             return;
                         }
                         if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
