@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::frame::DEFAULT_MAX_PAYLOAD;
 use crate::security::SecurityConfig;
 
+/// `setters!(Type { /// doc\n field: Type, ... })`: one chainable setter per field.
 macro_rules! setters {
     ($ty:ty { $($(#[doc = $doc:literal])* $field:ident : $fty:ty,)* }) => {
         impl $ty {
@@ -19,6 +20,7 @@ macro_rules! setters {
         }
     };
 }
+pub(crate) use setters;
 
 /// Settings of one connection, on either side.
 #[derive(Clone, Debug)]

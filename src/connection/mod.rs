@@ -250,12 +250,16 @@ impl Peer {
     }
 
     pub(crate) fn closed_error(&self) -> Error {
-        let info = self.end_info().unwrap_or_else(|| CloseInfo {
+        Error::Closed(self.end_or_default())
+    }
+
+    /// How the connection ended, or an abnormal end if no cause was recorded.
+    fn end_or_default(&self) -> CloseInfo {
+        self.end_info().unwrap_or_else(|| CloseInfo {
             code: Code::ABNORMAL,
             reason: "connection ended".into(),
             initiator: Initiator::Local,
-        });
-        Error::Closed(info)
+        })
     }
 
     /// Records the first cause of the end; later causes are ignored.
@@ -312,18 +316,7 @@ impl Peer {
         match result {
             Ok(Some(info)) => info,
             // The sender lives in `Shared`, which `self` keeps alive: unreachable in practice.
-            _ => self.closed_error_info(),
-        }
-    }
-
-    fn closed_error_info(&self) -> CloseInfo {
-        match self.closed_error() {
-            Error::Closed(info) => info,
-            _ => CloseInfo {
-                code: Code::ABNORMAL,
-                reason: String::new(),
-                initiator: Initiator::Local,
-            },
+            _ => self.end_or_default(),
         }
     }
 
@@ -523,7 +516,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
 
         peer.shared.closing.store(true, Ordering::Release);
         peer.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
-        let info = peer.closed_error_info();
+        let info = peer.end_or_default();
         peer.shared.files.close(&crate::file::FileError::new(
             info.code,
             format!("connection ended: {}", info.reason),

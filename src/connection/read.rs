@@ -98,11 +98,9 @@ pub(super) async fn read_loop<R: FrameRead>(
                     let error =
                         SecurityError::Required("message sent before the sender's direction was secure");
                     let report = Close::new(error.code(), error.to_string()).to_frame(Kind::Error, frame.id);
-                    let _ = tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return,
-                        sent = peer.enqueue(report) => sent,
-                    };
+                    if !reply(peer, report).await {
+                        return;
+                    }
                     hooks.error(peer, &error.into());
                     continue;
                 }
@@ -120,11 +118,9 @@ pub(super) async fn read_loop<R: FrameRead>(
                         let report =
                             Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
                         // Waiting here applies backpressure to a peer that provokes many errors.
-                        let _ = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            sent = peer.enqueue(report) => sent,
-                        };
+                        if !reply(peer, report).await {
+                            return;
+                        }
                     }
                     hooks.error(peer, &Error::Protocol(error));
                 }
@@ -159,11 +155,9 @@ pub(super) async fn read_loop<R: FrameRead>(
                     tag: None,
                     payload: frame.payload,
                 };
-                let _ = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    sent = peer.enqueue(pong) => sent,
-                };
+                if !reply(peer, pong).await {
+                    return;
+                }
             }
             Kind::Pong => {}
             Kind::Error => match Close::parse(Kind::Error, &frame.payload) {
@@ -198,18 +192,26 @@ pub(super) async fn read_loop<R: FrameRead>(
                 if let Some(error) = outcome.error {
                     hooks.error(peer, &error);
                 }
-                if let Some(reply) = outcome.reply {
-                    let _ = tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return,
-                        sent = peer.enqueue(reply) => sent,
-                    };
+                if let Some(answer) = outcome.reply {
+                    if !reply(peer, answer).await {
+                        return;
+                    }
                 }
                 if let Some(offer) = outcome.offer {
                     hooks.file_offer(peer, offer);
                 }
             }
         }
+    }
+}
+
+/// Queues a frame for the peer, waiting for room (backpressure on a peer that provokes many
+/// replies); `false` if the connection stopped first.
+async fn reply(peer: &Peer, frame: Frame) -> bool {
+    tokio::select! {
+        biased;
+        _ = peer.shared.stop.cancelled() => false,
+        _ = peer.enqueue(frame) => true,
     }
 }
 

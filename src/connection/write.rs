@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{Control, Hooks, Peer};
+use super::{fail, Control, Hooks, Peer};
 use crate::frame::control::Close;
 use crate::frame::{Frame, Kind};
 use crate::security::handshake::{self, REKEY, SEC_OFF, SEC_ON};
@@ -150,14 +150,8 @@ pub(super) async fn write_loop<W: FrameWrite>(
         };
         batch.clear();
         if let Err(error) = prepared {
-            let error = Error::from(error);
-            peer.record_end(
-                error.code(),
-                Close::new(error.code(), error.to_string()).reason,
-                Initiator::Local,
-            );
-            hooks.error(peer, &error);
-            shared.stop.cancel();
+            // The stream is still at a frame boundary: the next turn tells the peer why.
+            fail(peer, hooks, error.into());
             continue;
         }
         if out.is_empty() {

@@ -54,28 +54,14 @@ impl Default for FileConfig {
     }
 }
 
-impl FileConfig {
+crate::config::setters!(FileConfig {
     /// Sets [`FileConfig::chunk`].
-    #[must_use]
-    pub fn chunk(mut self, chunk: u32) -> Self {
-        self.chunk = chunk;
-        self
-    }
-
+    chunk: u32,
     /// Sets [`FileConfig::window`].
-    #[must_use]
-    pub fn window(mut self, window: u32) -> Self {
-        self.window = window;
-        self
-    }
-
+    window: u32,
     /// Sets [`FileConfig::max_incoming`].
-    #[must_use]
-    pub fn max_incoming(mut self, max_incoming: usize) -> Self {
-        self.max_incoming = max_incoming;
-        self
-    }
-}
+    max_incoming: usize,
+});
 
 /// Where a transfer stands. Observed through [`FileSend::status`] / [`FileReceive::status`];
 /// intermediate progress values may be merged, a final state never is.

@@ -93,28 +93,14 @@ impl Default for RekeyPolicy {
     }
 }
 
-impl RekeyPolicy {
+crate::config::setters!(RekeyPolicy {
     /// Sets [`RekeyPolicy::bytes`].
-    #[must_use]
-    pub fn bytes(mut self, bytes: u64) -> Self {
-        self.bytes = bytes;
-        self
-    }
-
+    bytes: u64,
     /// Sets [`RekeyPolicy::records`].
-    #[must_use]
-    pub fn records(mut self, records: u64) -> Self {
-        self.records = records;
-        self
-    }
-
+    records: u64,
     /// Sets [`RekeyPolicy::interval`].
-    #[must_use]
-    pub fn interval(mut self, interval: Option<Duration>) -> Self {
-        self.interval = interval;
-        self
-    }
-}
+    interval: Option<Duration>,
+});
 
 /// Security settings of one side of a connection.
 #[derive(Clone, Debug)]
@@ -162,21 +148,14 @@ impl SecurityConfig {
         self.psk = Some(psk.into());
         self
     }
-
-    /// Sets [`SecurityConfig::required`].
-    #[must_use]
-    pub fn required(mut self, required: bool) -> Self {
-        self.required = required;
-        self
-    }
-
-    /// Sets [`SecurityConfig::rekey`].
-    #[must_use]
-    pub fn rekey(mut self, rekey: RekeyPolicy) -> Self {
-        self.rekey = rekey;
-        self
-    }
 }
+
+crate::config::setters!(SecurityConfig {
+    /// Sets [`SecurityConfig::required`].
+    required: bool,
+    /// Sets [`SecurityConfig::rekey`].
+    rekey: RekeyPolicy,
+});
 
 /// What the security layer reports to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
