@@ -2,29 +2,37 @@
 
 use std::future::Future;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::debug;
 
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::config::ClientConfig;
-use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::auth::Token;
+use crate::config::{ClientConfig, Reconnect};
+use crate::connection::resume::TOKEN_LEN;
+use crate::connection::{self, Hellos, Hooks, Outcome, PeerId, ResumeRefused};
 use crate::file::FileOffer;
 use crate::frame::control::Hello;
 use crate::hello;
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
 use crate::security::SecurityEvent;
-use crate::transport::{TcpTransport, Transport};
-use crate::{CloseInfo, Code, Error, Peer};
+use crate::transport::{PeerInfo, TcpTransport, Transport};
+use crate::{CloseInfo, Code, Error, Initiator, Peer};
 
 type CloseFn = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
 type FileFn = Arc<dyn Fn(FileOffer) + Send + Sync>;
+type PeerFn = Arc<dyn Fn(&Peer) + Send + Sync>;
+type ReconnectFn = Arc<dyn Fn(&Peer, u32) + Send + Sync>;
 
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
-
+#[derive(Default)]
 struct ClientHooks {
+    on_connect: Option<PeerFn>,
+    on_disconnect: Option<CloseFn>,
+    on_reconnect: Option<ReconnectFn>,
     on_close: Option<CloseFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
@@ -32,7 +40,10 @@ struct ClientHooks {
 }
 
 impl Hooks for ClientHooks {
-    fn connected(&self, _peer: &Peer) -> BoxFuture<'static, ()> {
+    fn connected(&self, peer: &Peer) -> BoxFuture<'static, ()> {
+        if let Some(on_connect) = &self.on_connect {
+            on_connect(peer);
+        }
         Box::pin(std::future::ready(()))
     }
 
@@ -64,12 +75,29 @@ impl Hooks for ClientHooks {
     }
 }
 
+/// Where a WebSocket client puts its bearer token (see [`crate::auth`]). Over TCP the token
+/// always travels in the hello.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenCarrier {
+    /// `Authorization: Bearer <token>` in the upgrade request. The default.
+    #[default]
+    Header,
+    /// `Sec-WebSocket-Protocol: truflux, truflux.bearer.<token>`: what a browser can set. The
+    /// token must then consist of HTTP token characters (base64url and JWTs do).
+    Subprotocol,
+    /// In the hello, as over TCP.
+    Hello,
+}
+
 /// Builds a [`Client`].
 #[must_use]
 pub struct ClientBuilder {
     config: ClientConfig,
     protocol: Arc<dyn Protocol>,
     hooks: ClientHooks,
+    token: Option<Token>,
+    carrier: TokenCarrier,
 }
 
 impl ClientBuilder {
@@ -86,7 +114,40 @@ impl ClientBuilder {
         self
     }
 
-    /// Runs once when the connection has ended, with its code and reason.
+    /// Presents `token` as a bearer token on every connection (and every reconnection).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token::new(token));
+        self
+    }
+
+    /// Where a WebSocket connection carries the token. Default [`TokenCarrier::Header`].
+    pub fn token_carrier(mut self, carrier: TokenCarrier) -> Self {
+        self.carrier = carrier;
+        self
+    }
+
+    /// Runs once the first connection is up, before anything from the server is handled.
+    pub fn on_connect(mut self, handler: impl Fn(&Peer) + Send + Sync + 'static) -> Self {
+        self.hooks.on_connect = Some(Arc::new(handler));
+        self
+    }
+
+    /// With [`Reconnect`](crate::Reconnect): runs when the connection is lost and the client
+    /// starts reconnecting, with how it was lost.
+    pub fn on_disconnect(mut self, handler: impl Fn(&CloseInfo) + Send + Sync + 'static) -> Self {
+        self.hooks.on_disconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// With [`Reconnect`](crate::Reconnect): runs when the session has resumed on a new
+    /// connection, with the number of attempts it took.
+    pub fn on_reconnect(mut self, handler: impl Fn(&Peer, u32) + Send + Sync + 'static) -> Self {
+        self.hooks.on_reconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs once when the client has ended (closed, or reconnection gave up), with the code
+    /// and reason.
     pub fn on_close(mut self, handler: impl Fn(&CloseInfo) + Send + Sync + 'static) -> Self {
         self.hooks.on_close = Some(Arc::new(handler));
         self
@@ -113,20 +174,27 @@ impl ClientBuilder {
 
     /// Connects over TCP and completes the hello, within `connect_timeout`.
     ///
-    /// A server that refuses (connection limit, version) yields [`Error::Closed`] with its code.
+    /// A server that refuses (connection limit, version) yields [`Error::Closed`] with its code;
+    /// a refused token yields [`Error::Unauthorized`].
+    ///
+    /// The address is resolved once; reconnections use the addresses it resolved to.
     pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
         let config = &self.config.connection;
         let (nodelay, max_payload) = (config.nodelay, config.max_payload);
-        let open = async {
-            let stream = TcpStream::connect(addr).await?;
-            Ok::<_, Error>(TcpTransport::new(stream, nodelay, max_payload)?)
+        let addrs: Arc<[std::net::SocketAddr]> = tokio::net::lookup_host(addr).await?.collect();
+        let dial = move || {
+            let addrs = addrs.clone();
+            async move {
+                let stream = TcpStream::connect(&addrs[..]).await?;
+                Ok::<_, Error>(TcpTransport::new(stream, nodelay, max_payload)?)
+            }
         };
-        self.open(open).await
+        self.open(dial, true).await
     }
 
     /// Connects over WebSocket to a `ws://host:port/path` URL (offering the `truflux`
     /// subprotocol) and completes the hello, within `connect_timeout`. `wss://` is not
-    /// supported yet.
+    /// supported yet. A refused token (`401`) yields [`Error::Unauthorized`].
     pub async fn connect_ws(self, url: &str) -> Result<Client, Error> {
         let uri: http::Uri = url
             .parse()
@@ -146,54 +214,90 @@ impl ClientBuilder {
         let ws_config = crate::ws::config(config);
         let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
             .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
-        request.headers_mut().insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            http::HeaderValue::from_static(crate::ws::SUBPROTOCOL),
-        );
-        let open = async move {
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(nodelay)?;
-            let info = crate::transport::PeerInfo {
-                local: stream.local_addr()?,
-                remote: stream.peer_addr()?,
-                transport: crate::transport::TransportKind::WebSocket,
-            };
-            let (stream, _response) =
-                tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
-                    .await
-                    .map_err(|e| Error::Handshake(format!("WebSocket upgrade failed: {e}")))?;
-            Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
+        let mut protocols = crate::ws::SUBPROTOCOL.to_owned();
+        match (&self.token, self.carrier) {
+            (Some(token), TokenCarrier::Header) => {
+                let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+                    .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+                request.headers_mut().insert(http::header::AUTHORIZATION, value);
+            }
+            (Some(token), TokenCarrier::Subprotocol) => {
+                protocols = format!(
+                    "{protocols}, {}{}",
+                    crate::auth::SUBPROTOCOL_PREFIX,
+                    token.as_str()
+                );
+            }
+            _ => {}
+        }
+        let protocols = http::HeaderValue::from_str(&protocols)
+            .map_err(|_| Error::Config("the token is not a valid subprotocol".into()))?;
+        request
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
+        let dial = move || {
+            let (request, host) = (request.clone(), host.clone());
+            async move {
+                let stream = TcpStream::connect((host.as_str(), port)).await?;
+                stream.set_nodelay(nodelay)?;
+                let info = crate::transport::PeerInfo {
+                    local: stream.local_addr()?,
+                    remote: stream.peer_addr()?,
+                    transport: crate::transport::TransportKind::WebSocket,
+                };
+                let (stream, _response) =
+                    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
+                        .await
+                        .map_err(upgrade_error)?;
+                Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
+            }
         };
-        self.open(open).await
+        let hello_token = self.carrier == TokenCarrier::Hello;
+        self.open(dial, hello_token).await
     }
 
-    /// Completes the hello on a transport produced by `open`, then starts the connection.
-    async fn open<T: Transport>(self, open: impl Future<Output = Result<T, Error>>) -> Result<Client, Error> {
-        let handshake = async {
-            let transport = open.await?;
-            let info = transport.info();
-            let (mut reader, mut writer) = transport.split();
-            let server_hello = hello::connect(&mut reader, &mut writer).await?;
-            Ok::<_, Error>((info, reader, writer, server_hello))
+    /// Connects with `dial`, then starts the connection and, with reconnection on, the task
+    /// that reconnects it.
+    async fn open<T, D, F>(self, dial: D, token_in_hello: bool) -> Result<Client, Error>
+    where
+        T: Transport,
+        D: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let dialer = Dialer {
+            dial,
+            timeout: self.config.connect_timeout,
+            token: self.token.filter(|_| token_in_hello),
         };
-        let (info, reader, writer, server_hello) =
-            tokio::time::timeout(self.config.connect_timeout, handshake)
-                .await
-                .map_err(|_| Error::Timeout("connecting"))??;
-        let id = PeerId(NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
+        let reconnect = self.config.reconnect.clone();
+        let mut hello = dialer.hello();
+        if reconnect.is_some() {
+            hello.extensions.push((hello::EXT_SESSION, Bytes::new()));
+        }
+        let (info, reader, writer, server_hello) = dialer.attempt(&hello).await?;
+        let resume_token = hello::extension(&server_hello, hello::EXT_SESSION)
+            .and_then(|value| <[u8; TOKEN_LEN]>::try_from(value.as_ref()).ok());
+        if reconnect.is_some() && resume_token.is_none() {
+            tracing::warn!("the server keeps no sessions: this client will not reconnect");
+        }
         let hellos = Hellos {
-            client: Hello::current(),
+            client: hello,
             server: server_hello,
         };
         let required = self.config.connection.security.required;
-        let new = connection::new_peer(id, info, self.config.connection, None, &hellos);
+        let new = connection::new_peer(
+            PeerId::next(),
+            info,
+            self.config.connection,
+            None,
+            &hellos,
+            self.protocol.as_ref(),
+            resume_token,
+        );
         let peer = new.peer.clone();
-        tokio::spawn(connection::run(
-            new,
-            reader,
-            writer,
-            self.protocol,
-            Arc::new(self.hooks),
+        let hooks = Arc::new(self.hooks);
+        tokio::spawn(supervise(
+            new.peer, new.start, reader, writer, hooks, dialer, reconnect,
         ));
         let client = Client { peer };
         if required {
@@ -222,6 +326,166 @@ impl ClientBuilder {
     }
 }
 
+/// Maps a failed WebSocket upgrade; `401` is a refused token.
+fn upgrade_error(error: tokio_tungstenite::tungstenite::Error) -> Error {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match error {
+        WsError::Http(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|body| String::from_utf8_lossy(body).trim().to_owned())
+                .unwrap_or_default();
+            Error::Unauthorized(body)
+        }
+        error => Error::Handshake(format!("WebSocket upgrade failed: {error}")),
+    }
+}
+
+/// Opens transports to the server and runs the hello on them.
+struct Dialer<D> {
+    dial: D,
+    timeout: std::time::Duration,
+    /// The token, when it travels in the hello.
+    token: Option<Token>,
+}
+
+impl<T, D, F> Dialer<D>
+where
+    T: Transport,
+    D: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    fn hello(&self) -> Hello {
+        let mut hello = Hello::current();
+        if let Some(token) = &self.token {
+            hello
+                .extensions
+                .push((hello::EXT_AUTH, Bytes::copy_from_slice(token.as_str().as_bytes())));
+        }
+        hello
+    }
+
+    /// One connection attempt: transport, our hello, the server's, within the timeout.
+    async fn attempt(&self, hello: &Hello) -> Result<(PeerInfo, T::Reader, T::Writer, Hello), Error> {
+        let handshake = async {
+            let transport = (self.dial)().await?;
+            let info = transport.info();
+            let (mut reader, mut writer) = transport.split();
+            let server_hello = hello::connect(&mut reader, &mut writer, hello).await?;
+            Ok::<_, Error>((info, reader, writer, server_hello))
+        };
+        tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| Error::Timeout("connecting"))?
+    }
+}
+
+/// Runs the client's connections: the first, then (with reconnection on) each resumed one,
+/// until the session ends.
+async fn supervise<T, D, F>(
+    peer: Peer,
+    start: connection::Start,
+    reader: T::Reader,
+    writer: T::Writer,
+    hooks: Arc<ClientHooks>,
+    dialer: Dialer<D>,
+    reconnect: Option<Reconnect>,
+) where
+    T: Transport,
+    D: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let mut outcome = connection::run(peer.clone(), start, reader, writer, hooks.clone()).await;
+    loop {
+        let Outcome::Parked(lost) = outcome else { return };
+        let (Some(policy), Some(token)) = (&reconnect, peer.resume_token()) else {
+            return peer.give_up(&lost);
+        };
+        if let Some(on_disconnect) = &hooks.on_disconnect {
+            on_disconnect(&lost);
+        }
+        let mut attempts = 0;
+        let resumed = loop {
+            if policy.max_attempts.is_some_and(|max| attempts >= max) {
+                break None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(policy.delay(attempts, random_fraction())) => {}
+                _ = peer.closed() => return,
+            }
+            attempts += 1;
+            let received = peer.resume_state().map_or(0, |resume| resume.received());
+            let mut hello = dialer.hello();
+            let mut value = token.to_vec();
+            value.extend_from_slice(&received.to_be_bytes());
+            hello.extensions.push((hello::EXT_RESUME, Bytes::from(value)));
+            match dialer.attempt(&hello).await {
+                Ok((info, reader, writer, server_hello)) => {
+                    let count = hello::extension(&server_hello, hello::EXT_RESUME)
+                        .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+                        .map(u64::from_be_bytes);
+                    let hellos = Hellos {
+                        client: hello,
+                        server: server_hello,
+                    };
+                    let started = match count {
+                        Some(count) => peer.resume(info, &hellos, count),
+                        None => Err(ResumeRefused::Ended),
+                    };
+                    match started {
+                        Ok(start) => break Some((start, reader, writer)),
+                        Err(refused) => {
+                            let reason = match refused {
+                                ResumeRefused::Count(bad) => bad.to_string(),
+                                ResumeRefused::Ended => "the server did not resume the session".into(),
+                            };
+                            debug!(%reason, "resume refused");
+                            return peer.give_up(&CloseInfo {
+                                code: Code::RESUME_FAILED,
+                                reason,
+                                initiator: Initiator::Local,
+                            });
+                        }
+                    }
+                }
+                Err(error) if connection::ends_session(error.code()) => {
+                    debug!(%error, "reconnection refused");
+                    let reason = match &error {
+                        Error::Closed(info) => info.reason.clone(),
+                        error => error.to_string(),
+                    };
+                    return peer.give_up(&CloseInfo {
+                        code: error.code(),
+                        reason,
+                        initiator: Initiator::Remote,
+                    });
+                }
+                Err(error) => debug!(%error, attempts, "reconnection attempt failed"),
+            }
+        };
+        let Some((start, reader, writer)) = resumed else {
+            return peer.give_up(&CloseInfo {
+                reason: format!("{} (reconnection gave up after {attempts} attempts)", lost.reason),
+                ..lost
+            });
+        };
+        if let Some(on_reconnect) = &hooks.on_reconnect {
+            on_reconnect(&peer, attempts);
+        }
+        outcome = connection::run(peer.clone(), start, reader, writer, hooks.clone()).await;
+    }
+}
+
+/// A random number in `[0, 1)` for the reconnection jitter.
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A connection to a server. Dereferences to its [`Peer`]: `send`, `close`, `info`, `session`.
 ///
 /// Dropping the last `Client` handle closes the connection gracefully with `NORMAL` (1000);
@@ -236,12 +500,9 @@ impl Client {
         ClientBuilder {
             config: ClientConfig::default(),
             protocol: Arc::new(NoMessages),
-            hooks: ClientHooks {
-                on_close: None,
-                on_error: None,
-                on_security: None,
-                on_file: None,
-            },
+            hooks: ClientHooks::default(),
+            token: None,
+            carrier: TokenCarrier::default(),
         }
     }
 

@@ -61,6 +61,31 @@ pub struct ConnectionConfig {
     /// File transfers: chunk size, window, concurrent incoming transfers. Default
     /// [`FileConfig::default`](crate::file::FileConfig::default).
     pub files: crate::file::FileConfig,
+    /// How long the connection may be silent before this side sends a `PING`. Default 25 s;
+    /// `None` sends no heartbeats (the peer's own heartbeats are still answered).
+    ///
+    /// Any frame from the peer counts as a sign of life. If nothing arrives within
+    /// `heartbeat_interval + heartbeat_timeout` of the last frame, the connection closes with
+    /// `HEARTBEAT_TIMEOUT` (4009). Time a handler spends on a message does not count: the
+    /// silence is measured while the connection is waiting to read.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long after its `PING` this side waits for any frame before closing with
+    /// `HEARTBEAT_TIMEOUT`. Default 20 s.
+    pub heartbeat_timeout: Duration,
+    /// How long [`Peer::request`](crate::Peer::request) waits for the reply. Default 30 s;
+    /// then it fails with [`Error::RequestTimeout`](crate::Error::RequestTimeout) and a late
+    /// reply is refused with `UNKNOWN_REQUEST` (4011).
+    pub request_timeout: Duration,
+    /// Resumable sessions only: most application frames sent but not yet acknowledged by the
+    /// peer. Default 4096 (at least 64 is used).
+    ///
+    /// These are kept to be sent again after a reconnect. When the buffer is full the writer
+    /// stops taking frames from the outbound queue until the peer acknowledges (every 32 frames,
+    /// and with each heartbeat), so the queue fills and `send` waits: backpressure, never loss.
+    pub resume_buffer: usize,
+    /// Resumable sessions only: most payload octets in the resume buffer. Default 16 MiB. The
+    /// last batch taken may exceed it by at most `write_batch` frames.
+    pub resume_buffer_bytes: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -74,6 +99,11 @@ impl Default for ConnectionConfig {
             ws_read_buffer: crate::ws::READ_BUFFER,
             security: SecurityConfig::default(),
             files: crate::file::FileConfig::default(),
+            heartbeat_interval: Some(Duration::from_secs(25)),
+            heartbeat_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+            resume_buffer: 4096,
+            resume_buffer_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -95,6 +125,16 @@ setters!(ConnectionConfig {
     security: SecurityConfig,
     /// Sets [`ConnectionConfig::files`].
     files: crate::file::FileConfig,
+    /// Sets [`ConnectionConfig::heartbeat_interval`].
+    heartbeat_interval: Option<Duration>,
+    /// Sets [`ConnectionConfig::heartbeat_timeout`].
+    heartbeat_timeout: Duration,
+    /// Sets [`ConnectionConfig::request_timeout`].
+    request_timeout: Duration,
+    /// Sets [`ConnectionConfig::resume_buffer`].
+    resume_buffer: usize,
+    /// Sets [`ConnectionConfig::resume_buffer_bytes`].
+    resume_buffer_bytes: usize,
 });
 
 /// What a server broadcast does with a peer whose outbound queue is full.
@@ -123,6 +163,15 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// What broadcast does with a peer whose queue is full. Default [`SlowPeerPolicy::Close`].
     pub slow_peer: SlowPeerPolicy,
+    /// How long the session of a client that asked for one (see [`Reconnect`]) is kept after
+    /// its connection is lost, waiting for the client to resume it. Default 30 s;
+    /// `Duration::ZERO` offers no resumable sessions.
+    ///
+    /// While kept, the peer stays in the server's table and messages to it are queued (up to
+    /// the outbound queue; a broadcast finding it full applies `slow_peer`). When the window
+    /// runs out the session ends: its disconnect handler runs with the code the connection was
+    /// lost with, and a later resume attempt is refused with `RESUME_FAILED` (4010).
+    pub resume_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -132,6 +181,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 65_536,
             slow_peer: SlowPeerPolicy::Close,
+            resume_window: Duration::from_secs(30),
         }
     }
 }
@@ -145,6 +195,8 @@ setters!(ServerConfig {
     max_connections: usize,
     /// Sets [`ServerConfig::slow_peer`].
     slow_peer: SlowPeerPolicy,
+    /// Sets [`ServerConfig::resume_window`].
+    resume_window: Duration,
 });
 
 /// Settings of a client.
@@ -156,6 +208,9 @@ pub struct ClientConfig {
     /// How long connecting (TCP connect plus the hello exchange) may take. Default 10 s; when it
     /// runs out `connect` fails with [`Error::Timeout`](crate::Error::Timeout).
     pub connect_timeout: Duration,
+    /// Automatic reconnection with session resume. Default `None`: a lost connection ends the
+    /// client. See [`Reconnect`].
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Default for ClientConfig {
@@ -163,13 +218,80 @@ impl Default for ClientConfig {
         ClientConfig {
             connection: ConnectionConfig::default(),
             connect_timeout: Duration::from_secs(10),
+            reconnect: None,
         }
     }
 }
+
+/// How a client reconnects after losing its connection, and resumes its session.
+///
+/// With reconnection on, the client asks the server for a resumable session. When the
+/// connection is lost (not closed deliberately: see below) the client waits, reconnects, runs a
+/// fresh hello, authentication and, if security was ever on, key exchange; then both sides
+/// exchange how many application frames they received and send again exactly those the other
+/// missed. Messages sent meanwhile wait in the outbound queue. The application sees each message
+/// once, in order (README, "Delivery guarantee").
+///
+/// Attempt `n` (from 0) waits `min(max_delay, initial_delay × 2ⁿ)`, shortened by a random
+/// fraction of up to `jitter` so that many clients do not reconnect in step.
+///
+/// No reconnection after: the application's own close (or dropping the client), the server
+/// closing with `NORMAL` (1000), `UNAUTHORIZED` (4008), `VERSION_MISMATCH` (4006),
+/// `POLICY_VIOLATION` (1008) or `RESUME_FAILED` (4010), or a fatal protocol or security error
+/// found locally. After the last attempt fails the client closes with the code the connection
+/// was lost with.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Reconnect {
+    /// Delay before the first attempt. Default 100 ms.
+    pub initial_delay: Duration,
+    /// Longest delay between attempts. Default 10 s.
+    pub max_delay: Duration,
+    /// Fraction of each delay that is randomised away, 0.0–1.0. Default 0.5.
+    pub jitter: f64,
+    /// Most attempts after one loss; `None` keeps trying (the server's resume window still
+    /// ends the session). Default 20.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            jitter: 0.5,
+            max_attempts: Some(20),
+        }
+    }
+}
+
+impl Reconnect {
+    /// The delay before attempt `attempt` (from 0), with `random` in `[0, 1)` for the jitter.
+    pub(crate) fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let grown = self
+            .initial_delay
+            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
+        let capped = grown.min(self.max_delay);
+        capped.mul_f64(1.0 - self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))
+    }
+}
+
+setters!(Reconnect {
+    /// Sets [`Reconnect::initial_delay`].
+    initial_delay: Duration,
+    /// Sets [`Reconnect::max_delay`].
+    max_delay: Duration,
+    /// Sets [`Reconnect::jitter`].
+    jitter: f64,
+    /// Sets [`Reconnect::max_attempts`].
+    max_attempts: Option<u32>,
+});
 
 setters!(ClientConfig {
     /// Sets [`ClientConfig::connection`].
     connection: ConnectionConfig,
     /// Sets [`ClientConfig::connect_timeout`].
     connect_timeout: Duration,
+    /// Sets [`ClientConfig::reconnect`].
+    reconnect: Option<Reconnect>,
 });

@@ -73,6 +73,23 @@ codes! {
     /// 4007: the peer's outbound queue was full when a broadcast reached it (it reads too
     /// slowly). Fatal.
     SLOW_CONSUMER = 4007,
+    /// 4008: the server refused the peer's credentials (missing, malformed or rejected bearer
+    /// token). Fatal; a client does not reconnect after it.
+    UNAUTHORIZED = 4008,
+    /// 4009: nothing arrived from the peer within the heartbeat interval plus its timeout.
+    /// Fatal.
+    HEARTBEAT_TIMEOUT = 4009,
+    /// 4010: a session could not be resumed: unknown or expired on the server, or the two sides'
+    /// counts do not fit together. Fatal; the session ends.
+    RESUME_FAILED = 4010,
+    /// 4011: a reply names a request that is not pending (already answered, timed out, or never
+    /// made). Non-fatal.
+    UNKNOWN_REQUEST = 4011,
+    /// 4012: a request reached an endpoint that did not reply to it (no request handler, or the
+    /// handler ended without replying). Non-fatal; ends that request.
+    NO_REPLY = 4012,
+    /// 4013: never sent: reported locally when a request got no reply within its timeout.
+    REQUEST_TIMEOUT = 4013,
     /// 4020: the two sides share no security suite; the connection stays plain. Non-fatal.
     NO_COMMON_SUITE = 4020,
     /// 4021: security is required and the peer is not secure (no common suite: fatal; a plain
@@ -227,6 +244,15 @@ pub enum Error {
     /// A file transfer failed; the connection goes on.
     #[error(transparent)]
     File(crate::file::FileError),
+    /// The server refused the credentials (`UNAUTHORIZED`); the reason never contains the token.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Nothing arrived from the peer within the heartbeat interval plus its timeout.
+    #[error("no frame from the peer for {0:?}")]
+    HeartbeatTimeout(std::time::Duration),
+    /// A request got no reply within its timeout.
+    #[error("no reply within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// The security layer failed (see [`crate::security::SecurityError`] for the fatal kinds).
     #[error("security {code}: {reason}")]
     Security {
@@ -266,6 +292,9 @@ impl Error {
             Error::QueueFull => Code::SLOW_CONSUMER,
             Error::Config(_) => Code::INTERNAL_ERROR,
             Error::Security { code, .. } => *code,
+            Error::Unauthorized(_) => Code::UNAUTHORIZED,
+            Error::HeartbeatTimeout(_) => Code::HEARTBEAT_TIMEOUT,
+            Error::RequestTimeout(_) => Code::REQUEST_TIMEOUT,
             Error::File(error) => error.code,
         }
     }

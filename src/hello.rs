@@ -10,6 +10,20 @@ use crate::frame::{Frame, Kind};
 use crate::transport::{FrameRead, FrameWrite};
 use crate::{CloseInfo, Code, Error, Initiator};
 
+/// Hello extension: the client's bearer token (UTF-8).
+pub(crate) const EXT_AUTH: u16 = 1;
+/// Hello extension: the client asks for a resumable session (empty); the server answers with
+/// the session's resume token.
+pub(crate) const EXT_SESSION: u16 = 2;
+/// Hello extension: the client resumes a session (token, then its received count as a u64);
+/// the server answers with its own received count.
+pub(crate) const EXT_RESUME: u16 = 3;
+
+/// The value of extension `ty`, if the hello carries it.
+pub(crate) fn extension(hello: &Hello, ty: u16) -> Option<&bytes::Bytes> {
+    hello.extensions.iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
+}
+
 /// Server side: reads the client's hello within `timeout`. On failure the client is sent a close
 /// frame with the matching code before the error is returned.
 pub(crate) async fn accept<R: FrameRead, W: FrameWrite>(
@@ -29,18 +43,22 @@ pub(crate) async fn accept<R: FrameRead, W: FrameWrite>(
     result
 }
 
-/// Client side: sends our hello and reads the server's within `timeout`.
+/// Client side: sends our hello and reads the server's.
 pub(crate) async fn connect<R: FrameRead, W: FrameWrite>(
     reader: &mut R,
     writer: &mut W,
+    hello: &Hello,
 ) -> Result<Hello, Error> {
-    writer.write_batch(&[Hello::current().to_frame()]).await?;
+    writer.write_batch(&[hello.to_frame()]).await?;
     match reader.read_frame().await? {
         None => Err(Error::Handshake(
             "server closed the stream before its hello".into(),
         )),
         Some(frame) if frame.kind == Kind::Close && frame.tag.is_none() => {
             let close = Close::parse(Kind::Close, &frame.payload)?;
+            if close.code == Code::UNAUTHORIZED {
+                return Err(Error::Unauthorized(close.reason));
+            }
             Err(Error::Closed(CloseInfo {
                 code: close.code,
                 reason: close.reason,

@@ -60,28 +60,58 @@ impl Endpoint {
     }
 
     /// Answers `request`: `101` and a new peer, or the refusal.
-    pub fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
-        let (response, on_upgrade) = match ws::accept(&mut request) {
-            Ok(accepted) => accepted,
-            Err(refusal) => return *refusal,
-        };
+    ///
+    /// When the server authenticates and the request carries a token (`Authorization: Bearer`
+    /// or a `truflux.bearer.<token>` subprotocol), the token is validated first and a refused
+    /// one is answered with `401 Unauthorized`; without one in the request, the token is
+    /// expected in the hello.
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let addrs = connection_addrs(&request).unwrap_or(ConnectionAddrs {
             local: unknown,
             remote: unknown,
         });
+        let info = PeerInfo {
+            local: addrs.local,
+            remote: addrs.remote,
+            transport: TransportKind::WebSocket,
+        };
+        let headers = request.headers();
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| crate::auth::from_authorization(value.as_bytes()))
+            .or_else(|| {
+                headers
+                    .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+                    .iter()
+                    .find_map(|value| crate::auth::from_subprotocols(value.as_bytes()))
+            });
+        let identity = if ws::is_upgrade(&request) {
+            match self.server.authenticate_upgrade(token, &info).await {
+                Ok(identity) => identity,
+                Err(error) => {
+                    self.server.report_refused(&error);
+                    let mut response = Response::new(Full::new(Bytes::from(format!("{error}\n"))));
+                    *response.status_mut() = StatusCode::UNAUTHORIZED;
+                    return response;
+                }
+            }
+        } else {
+            None
+        };
+        let (response, on_upgrade) = match ws::accept(&mut request) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return *refusal,
+        };
         let server = self.server.clone();
         let max_payload = server.connection_config().max_payload;
         let config = ws::config(server.connection_config());
         tokio::spawn(async move {
             match ws::upgraded(on_upgrade, config).await {
                 Ok(stream) => {
-                    let info = PeerInfo {
-                        local: addrs.local,
-                        remote: addrs.remote,
-                        transport: TransportKind::WebSocket,
-                    };
-                    server.admit(WsTransport::new(stream, info, max_payload)).await;
+                    server
+                        .admit(WsTransport::new(stream, info, max_payload), identity)
+                        .await;
                 }
                 Err(error) => server.report_refused(&Error::Io(error)),
             }
@@ -108,17 +138,18 @@ fn connection_addrs<B>(request: &Request<B>) -> Option<ConnectionAddrs> {
     None
 }
 
-impl<B> tower_service::Service<Request<B>> for Endpoint {
+impl<B: Send + 'static> tower_service::Service<Request<B>> for Endpoint {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+    type Future = BoxFuture<Result<Response<Full<Bytes>>, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        std::future::ready(Ok(self.handle(request)))
+        let endpoint = self.clone();
+        Box::pin(async move { Ok(endpoint.handle(request).await) })
     }
 }
 
@@ -191,9 +222,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(endpoint) = self.endpoint(&request) {
-            let response = endpoint.handle(request).map(Either::Left);
-            return Box::pin(std::future::ready(Ok(response)));
+        if let Some(endpoint) = self.endpoint(&request).cloned() {
+            return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
         }
         // The ready instance serves this request; a fresh clone waits for the next poll_ready.
         let fresh = self.fallback.clone();
@@ -215,9 +245,8 @@ where
     type Future = BoxFuture<Result<Self::Response, F::Error>>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
-        if let Some(endpoint) = self.endpoint(&request) {
-            let response = endpoint.handle(request).map(Either::Left);
-            return Box::pin(std::future::ready(Ok(response)));
+        if let Some(endpoint) = self.endpoint(&request).cloned() {
+            return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
         }
         let mut fallback = self.fallback.clone();
         Box::pin(async move {

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod client;
 mod config;
 mod connection;
@@ -47,12 +48,12 @@ mod session;
 pub mod transport;
 pub mod ws;
 
-pub use client::{Client, ClientBuilder};
-pub use config::{ClientConfig, ConnectionConfig, ServerConfig, SlowPeerPolicy};
+pub use client::{Client, ClientBuilder, TokenCarrier};
+pub use config::{ClientConfig, ConnectionConfig, Reconnect, ServerConfig, SlowPeerPolicy};
 pub use connection::{Peer, PeerId};
 pub use error::{CloseInfo, Code, Error, Initiator, ProtocolError};
-pub use protocol::{Dispatch, Message, Protocol};
-pub use server::{BroadcastReport, Server, ServerBuilder};
+pub use protocol::{Dispatch, Message, Protocol, Responder};
+pub use server::{BroadcastReport, Server, ServerBuilder, SessionStore};
 pub use session::Session;
 
 /// The README's examples, compiled as doc tests so that they stay true.

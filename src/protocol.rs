@@ -47,6 +47,96 @@ pub trait Dispatch: Send + 'static {
         peer: &'a Peer,
         message: Message,
     ) -> BoxFuture<'a, Result<(), ProtocolError>>;
+
+    /// Handles one request: answer it through `responder`, now or later from another task.
+    ///
+    /// Requests arrive in order with the messages and are awaited the same way. A responder
+    /// dropped unanswered tells the requester `NO_REPLY` (4012). The default answers every
+    /// request with `NO_REPLY`: this endpoint takes no requests.
+    fn request<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+        responder: Responder,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        let _ = (peer, message);
+        drop(responder);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The way back to a peer that sent a request: reply once, or fail it with a code.
+///
+/// Dropping it unanswered sends `NO_REPLY` (4012) so the requester does not wait for its
+/// timeout.
+#[must_use = "an unanswered responder tells the requester NO_REPLY"]
+pub struct Responder {
+    peer: Option<Peer>,
+    request: u32,
+}
+
+impl Responder {
+    pub(crate) fn new(peer: Peer, request: u32) -> Responder {
+        Responder {
+            peer: Some(peer),
+            request,
+        }
+    }
+
+    /// The request id (unique among this peer's pending requests).
+    pub fn request_id(&self) -> u32 {
+        self.request
+    }
+
+    /// Queues the reply, waiting while the outbound queue is full. Fails like
+    /// [`Peer::send`] (payload too large, connection closed).
+    pub async fn reply(mut self, payload: impl Into<Bytes>) -> Result<(), crate::Error> {
+        let Some(peer) = self.peer.take() else {
+            return Ok(());
+        };
+        peer.send_frame(crate::frame::Frame {
+            kind: crate::frame::Kind::Reply,
+            id: self.request,
+            tag: None,
+            payload: payload.into(),
+        })
+        .await
+    }
+
+    /// Fails the request with `code` and `reason` (the requester gets
+    /// [`Error::Remote`](crate::Error::Remote)).
+    pub async fn error(mut self, code: Code, reason: &str) -> Result<(), crate::Error> {
+        let Some(peer) = self.peer.take() else {
+            return Ok(());
+        };
+        peer.send_frame(reply_error(self.request, code, reason)).await
+    }
+}
+
+fn reply_error(request: u32, code: Code, reason: &str) -> crate::frame::Frame {
+    crate::frame::control::Close::new(code, reason).to_frame(crate::frame::Kind::ReplyError, request)
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else { return };
+        let frame = reply_error(self.request, Code::NO_REPLY, "the request was not answered");
+        if let Err(crate::Error::QueueFull) = peer.try_enqueue(frame.clone()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = peer.enqueue(frame).await;
+                });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("request", &self.request)
+            .finish()
+    }
 }
 
 impl<P: Protocol> Protocol for Arc<P> {
@@ -70,12 +160,38 @@ where
 {
     FnProtocol {
         handler: Arc::new(handler),
+        requests: None,
     }
 }
+
+type RequestFn = Arc<dyn Fn(Peer, Message, Responder) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The protocol made by [`from_fn`].
 pub struct FnProtocol<F> {
     handler: Arc<F>,
+    requests: Option<RequestFn>,
+}
+
+impl<F> FnProtocol<F> {
+    /// Also hands every request, undecoded, to `handler` with its [`Responder`].
+    ///
+    /// ```
+    /// let protocol = truflux::protocol::from_fn(|_peer, _message| async {})
+    ///     .on_request(|_peer, message, responder| async move {
+    ///         let _ = responder.reply(message.payload).await;
+    ///     });
+    /// # let _ = protocol;
+    /// ```
+    pub fn on_request<H, Fut>(mut self, handler: H) -> Self
+    where
+        H: Fn(Peer, Message, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.requests = Some(Arc::new(move |peer, message, responder| {
+            Box::pin(handler(peer, message, responder))
+        }));
+        self
+    }
 }
 
 impl<F, Fut> Protocol for FnProtocol<F>
@@ -86,6 +202,7 @@ where
     fn open(&self, _peer: &Peer) -> Box<dyn Dispatch> {
         Box::new(FnProtocol {
             handler: self.handler.clone(),
+            requests: self.requests.clone(),
         })
     }
 }
@@ -105,6 +222,24 @@ where
             fut.await;
             Ok(())
         })
+    }
+
+    fn request<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+        responder: Responder,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        match &self.requests {
+            Some(handler) => {
+                let fut = handler(peer.clone(), message, responder);
+                Box::pin(async move {
+                    fut.await;
+                    Ok(())
+                })
+            }
+            None => Box::pin(std::future::ready(Ok(()))),
+        }
     }
 }
 

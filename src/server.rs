@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -14,16 +13,18 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
 use crate::config::{ServerConfig, SlowPeerPolicy};
-use crate::connection::{self, Hellos, Hooks, PeerId};
+use crate::connection::resume::{Resume, TOKEN_LEN};
+use crate::connection::{self, Hellos, Hooks, Outcome, PeerId, ResumeRefused};
 use crate::file::FileOffer;
 use crate::frame::control::Hello;
 use crate::frame::Frame;
 use crate::hello;
 use crate::protocol::{BoxFuture, Message, NoMessages, Protocol};
 use crate::security::SecurityEvent;
-use crate::transport::{FrameWrite, TcpTransport, Transport};
-use crate::{CloseInfo, Code, Error, Peer};
+use crate::transport::{FrameWrite, PeerInfo, TcpTransport, Transport};
+use crate::{CloseInfo, Code, Error, Initiator, Peer};
 
 type ConnectFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, ()> + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &CloseInfo) + Send + Sync>;
@@ -40,8 +41,9 @@ pub(crate) struct Hub {
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
     on_file: Option<FileFn>,
+    auth: Option<Validator>,
+    store: SessionStore,
     peers: RwLock<HashMap<PeerId, Peer>>,
-    next_id: AtomicU64,
     /// Cancelled when the server stops accepting.
     shutdown: CancellationToken,
     local_addrs: RwLock<Vec<SocketAddr>>,
@@ -67,8 +69,10 @@ impl Hub {
         }
     }
 
-    /// Takes a transport through the hello and, if it passes, runs it as a peer.
-    async fn admit<T: Transport>(self: Arc<Self>, transport: T) {
+    /// Takes a transport through the hello, authentication and, for a resumed session, the
+    /// resume; if all pass, runs it as a peer. `identity` is set when the token was already
+    /// validated (in the WebSocket upgrade).
+    async fn admit<T: Transport>(self: Arc<Self>, transport: T, identity: Option<Identity>) {
         let info = transport.info();
         let (mut reader, mut writer) = transport.split();
         if self.shutdown.is_cancelled() {
@@ -88,27 +92,159 @@ impl Hub {
             Ok(hello) => hello,
             Err(error) => return self.report(None, &error),
         };
-        let hellos = Hellos {
-            client: client_hello,
-            server: Hello::current(),
+        let identity = match (identity, &self.auth) {
+            (Some(identity), _) => Some(identity),
+            (None, None) => None,
+            (None, Some(validate)) => {
+                let token = hello::extension(&client_hello, hello::EXT_AUTH)
+                    .and_then(|value| std::str::from_utf8(value).ok())
+                    .map(Token::new);
+                match self.authenticate(validate, token, &info).await {
+                    Ok(identity) => Some(identity),
+                    Err(error) => {
+                        hello::refuse(&mut writer, error.code(), &error.to_string()).await;
+                        return self.report(None, &error);
+                    }
+                }
+            }
         };
-        let id = PeerId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let new = connection::new_peer(
-            id,
-            info,
-            self.config.connection.clone(),
-            Some(Arc::downgrade(&self)),
-            &hellos,
-        );
+        let (peer, start, server_hello) = match hello::extension(&client_hello, hello::EXT_RESUME) {
+            Some(value) => match self.resume(value, client_hello.clone(), info.clone()).await {
+                Ok(resumed) => resumed,
+                Err(error) => {
+                    hello::refuse(&mut writer, error.code(), &error.to_string()).await;
+                    return self.report(None, &error);
+                }
+            },
+            None => {
+                let wants_session = hello::extension(&client_hello, hello::EXT_SESSION).is_some();
+                let token = if wants_session && !self.config.resume_window.is_zero() {
+                    match Resume::new_token() {
+                        Ok(token) => Some(token),
+                        Err(error) => return self.report(None, &Error::Io(error)),
+                    }
+                } else {
+                    None
+                };
+                let mut server_hello = Hello::current();
+                if let Some(token) = token {
+                    server_hello
+                        .extensions
+                        .push((hello::EXT_SESSION, Bytes::copy_from_slice(&token)));
+                }
+                let hellos = Hellos {
+                    client: client_hello,
+                    server: server_hello.clone(),
+                };
+                let new = connection::new_peer(
+                    PeerId::next(),
+                    info,
+                    self.config.connection.clone(),
+                    Some(Arc::downgrade(&self)),
+                    &hellos,
+                    self.protocol.as_ref(),
+                    token,
+                );
+                if let Some(token) = token {
+                    self.store.insert(token, new.peer.clone());
+                }
+                (new.peer, new.start, server_hello)
+            }
+        };
+        if let Some(identity) = identity {
+            identity(peer.session());
+        }
         // Registered before our hello goes out: once the client is open, the server counts it.
-        self.peers_mut().insert(id, new.peer.clone());
-        let hello = hellos.server.to_frame();
-        if let Err(error) = writer.write_batch(&[hello]).await {
-            self.peers_mut().remove(&id);
+        peer.set_server(Arc::downgrade(&self));
+        self.peers_mut().insert(peer.id(), peer.clone());
+        if let Err(error) = writer.write_batch(&[server_hello.to_frame()]).await {
+            self.peers_mut().remove(&peer.id());
+            peer.close_now(Code::ABNORMAL, "the hello could not be sent");
             return self.report(None, &Error::Io(error));
         }
-        let protocol = self.protocol.clone();
-        connection::run(new, reader, writer, protocol, self).await;
+        let hooks: Arc<dyn Hooks> = self.clone();
+        if let Outcome::Parked(info) = connection::run(peer.clone(), start, reader, writer, hooks).await {
+            // Kept for the resume window; a resume replaces the connection before it runs out.
+            let lost = peer.conn();
+            tokio::time::sleep(self.config.resume_window).await;
+            if Arc::ptr_eq(&lost, &peer.conn()) {
+                debug!(peer = %peer.id(), "resume window over");
+                peer.give_up(&info);
+            }
+        }
+    }
+
+    /// Runs the validator on `token`, within the handshake timeout.
+    async fn authenticate(
+        &self,
+        validate: &Validator,
+        token: Option<Token>,
+        info: &PeerInfo,
+    ) -> Result<Identity, Error> {
+        let token = token.ok_or_else(|| Error::Unauthorized("no bearer token".into()))?;
+        if token.as_str().len() > crate::auth::MAX_TOKEN_LEN {
+            return Err(Error::Unauthorized("token too long".into()));
+        }
+        let request = AuthRequest {
+            token,
+            info: info.clone(),
+        };
+        match tokio::time::timeout(self.config.handshake_timeout, validate(request)).await {
+            Ok(Ok(identity)) => Ok(identity),
+            Ok(Err(rejection)) => Err(Error::Unauthorized(rejection.0)),
+            Err(_) => Err(Error::Timeout("validating the token")),
+        }
+    }
+
+    /// Resumes the session named in a client's `RESUME` extension.
+    async fn resume(
+        &self,
+        value: &Bytes,
+        client_hello: Hello,
+        info: PeerInfo,
+    ) -> Result<(Peer, connection::Start, Hello), Error> {
+        let refused =
+            |reason: String| Error::Protocol(crate::ProtocolError::local(Code::RESUME_FAILED, None, reason));
+        let (token, count) = match value.len() {
+            40 => {
+                let mut token = [0u8; TOKEN_LEN];
+                token.copy_from_slice(&value[..TOKEN_LEN]);
+                let mut count = [0u8; 8];
+                count.copy_from_slice(&value[TOKEN_LEN..]);
+                (token, u64::from_be_bytes(count))
+            }
+            _ => return Err(refused("malformed resume extension".into())),
+        };
+        let peer = self
+            .store
+            .get(&token)
+            .ok_or_else(|| refused("unknown or expired session".into()))?;
+        peer.take_over().await;
+        let received = peer.resume_state().map_or(0, |resume| resume.received());
+        let mut server_hello = Hello::current();
+        server_hello
+            .extensions
+            .push((hello::EXT_RESUME, Bytes::copy_from_slice(&received.to_be_bytes())));
+        let hellos = Hellos {
+            client: client_hello,
+            server: server_hello.clone(),
+        };
+        match peer.resume(info, &hellos, count) {
+            Ok(start) => {
+                debug!(peer = %peer.id(), "session resumed");
+                Ok((peer, start, server_hello))
+            }
+            Err(ResumeRefused::Ended) => Err(refused("the session has ended".into())),
+            Err(ResumeRefused::Count(bad)) => {
+                let error = refused(bad.to_string());
+                peer.give_up(&CloseInfo {
+                    code: Code::RESUME_FAILED,
+                    reason: bad.to_string(),
+                    initiator: Initiator::Remote,
+                });
+                Err(error)
+            }
+        }
     }
 
     /// Accepts until shutdown, handing each stream to `serve`.
@@ -167,7 +303,7 @@ impl Hub {
     async fn admit_tcp(self: Arc<Self>, stream: TcpStream) {
         let connection = &self.config.connection;
         match TcpTransport::new(stream, connection.nodelay, connection.max_payload) {
-            Ok(transport) => self.admit(transport).await,
+            Ok(transport) => self.admit(transport, None).await,
             Err(error) => self.report(None, &Error::Io(error)),
         }
     }
@@ -187,6 +323,9 @@ impl Hooks for Hub {
 
     fn closed(&self, peer: &Peer, info: &CloseInfo) {
         self.peers_mut().remove(&peer.id());
+        if let Some(token) = peer.resume_token() {
+            self.store.remove(&token);
+        }
         if let Some(on_disconnect) = &self.on_disconnect {
             on_disconnect(peer, info);
         }
@@ -219,6 +358,8 @@ pub struct ServerBuilder {
     on_file: Option<FileFn>,
     tcp: Vec<String>,
     ws: Vec<(String, String)>,
+    auth: Option<Validator>,
+    store: Option<SessionStore>,
 }
 
 impl ServerBuilder {
@@ -289,6 +430,35 @@ impl ServerBuilder {
         self
     }
 
+    /// Requires every peer to present a bearer token, checked by `validate` before the peer
+    /// exists (see [`crate::auth`] for how the token travels).
+    ///
+    /// The identity `validate` returns is stored in the peer's [`Session`](crate::Session)
+    /// (read it with `peer.session().get::<I>()`); each resume of a session validates again
+    /// and replaces it. A missing, oversized (over 4 KiB) or refused token closes the
+    /// connection with `UNAUTHORIZED` (4008), or answers the WebSocket upgrade with `401`;
+    /// the client does not retry. Validation counts against the handshake timeout.
+    pub fn authenticate<F, Fut, I>(mut self, validate: F) -> Self
+    where
+        F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, Rejection>> + Send + 'static,
+        I: std::any::Any + Send + Sync,
+    {
+        self.auth = Some(crate::auth::validator(validate));
+        self
+    }
+
+    /// Where resumable sessions are kept. Default: a store of this server's own.
+    ///
+    /// Give the same store to the next server in the same process (after `close` with a code
+    /// that does not end sessions, such as `GOING_AWAY`) and its clients resume their sessions
+    /// on it, losing nothing. Sessions live in memory: a new process knows none of them, and
+    /// resuming clients are refused with `RESUME_FAILED`.
+    pub fn session_store(mut self, store: SessionStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Binds every listener and starts accepting. A server without listeners is fine: it gets
     /// its peers through [`crate::http`] bindings.
     pub async fn start(self) -> Result<Server, Error> {
@@ -300,8 +470,9 @@ impl ServerBuilder {
             on_error: self.on_error,
             on_security: self.on_security,
             on_file: self.on_file,
+            auth: self.auth,
+            store: self.store.unwrap_or_default(),
             peers: RwLock::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             local_addrs: RwLock::new(Vec::new()),
             ws_urls: RwLock::new(Vec::new()),
@@ -335,6 +506,54 @@ impl ServerBuilder {
 
 async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
     Ok(TcpListener::bind(addr).await?)
+}
+
+/// Where a server keeps resumable sessions, by resume token. Cheap to clone; clones share the
+/// store. See [`ServerBuilder::session_store`].
+#[derive(Clone, Default)]
+pub struct SessionStore {
+    sessions: Arc<std::sync::Mutex<HashMap<[u8; TOKEN_LEN], Peer>>>,
+}
+
+impl SessionStore {
+    /// An empty store.
+    pub fn new() -> SessionStore {
+        SessionStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; TOKEN_LEN], Peer>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, token: [u8; TOKEN_LEN], peer: Peer) {
+        self.lock().insert(token, peer);
+    }
+
+    fn get(&self, token: &[u8; TOKEN_LEN]) -> Option<Peer> {
+        self.lock().get(token).cloned()
+    }
+
+    fn remove(&self, token: &[u8; TOKEN_LEN]) {
+        self.lock().remove(token);
+    }
+
+    /// How many sessions the store holds (connected or waiting to resume).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the store holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+impl std::fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStore")
+            .field("sessions", &self.len())
+            .finish()
+    }
 }
 
 /// Which peers a broadcast reached.
@@ -374,6 +593,8 @@ impl Server {
             on_file: None,
             tcp: Vec::new(),
             ws: Vec::new(),
+            auth: None,
+            store: None,
         }
     }
 
@@ -401,8 +622,23 @@ impl Server {
     }
 
     /// Runs a transport accepted elsewhere (a WebSocket upgrade) through admission and serves it.
-    pub(crate) async fn admit<T: Transport>(&self, transport: T) {
-        self.hub.clone().admit(transport).await;
+    pub(crate) async fn admit<T: Transport>(&self, transport: T, identity: Option<Identity>) {
+        self.hub.clone().admit(transport, identity).await;
+    }
+
+    /// Validates a token presented in a WebSocket upgrade request. `Ok(None)`: this server
+    /// does not authenticate, or no token was in the request (it may come in the hello).
+    pub(crate) async fn authenticate_upgrade(
+        &self,
+        token: Option<Token>,
+        info: &PeerInfo,
+    ) -> Result<Option<Identity>, Error> {
+        match (&self.hub.auth, token) {
+            (Some(validate), Some(token)) => {
+                self.hub.authenticate(validate, Some(token), info).await.map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Reports an error of a connection that never became a peer.
@@ -488,17 +724,35 @@ impl Server {
 
     /// Stops accepting, closes every peer gracefully with `code` and `reason` (queued frames are
     /// written first) and waits until all have ended.
+    ///
+    /// Resumable sessions survive a close with a code that does not end sessions (such as
+    /// `GOING_AWAY`): their connections close, what is queued for them stays queued, and they
+    /// wait in the [`SessionStore`] for their clients to resume, on this server's successor if
+    /// it shares the store.
     pub async fn close(&self, code: Code, reason: &str) {
         self.hub.shutdown.cancel();
         let peers = self.peers();
-        futures_util::future::join_all(peers.iter().map(|peer| peer.close(code, reason))).await;
+        futures_util::future::join_all(peers.iter().map(|peer| async move {
+            if peer.is_resumable() && !connection::ends_session(code) {
+                peer.disconnect(code, reason).await;
+            } else {
+                peer.close(code, reason).await;
+            }
+        }))
+        .await;
     }
 
     /// Stops accepting and closes every peer at once (see [`Peer::close_now`]). Does not wait.
+    ///
+    /// Resumable sessions are kept as with [`Server::close`].
     pub fn close_now(&self, code: Code, reason: &str) {
         self.hub.shutdown.cancel();
         for peer in self.peers() {
-            peer.close_now(code, reason);
+            if peer.is_resumable() && !connection::ends_session(code) {
+                tokio::spawn(async move { peer.disconnect(code, "server closed").await });
+            } else {
+                peer.close_now(code, reason);
+            }
         }
     }
 }

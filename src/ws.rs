@@ -62,6 +62,20 @@ pub fn config(config: &crate::ConnectionConfig) -> WebSocketConfig {
 /// Why an HTTP request was not upgraded: the response to send instead.
 pub type Refusal = Box<Response<Full<Bytes>>>;
 
+fn header_has(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Whether `request` asks for a WebSocket upgrade (`Connection: upgrade`, `Upgrade: websocket`).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket")
+}
+
 /// Checks a WebSocket upgrade request (RFC 6455 §4.2.1) and prepares the answer.
 ///
 /// Returns the `101 Switching Protocols` response to send and the pending upgrade, or the
@@ -69,14 +83,8 @@ pub type Refusal = Box<Response<Full<Bytes>>>;
 /// speaks only WebSocket), `400 Bad Request` for a malformed one.
 pub fn accept<B>(request: &mut Request<B>) -> Result<(Response<Full<Bytes>>, OnUpgrade), Refusal> {
     let headers = request.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
-    };
-    if !(has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")) {
+    let has_token = |name: header::HeaderName, token: &str| header_has(headers, name, token);
+    if !is_upgrade(request) {
         return Err(refusal(
             StatusCode::UPGRADE_REQUIRED,
             "this path speaks WebSocket only\n",

@@ -128,10 +128,10 @@ fn reserved_id_bit_and_unknown_kind_are_refused() {
         codec.decode(&mut buf),
         Err(FrameError::ReservedIdBit(0x8000_0000))
     ));
-    let mut buf = BytesMut::from(&[0x11, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+    let mut buf = BytesMut::from(&[0x14, 0, 0, 0, 0, 0, 0, 0, 0][..]);
     assert!(matches!(
         codec.decode(&mut buf),
-        Err(FrameError::UnknownKind(0x11))
+        Err(FrameError::UnknownKind(0x14))
     ));
     let mut buf = BytesMut::from(&[0x00, 0, 0, 0, 0, 0, 0, 0, 0][..]);
     assert!(matches!(

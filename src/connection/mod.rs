@@ -18,11 +18,14 @@
 //! once; a close frame is still sent if the stream is at a frame boundary.
 
 mod read;
+mod request;
+pub(crate) mod resume;
 mod write;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -32,17 +35,26 @@ use tracing::{debug, Instrument};
 use crate::config::ConnectionConfig;
 use crate::frame::control::{Close, Hello};
 use crate::frame::{Frame, Kind};
-use crate::protocol::{BoxFuture, Message, Protocol};
+use crate::protocol::{BoxFuture, Dispatch, Message, Protocol};
 use crate::security::handshake::{self, Handshake, Role};
 use crate::security::record::Sealer;
 use crate::security::{SecurityEvent, Suite};
 use crate::server::Hub;
 use crate::transport::{FrameRead, FrameWrite, PeerInfo, TransportKind};
 use crate::{CloseInfo, Code, Error, Initiator, Session};
+use resume::Resume;
 
 /// Identifies a peer within one server (or one client) for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
+
+impl PeerId {
+    /// A process-wide unique id: sessions may move between servers sharing a store.
+    pub(crate) fn next() -> PeerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        PeerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,6 +82,10 @@ pub(crate) enum Control {
     Frame(Frame),
     /// Keys for the direction we send.
     Keys(Box<Sealer>),
+    /// A heartbeat `PING`.
+    Ping,
+    /// An acknowledgement of what a resumable session received so far.
+    Ack,
 }
 
 /// The writer's priority lane: handshake frames and key installs. Allocates nothing until the
@@ -108,26 +124,50 @@ pub(crate) enum SecStatus {
     Failed(Code, String),
 }
 
+/// A peer's session: what lives from the hello to the end, across the connections of a
+/// resumable session.
 struct Shared {
     id: PeerId,
-    info: PeerInfo,
     config: ConnectionConfig,
+    role: Role,
     /// The outbound queue. A [`Kind::Close`] frame in it is a graceful close: the writer writes
     /// everything before it, then it, then ends the write direction.
     tx: mpsc::Sender<Frame>,
     session: Session,
-    /// Set once no more frames may be queued (a close was requested or the connection ended).
+    /// Set once no more frames may be queued: the session is ending.
     closing: AtomicBool,
+    /// Becomes `Some` when the session has ended.
+    finished: watch::Sender<Option<CloseInfo>>,
+    server: RwLock<Option<Weak<Hub>>>,
+    /// The current connection, or the last one while a resumable session waits to resume.
+    conn: RwLock<Arc<Conn>>,
+    /// What a connection hands to the next one of the session.
+    idle: Mutex<Idle>,
+    /// Counts and buffer of a resumable session.
+    resume: Option<Resume>,
+    /// Requests we made that wait for their answer.
+    requests: request::Pending,
+}
+
+/// Kept between two connections of a session.
+#[derive(Default)]
+struct Idle {
+    rx: Option<mpsc::Receiver<Frame>>,
+    dispatch: Option<Box<dyn Dispatch>>,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+/// One connection of a session: the transport's life, from hello to close.
+pub(crate) struct Conn {
+    info: PeerInfo,
     /// How the connection ended or is ending: the first cause recorded wins.
     end: Mutex<Option<CloseInfo>>,
     /// Cancelled to stop both loops at once (forced close, fatal error, end of either loop).
     stop: CancellationToken,
     /// Cancelled when the peer's close frame arrived and must be answered.
     peer_closed: CancellationToken,
-    /// Becomes `Some` when the connection task has finished.
-    finished: watch::Sender<Option<CloseInfo>>,
-    server: Option<Weak<Hub>>,
-    role: Role,
+    /// Cancelled when the connection's task has ended.
+    done: CancellationToken,
     /// Handshake frames and key installs for the writer, ahead of the queue. Unbounded but
     /// tiny: one handshake per connection, a handful of frames.
     ctl: ControlLane,
@@ -141,20 +181,80 @@ struct Shared {
     wanted_secure: AtomicBool,
     /// A task is waiting for the handshake to apply `wanted_secure`.
     request_waiting: AtomicBool,
-    /// File transfers in both directions.
+    /// File transfers in both directions; they end with the connection.
     files: crate::file::Table,
+    /// When the connection started, and milliseconds after it that the read loop was last
+    /// ready for the peer (a frame arrived, or a handler finished): heartbeats measure from it.
+    origin: tokio::time::Instant,
+    last_heard: AtomicU64,
+    /// A heartbeat `PING` is waiting in the writer's lane.
+    ping_queued: AtomicBool,
 }
 
-impl Shared {
+impl Conn {
+    pub(crate) fn new(info: PeerInfo, role: Role, config: &ConnectionConfig, hellos: &Hellos) -> Arc<Conn> {
+        Arc::new(Conn {
+            info,
+            end: Mutex::new(None),
+            stop: CancellationToken::new(),
+            peer_closed: CancellationToken::new(),
+            done: CancellationToken::new(),
+            ctl: ControlLane::default(),
+            handshake: Mutex::new(Handshake::new(
+                role,
+                config.security.clone(),
+                &hellos.client,
+                &hellos.server,
+            )),
+            sec_status: watch::channel(SecStatus::Idle).0,
+            own_secure: AtomicBool::new(false),
+            peer_secure: AtomicBool::new(false),
+            wanted_secure: AtomicBool::new(false),
+            request_waiting: AtomicBool::new(false),
+            files: crate::file::Table::default(),
+            origin: tokio::time::Instant::now(),
+            last_heard: AtomicU64::new(0),
+            ping_queued: AtomicBool::new(false),
+        })
+    }
+
     fn lock_handshake(&self) -> MutexGuard<'_, Handshake> {
         self.handshake.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Records the first cause of the end; later causes are ignored.
+    fn record_end(&self, code: Code, reason: impl Into<String>, initiator: Initiator) {
+        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        if end.is_none() {
+            *end = Some(CloseInfo {
+                code,
+                reason: reason.into(),
+                initiator,
+            });
+        }
+    }
+
+    fn end_info(&self) -> Option<CloseInfo> {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The read loop is ready for the peer now.
+    fn heard(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_heard.store(now, Ordering::Relaxed);
+    }
+
+    fn last_heard(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.last_heard.load(Ordering::Relaxed))
+    }
 }
 
-/// A handle to one live connection: send to it, read its session, close it.
+/// A handle to one peer: send to it, read its session, close it.
 ///
-/// Cheap to clone; every clone refers to the same connection. A server's handlers receive the
-/// peer that sent the message; a [`Client`](crate::Client) dereferences to its peer.
+/// Cheap to clone; every clone refers to the same peer. A server's handlers receive the peer
+/// that sent the message; a [`Client`](crate::Client) dereferences to its peer. With a
+/// resumable session (see [`Reconnect`](crate::Reconnect)) the handle outlives a lost
+/// connection: sends are queued until the session resumes or ends.
 #[derive(Clone)]
 pub struct Peer {
     shared: Arc<Shared>,
@@ -164,7 +264,7 @@ impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Peer")
             .field("id", &self.shared.id)
-            .field("info", &self.shared.info)
+            .field("info", &self.info())
             .finish()
     }
 }
@@ -175,14 +275,30 @@ impl Peer {
         self.shared.id
     }
 
-    /// Local and remote address, and the transport.
-    pub fn info(&self) -> &PeerInfo {
-        &self.shared.info
+    pub(crate) fn conn(&self) -> Arc<Conn> {
+        self.shared.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Local and remote address, and the transport, of the current (or last) connection.
+    pub fn info(&self) -> PeerInfo {
+        self.conn().info.clone()
     }
 
     /// Whether the peer is connected over WebSocket.
     pub fn is_websocket(&self) -> bool {
-        self.shared.info.transport == TransportKind::WebSocket
+        self.conn().info.transport == TransportKind::WebSocket
+    }
+
+    /// Whether a connection is up: false once the session ended, and while a resumable session
+    /// waits to resume.
+    pub fn is_connected(&self) -> bool {
+        !self.conn().done.is_cancelled()
+    }
+
+    /// Whether the session survives a lost connection (the client asked for reconnection and
+    /// the server keeps sessions).
+    pub fn is_resumable(&self) -> bool {
+        self.shared.resume.is_some()
     }
 
     /// The peer's typed session store.
@@ -194,6 +310,8 @@ impl Peer {
     pub fn server(&self) -> Option<crate::Server> {
         self.shared
             .server
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()?
             .upgrade()
             .map(crate::Server::from_hub)
@@ -225,6 +343,34 @@ impl Peer {
         self.try_enqueue(frame)
     }
 
+    /// Sends a request and waits for the peer's reply, at most
+    /// [`ConnectionConfig::request_timeout`](crate::ConnectionConfig::request_timeout).
+    ///
+    /// The peer's protocol answers through a [`Responder`](crate::Responder). Fails with
+    /// [`Error::RequestTimeout`] when the time runs out, [`Error::Remote`] when the peer
+    /// answered with an error (`NO_REPLY` if it had no handler for it), and [`Error::Closed`]
+    /// when the session ends first. In a resumable session a lost connection does not fail the
+    /// request: it is sent again, or its reply is, after the resume.
+    pub async fn request(&self, message: Message) -> Result<Bytes, Error> {
+        self.request_timeout(message, self.shared.config.request_timeout)
+            .await
+    }
+
+    /// [`Peer::request`] with its own timeout.
+    pub async fn request_timeout(&self, message: Message, timeout: Duration) -> Result<Bytes, Error> {
+        let pending = &self.shared.requests;
+        let (id, answer) = pending.register();
+        let _forget = request::Forget { pending, id };
+        let exchange = async {
+            self.send_frame(request::frame(message.id, id, &message.payload))
+                .await?;
+            answer.await.unwrap_or_else(|_| Err(self.closed_error()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(Error::RequestTimeout(timeout)))
+    }
+
     pub(crate) async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
         frame.check(self.shared.config.max_payload)?;
         self.enqueue(frame).await
@@ -253,34 +399,23 @@ impl Peer {
         Error::Closed(self.end_or_default())
     }
 
-    /// How the connection ended, or an abnormal end if no cause was recorded.
+    /// How the session ended, or how its connection is ending, or an abnormal end.
     fn end_or_default(&self) -> CloseInfo {
-        self.end_info().unwrap_or_else(|| CloseInfo {
+        if let Some(info) = self.shared.finished.borrow().clone() {
+            return info;
+        }
+        self.conn().end_info().unwrap_or_else(|| CloseInfo {
             code: Code::ABNORMAL,
             reason: "connection ended".into(),
             initiator: Initiator::Local,
         })
     }
 
-    /// Records the first cause of the end; later causes are ignored.
-    fn record_end(&self, code: Code, reason: impl Into<String>, initiator: Initiator) {
-        let mut end = self.shared.end.lock().unwrap_or_else(|p| p.into_inner());
-        if end.is_none() {
-            *end = Some(CloseInfo {
-                code,
-                reason: reason.into(),
-                initiator,
-            });
-        }
-    }
-
-    fn end_info(&self) -> Option<CloseInfo> {
-        self.shared.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     /// Closes gracefully: frames queued before this call are written, then a close frame with
     /// `code` and `reason`; waits for the peer's answering close (at most `close_timeout`) and
     /// returns how the connection ended. Calling it again, or on a closed peer, just waits.
+    ///
+    /// A resumable session waiting to resume ends at once: what was queued for it is dropped.
     pub async fn close(&self, code: Code, reason: &str) -> CloseInfo {
         self.begin_close(code, reason).await;
         self.closed().await
@@ -291,13 +426,20 @@ impl Peer {
             return;
         }
         let close = Close::new(code, reason);
-        self.record_end(code, close.reason.clone(), Initiator::Local);
+        let conn = self.conn();
+        conn.record_end(code, close.reason.clone(), Initiator::Local);
+        if conn.done.is_cancelled() {
+            return self.end_idle(&conn);
+        }
         let queued = tokio::time::timeout(
             self.shared.config.close_timeout,
             self.shared.tx.send(close.to_frame(Kind::Close, 0)),
         );
         if !matches!(queued.await, Ok(Ok(()))) {
-            self.shared.stop.cancel();
+            conn.stop.cancel();
+        }
+        if conn.done.is_cancelled() {
+            self.end_idle(&conn);
         }
     }
 
@@ -305,11 +447,56 @@ impl Peer {
     /// frame boundary, and the connection is dropped. Does not wait.
     pub fn close_now(&self, code: Code, reason: &str) {
         self.shared.closing.store(true, Ordering::Release);
-        self.record_end(code, Close::new(code, reason).reason, Initiator::Local);
-        self.shared.stop.cancel();
+        let conn = self.conn();
+        conn.record_end(code, Close::new(code, reason).reason, Initiator::Local);
+        conn.stop.cancel();
+        if conn.done.is_cancelled() {
+            self.end_idle(&conn);
+        }
     }
 
-    /// Waits until the connection has ended and returns how.
+    /// Closes the current connection with `code` but keeps a resumable session, which waits
+    /// for its client to resume it. Waits for the connection to end, at most `close_timeout`.
+    pub(crate) async fn disconnect(&self, code: Code, reason: &str) {
+        let conn = self.conn();
+        conn.record_end(code, Close::new(code, reason).reason, Initiator::Local);
+        conn.stop.cancel();
+        let _ = tokio::time::timeout(self.shared.config.close_timeout, conn.done.cancelled()).await;
+    }
+
+    /// Ends a session whose connection is gone (it waits to resume), if nobody did yet.
+    fn end_idle(&self, conn: &Conn) {
+        let hooks = self.lock_idle().hooks.take();
+        if let Some(hooks) = hooks {
+            let info = conn.end_info().unwrap_or_else(|| self.end_or_default());
+            self.end_session(&info, hooks.as_ref());
+        }
+    }
+
+    /// The session is over: fail what waits on it, publish how it ended, tell the owner. Runs
+    /// its effects once.
+    fn end_session(&self, info: &CloseInfo, hooks: &dyn Hooks) {
+        self.shared.closing.store(true, Ordering::Release);
+        let first = self.shared.finished.send_if_modified(|finished| {
+            if finished.is_some() {
+                return false;
+            }
+            *finished = Some(info.clone());
+            true
+        });
+        if first {
+            *self.lock_idle() = Idle::default();
+            self.shared.requests.fail_all(info);
+            debug!(peer = %self.id(), code = %info.code, "session ended");
+            hooks.closed(self, info);
+        }
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Idle> {
+        self.shared.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the session has ended and returns how.
     pub async fn closed(&self) -> CloseInfo {
         let mut finished = self.shared.finished.subscribe();
         let result = finished.wait_for(Option::is_some).await.map(|info| info.clone());
@@ -320,7 +507,7 @@ impl Peer {
         }
     }
 
-    /// Whether the connection has ended or is closing.
+    /// Whether the session has ended or is closing.
     pub fn is_closed(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
     }
@@ -329,15 +516,15 @@ impl Peer {
     ///
     /// Either side may start it; the client always makes the offer (a server asks for one).
     /// Fails with [`Error::Security`] if no suite is common or the exchange fails, and with
-    /// [`Error::Closed`] if the connection ends first.
+    /// [`Error::Closed`] if the connection ends first. Each connection of a resumable session
+    /// runs its own exchange.
     pub async fn handshake(&self) -> Result<Suite, Error> {
-        let shared = &self.shared;
-        let mut status = shared.sec_status.subscribe();
-        if let Some(frame) = shared.lock_handshake().begin() {
-            shared.sec_status.send_replace(SecStatus::InProgress);
-            shared.ctl.push(Control::Frame(frame));
+        let conn = self.conn();
+        let mut status = conn.sec_status.subscribe();
+        if let Some(frame) = conn.lock_handshake().begin() {
+            conn.sec_status.send_replace(SecStatus::InProgress);
+            conn.ctl.push(Control::Frame(frame));
         }
-        let mut finished = shared.finished.subscribe();
         tokio::select! {
             result = status.wait_for(|s| matches!(s, SecStatus::Done(_) | SecStatus::Failed(..))) => {
                 match result.as_deref() {
@@ -346,7 +533,7 @@ impl Peer {
                     _ => Err(self.closed_error()),
                 }
             }
-            _ = finished.wait_for(Option::is_some) => Err(self.closed_error()),
+            _ = conn.done.cancelled() => Err(self.closed_error()),
         }
     }
 
@@ -360,11 +547,14 @@ impl Peer {
     pub async fn set_own_security(&self, on: bool) -> Result<&Self, Error> {
         if on {
             self.handshake().await?;
-            if !self.shared.own_secure.swap(true, Ordering::AcqRel) {
+            if let Some(resume) = &self.shared.resume {
+                resume.ever_secure.store(true, Ordering::Release);
+            }
+            if !self.conn().own_secure.swap(true, Ordering::AcqRel) {
                 self.enqueue(handshake::frame(handshake::SEC_ON, Bytes::new()))
                     .await?;
             }
-        } else if self.shared.own_secure.swap(false, Ordering::AcqRel) {
+        } else if self.conn().own_secure.swap(false, Ordering::AcqRel) {
             self.enqueue(handshake::frame(handshake::SEC_OFF, Bytes::new()))
                 .await?;
         }
@@ -388,21 +578,21 @@ impl Peer {
 
     /// Whether what we send is protected (after `set_own_security(true)`).
     pub fn is_secure(&self) -> bool {
-        self.shared.own_secure.load(Ordering::Acquire)
+        self.conn().own_secure.load(Ordering::Acquire)
     }
 
     /// Whether what the peer sends us is protected.
     pub fn is_peer_secure(&self) -> bool {
-        self.shared.peer_secure.load(Ordering::Acquire)
+        self.conn().peer_secure.load(Ordering::Acquire)
     }
 
     /// The negotiated suite, once the handshake is done.
     pub fn suite(&self) -> Option<Suite> {
-        self.shared.lock_handshake().suite()
+        self.conn().lock_handshake().suite()
     }
 
-    pub(crate) fn shared_files(&self) -> &crate::file::Table {
-        &self.shared.files
+    pub(crate) fn shared_files(&self) -> FilesRef {
+        FilesRef(self.conn())
     }
 
     pub(crate) fn file_config(&self) -> &crate::file::FileConfig {
@@ -412,12 +602,29 @@ impl Peer {
     pub(crate) fn max_incoming_files(&self) -> usize {
         self.shared.config.files.max_incoming
     }
+
+    pub(crate) fn resume_token(&self) -> Option<[u8; resume::TOKEN_LEN]> {
+        self.shared.resume.as_ref().map(|resume| resume.token)
+    }
+
+    pub(crate) fn resume_state(&self) -> Option<&Resume> {
+        self.shared.resume.as_ref()
+    }
+
+    pub(crate) fn set_server(&self, hub: Weak<Hub>) {
+        *self.shared.server.write().unwrap_or_else(|p| p.into_inner()) = Some(hub);
+    }
 }
 
-/// A peer and the queue receiver its connection task will drain.
-pub(crate) struct NewPeer {
-    pub(crate) peer: Peer,
-    rx: mpsc::Receiver<Frame>,
+/// The current connection's file table.
+pub(crate) struct FilesRef(Arc<Conn>);
+
+impl std::ops::Deref for FilesRef {
+    type Target = crate::file::Table;
+
+    fn deref(&self) -> &crate::file::Table {
+        &self.0.files
+    }
 }
 
 /// The two hellos of a connection, which begin the security transcript.
@@ -426,12 +633,31 @@ pub(crate) struct Hellos {
     pub(crate) server: Hello,
 }
 
+/// A new peer: its session and first connection, ready to run.
+pub(crate) struct NewPeer {
+    pub(crate) peer: Peer,
+    pub(crate) start: Start,
+}
+
+/// Everything one connection of a session starts with.
+pub(crate) struct Start {
+    conn: Arc<Conn>,
+    rx: mpsc::Receiver<Frame>,
+    dispatch: Box<dyn Dispatch>,
+    /// The first connection of the session (runs the connect hook).
+    first: bool,
+    /// Frames to send again before anything else (a resumed session).
+    replay: Vec<Frame>,
+}
+
 pub(crate) fn new_peer(
     id: PeerId,
     info: PeerInfo,
     config: ConnectionConfig,
     server: Option<Weak<Hub>>,
     hellos: &Hellos,
+    protocol: &dyn Protocol,
+    resume_token: Option<[u8; resume::TOKEN_LEN]>,
 ) -> NewPeer {
     let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
     let role = if server.is_some() {
@@ -439,50 +665,162 @@ pub(crate) fn new_peer(
     } else {
         Role::Client
     };
-    let handshake = Handshake::new(role, config.security.clone(), &hellos.client, &hellos.server);
+    let conn = Conn::new(info, role, &config, hellos);
+    let resume =
+        resume_token.map(|token| Resume::new(token, config.resume_buffer, config.resume_buffer_bytes));
     let shared = Shared {
         id,
-        info,
-        config,
+        role,
         tx,
         session: Session::default(),
         closing: AtomicBool::new(false),
-        end: Mutex::new(None),
-        stop: CancellationToken::new(),
-        peer_closed: CancellationToken::new(),
         finished: watch::channel(None).0,
-        server,
-        role,
-        ctl: ControlLane::default(),
-        handshake: Mutex::new(handshake),
-        sec_status: watch::channel(SecStatus::Idle).0,
-        own_secure: AtomicBool::new(false),
-        peer_secure: AtomicBool::new(false),
-        wanted_secure: AtomicBool::new(false),
-        request_waiting: AtomicBool::new(false),
-        files: crate::file::Table::default(),
+        server: RwLock::new(server),
+        conn: RwLock::new(conn.clone()),
+        idle: Mutex::new(Idle::default()),
+        resume,
+        requests: request::Pending::default(),
+        config,
     };
+    let peer = Peer {
+        shared: Arc::new(shared),
+    };
+    let dispatch = protocol.open(&peer);
     NewPeer {
-        peer: Peer {
-            shared: Arc::new(shared),
+        peer,
+        start: Start {
+            conn,
+            rx,
+            dispatch,
+            first: true,
+            replay: Vec::new(),
         },
-        rx,
     }
 }
 
-/// Runs a connection to its end: both loops, then the close hook.
+/// Why a resume was refused.
+pub(crate) enum ResumeRefused {
+    /// The session has ended or is ending.
+    Ended,
+    /// The peer's count does not fit ours.
+    Count(resume::BadCount),
+}
+
+impl Peer {
+    /// Stops the current connection of a resumable session (if it still runs) so that a new one
+    /// can take over, and waits for it to hand over, at most `close_timeout`.
+    pub(crate) async fn take_over(&self) {
+        let conn = self.conn();
+        if !conn.done.is_cancelled() {
+            conn.record_end(
+                Code::ABNORMAL,
+                "replaced by a resumed connection",
+                Initiator::Remote,
+            );
+            conn.stop.cancel();
+            let _ = tokio::time::timeout(self.shared.config.close_timeout, conn.done.cancelled()).await;
+        }
+    }
+
+    /// Prepares the next connection of a resumable session, whose peer has received `count` of
+    /// our application frames. The current connection must be over.
+    pub(crate) fn resume(&self, info: PeerInfo, hellos: &Hellos, count: u64) -> Result<Start, ResumeRefused> {
+        let resume = self.shared.resume.as_ref().ok_or(ResumeRefused::Ended)?;
+        if self.shared.closing.load(Ordering::Acquire) || !self.conn().done.is_cancelled() {
+            return Err(ResumeRefused::Ended);
+        }
+        let replay = resume.replay_after(count).map_err(ResumeRefused::Count)?;
+        let mut idle = self.lock_idle();
+        let (Some(rx), Some(dispatch)) = (idle.rx.take(), idle.dispatch.take()) else {
+            return Err(ResumeRefused::Ended);
+        };
+        idle.hooks = None;
+        drop(idle);
+        let conn = Conn::new(info, self.shared.role, &self.shared.config, hellos);
+        *self.shared.conn.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();
+        Ok(Start {
+            conn,
+            rx,
+            dispatch,
+            first: false,
+            replay,
+        })
+    }
+
+    /// Ends a session that could not resume (refused, or the reconnection gave up).
+    pub(crate) fn give_up(&self, info: &CloseInfo) {
+        self.shared.closing.store(true, Ordering::Release);
+        let hooks = self.lock_idle().hooks.take();
+        if let Some(hooks) = hooks {
+            self.end_session(info, hooks.as_ref());
+        }
+    }
+}
+
+/// How a connection's task ended.
+pub(crate) enum Outcome {
+    /// The session ended with it.
+    Ended,
+    /// The connection was lost; the resumable session waits for the next one.
+    Parked(CloseInfo),
+}
+
+/// Whether a connection that ended with `code` ends its session even if it could resume.
+pub(crate) fn ends_session(code: Code) -> bool {
+    matches!(
+        code,
+        Code::NORMAL
+            | Code::UNAUTHORIZED
+            | Code::VERSION_MISMATCH
+            | Code::POLICY_VIOLATION
+            | Code::RESUME_FAILED
+    )
+}
+
+/// Runs one connection of a session to its end: both loops and the heartbeat, then either
+/// the end of the session or, for a resumable session that lost its connection, the handover
+/// to the next one.
 pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
-    new: NewPeer,
+    peer: Peer,
+    start: Start,
     reader: R,
     writer: W,
-    protocol: Arc<dyn Protocol>,
     hooks: Arc<dyn Hooks>,
-) {
-    let NewPeer { peer, rx } = new;
-    let span = tracing::debug_span!("connection", peer = %peer.id(), remote = %peer.info().remote);
+) -> Outcome {
+    let Start {
+        conn,
+        rx,
+        mut dispatch,
+        first,
+        replay,
+    } = start;
+    let span = tracing::debug_span!("connection", peer = %peer.id(), remote = %conn.info.remote);
     async {
-        debug!("open");
-        if peer.shared.role == Role::Server && peer.shared.config.security.required {
+        debug!(resumed = !first, "open");
+        let resecure = !first
+            && peer.shared.resume.as_ref().is_some_and(|resume| {
+                resume.ever_secure.load(Ordering::Acquire) || peer.shared.config.security.required
+            });
+        if resecure {
+            // Our direction was secure in this session: nothing goes out plain before it is
+            // secure again on this connection.
+            let secure = peer.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                match secure.handshake().await {
+                    Ok(_) => {
+                        conn.own_secure.store(true, Ordering::Release);
+                        conn.ctl.push(Control::Frame(handshake::frame(handshake::SEC_ON, Bytes::new())));
+                    }
+                    Err(error) => {
+                        debug!(%error, "security could not be re-established on the resumed connection");
+                        conn.record_end(Code::SECURITY_REQUIRED, "security could not be re-established", Initiator::Local);
+                        secure.shared.closing.store(true, Ordering::Release);
+                        conn.stop.cancel();
+                    }
+                }
+            });
+        } else if peer.shared.role == Role::Server && peer.shared.config.security.required {
             // The server insists: key exchange now, and both directions on.
             let secure = peer.clone();
             tokio::spawn(async move {
@@ -499,44 +837,106 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
                 }
             });
         }
+        conn.heard();
         let reading = async {
-            let connected = hooks.connected(&peer);
+            let connected = if first {
+                hooks.connected(&peer)
+            } else {
+                Box::pin(std::future::ready(()))
+            };
             tokio::select! {
                 biased;
-                _ = peer.shared.stop.cancelled() => {}
-                _ = connected => read::read_loop(&peer, reader, protocol.as_ref(), hooks.as_ref()).await,
+                _ = conn.stop.cancelled() => {}
+                _ = connected => read::read_loop(&peer, &conn, reader, dispatch.as_mut(), hooks.as_ref()).await,
             }
-            peer.shared.stop.cancel();
+            conn.stop.cancel();
         };
         let writing = async {
-            write::write_loop(&peer, writer, rx, hooks.as_ref()).await;
-            peer.shared.stop.cancel();
+            let rx = write::write_loop(&peer, &conn, writer, rx, replay, resecure, hooks.as_ref()).await;
+            conn.stop.cancel();
+            rx
         };
-        tokio::join!(reading, writing);
+        let heartbeat = async {
+            tokio::select! {
+                _ = conn.stop.cancelled() => {}
+                _ = heartbeat(&peer, &conn, hooks.as_ref()) => {}
+            }
+        };
+        let ((), rx, ()) = tokio::join!(reading, writing, heartbeat);
 
-        peer.shared.closing.store(true, Ordering::Release);
-        peer.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
-        let info = peer.end_or_default();
-        peer.shared.files.close(&crate::file::FileError::new(
+        conn.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
+        let info = conn.end_info().unwrap_or_else(|| peer.end_or_default());
+        conn.files.close(&crate::file::FileError::new(
             info.code,
             format!("connection ended: {}", info.reason),
         ));
-        debug!(code = %info.code, "closed");
-        peer.shared.finished.send_replace(Some(info.clone()));
-        hooks.closed(&peer, &info);
+        let park = peer.shared.resume.is_some()
+            && !ends_session(info.code)
+            && !peer.shared.closing.load(Ordering::Acquire);
+        if park {
+            *peer.lock_idle() = Idle {
+                rx: Some(rx),
+                dispatch: Some(dispatch),
+                hooks: Some(hooks.clone()),
+            };
+        }
+        conn.done.cancel();
+        if !park {
+            peer.end_session(&info, hooks.as_ref());
+            return Outcome::Ended;
+        }
+        if peer.shared.closing.load(Ordering::Acquire) {
+            // Closed while handing over: whoever takes the hooks ends the session.
+            peer.end_idle(&conn);
+            return Outcome::Ended;
+        }
+        debug!(code = %info.code, "connection lost; the session waits to resume");
+        Outcome::Parked(info)
     }
     .instrument(span)
     .await
 }
 
-/// Ends the connection because of a fatal error found locally.
-fn fail(peer: &Peer, hooks: &dyn Hooks, error: Error) {
-    peer.record_end(
+/// Sends a `PING` after `heartbeat_interval` of silence and ends the connection when nothing
+/// has arrived `heartbeat_timeout` later. Returns only when it ended the connection.
+async fn heartbeat(peer: &Peer, conn: &Conn, hooks: &dyn Hooks) {
+    let config = &peer.shared.config;
+    let Some(interval) = config.heartbeat_interval else {
+        return std::future::pending().await;
+    };
+    let timeout = config.heartbeat_timeout;
+    loop {
+        let heard = conn.last_heard();
+        if tokio::time::Instant::now() < heard + interval {
+            tokio::time::sleep_until(heard + interval).await;
+            continue;
+        }
+        if !conn.ping_queued.swap(true, Ordering::AcqRel) {
+            conn.ctl.push(Control::Ping);
+        }
+        if let Some(resume) = &peer.shared.resume {
+            if resume.unacked() && resume.claim_ack() {
+                conn.ctl.push(Control::Ack);
+            }
+        }
+        tokio::time::sleep_until(heard + interval + timeout).await;
+        if conn.last_heard() == heard {
+            return fail(peer, conn, hooks, Error::HeartbeatTimeout(interval + timeout));
+        }
+    }
+}
+
+/// Ends the connection because of a fatal error found locally. The session ends with it.
+fn fail(peer: &Peer, conn: &Conn, hooks: &dyn Hooks, error: Error) {
+    conn.record_end(
         error.code(),
         Close::new(error.code(), error.to_string()).reason,
         Initiator::Local,
     );
-    peer.shared.closing.store(true, Ordering::Release);
+    // A heartbeat timeout is a lost connection, which a resumable session survives.
+    if !matches!(error, Error::HeartbeatTimeout(_)) {
+        peer.shared.closing.store(true, Ordering::Release);
+    }
     hooks.error(peer, &error);
-    peer.shared.stop.cancel();
+    conn.stop.cancel();
 }

@@ -6,10 +6,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{fail, Control, Hooks, Peer, SecStatus};
+use super::{fail, Conn, Control, Hooks, Peer, SecStatus};
 use crate::frame::control::Close;
-use crate::frame::{Frame, Kind};
-use crate::protocol::{Message, Protocol};
+use crate::frame::{Frame, FrameError, Kind};
+use crate::protocol::{Dispatch, Message, Responder};
 use crate::security::handshake::{self, Role};
 use crate::security::record::Opener;
 use crate::security::{SecurityError, SecurityEvent};
@@ -25,13 +25,13 @@ struct Incoming {
 
 pub(super) async fn read_loop<R: FrameRead>(
     peer: &Peer,
+    conn: &Conn,
     mut reader: R,
-    protocol: &dyn Protocol,
+    dispatch: &mut dyn Dispatch,
     hooks: &dyn Hooks,
 ) {
-    let mut dispatch = protocol.open(peer);
     let mut incoming = Incoming::default();
-    let stop = &peer.shared.stop;
+    let stop = &conn.stop;
     loop {
         let frame = tokio::select! {
             biased;
@@ -39,9 +39,12 @@ pub(super) async fn read_loop<R: FrameRead>(
             frame = reader.read_frame() => frame,
         };
         let frame = match frame {
-            Ok(Some(frame)) => frame,
+            Ok(Some(frame)) => {
+                conn.heard();
+                frame
+            }
             Ok(None) => {
-                peer.record_end(
+                conn.record_end(
                     Code::ABNORMAL,
                     "connection lost without a close frame",
                     Initiator::Remote,
@@ -51,10 +54,10 @@ pub(super) async fn read_loop<R: FrameRead>(
             Err(error) => {
                 let error = Error::Frame(error);
                 if error.code() == Code::ABNORMAL {
-                    peer.record_end(Code::ABNORMAL, error.to_string(), Initiator::Remote);
+                    conn.record_end(Code::ABNORMAL, error.to_string(), Initiator::Remote);
                     return;
                 }
-                return fail(peer, hooks, error);
+                return fail(peer, conn, hooks, error);
             }
         };
         let protected = frame.tag.is_some();
@@ -62,16 +65,17 @@ pub(super) async fn read_loop<R: FrameRead>(
             let Some(opener) = incoming.opener.as_mut() else {
                 return fail(
                     peer,
+                    conn,
                     hooks,
                     SecurityError::BadRecord("protected record before the handshake").into(),
                 );
             };
             match opener.open(&frame) {
                 Ok(frame) => frame,
-                Err(error) => return fail(peer, hooks, error.into()),
+                Err(error) => return fail(peer, conn, hooks, error.into()),
             }
         } else if incoming.secure && frame.kind != Kind::Close {
-            return fail(peer, hooks, SecurityError::UnexpectedPlaintext.into());
+            return fail(peer, conn, hooks, SecurityError::UnexpectedPlaintext.into());
         } else {
             frame
         };
@@ -80,17 +84,25 @@ pub(super) async fn read_loop<R: FrameRead>(
             if (frame.kind, frame.id) != (Kind::Security, handshake::SEC_ON) {
                 return fail(
                     peer,
+                    conn,
                     hooks,
                     SecurityError::BadRecord("protected record before security on").into(),
                 );
             }
             incoming.secure = true;
-            peer.shared.peer_secure.store(true, Ordering::Release);
+            conn.peer_secure.store(true, Ordering::Release);
             hooks.security(peer, &SecurityEvent::PeerSecure(true));
             continue;
         }
+        if frame.kind.is_application() {
+            if let Some(resume) = &peer.shared.resume {
+                if resume.count_received() && resume.claim_ack() {
+                    conn.ctl.push(Control::Ack);
+                }
+            }
+        }
         match frame.kind {
-            Kind::Message => {
+            Kind::Message | Kind::Request => {
                 if peer.shared.role == Role::Server
                     && peer.shared.config.security.required
                     && !incoming.secure
@@ -98,27 +110,53 @@ pub(super) async fn read_loop<R: FrameRead>(
                     let error =
                         SecurityError::Required("message sent before the sender's direction was secure");
                     let report = Close::new(error.code(), error.to_string()).to_frame(Kind::Error, frame.id);
-                    if !reply(peer, report).await {
+                    if !reply(peer, stop, report).await {
                         return;
                     }
                     hooks.error(peer, &error.into());
                     continue;
                 }
-                let message = Message {
-                    id: frame.id,
-                    payload: frame.payload,
+                let result = if frame.kind == Kind::Request {
+                    let Some(request) = frame.payload.get(..4) else {
+                        return fail(
+                            peer,
+                            conn,
+                            hooks,
+                            Error::Frame(FrameError::MalformedControl {
+                                kind: Kind::Request,
+                                what: "shorter than the 4-octet request id",
+                            }),
+                        );
+                    };
+                    let request = u32::from_be_bytes([request[0], request[1], request[2], request[3]]);
+                    let message = Message {
+                        id: frame.id,
+                        payload: frame.payload.slice(4..),
+                    };
+                    let responder = Responder::new(peer.clone(), request);
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        result = dispatch.request(peer, message, responder) => result,
+                    }
+                } else {
+                    let message = Message {
+                        id: frame.id,
+                        payload: frame.payload,
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        result = dispatch.dispatch(peer, message) => result,
+                    }
                 };
-                let result = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    result = dispatch.dispatch(peer, message) => result,
-                };
+                conn.heard();
                 if let Err(error) = result {
                     if error.peer_fault {
                         let report =
                             Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
                         // Waiting here applies backpressure to a peer that provokes many errors.
-                        if !reply(peer, report).await {
+                        if !reply(peer, stop, report).await {
                             return;
                         }
                     }
@@ -132,6 +170,7 @@ pub(super) async fn read_loop<R: FrameRead>(
                     _ => {
                         return fail(
                             peer,
+                            conn,
                             hooks,
                             SecurityError::Handshake("malformed security request").into(),
                         )
@@ -140,12 +179,12 @@ pub(super) async fn read_loop<R: FrameRead>(
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => return,
-                    _ = on_request(peer, on) => {}
+                    _ = on_request(peer, conn, on) => {}
                 }
             }
             Kind::Security => {
-                if let Err(error) = on_security(peer, hooks, &mut incoming, frame, protected) {
-                    return fail(peer, hooks, error);
+                if let Err(error) = on_security(peer, conn, hooks, &mut incoming, frame, protected) {
+                    return fail(peer, conn, hooks, error);
                 }
             }
             Kind::Ping => {
@@ -155,11 +194,53 @@ pub(super) async fn read_loop<R: FrameRead>(
                     tag: None,
                     payload: frame.payload,
                 };
-                if !reply(peer, pong).await {
+                if !reply(peer, stop, pong).await {
                     return;
                 }
             }
             Kind::Pong => {}
+            Kind::Reply | Kind::ReplyError => {
+                let answer = if frame.kind == Kind::Reply {
+                    Ok(frame.payload)
+                } else {
+                    match Close::parse(Kind::ReplyError, &frame.payload) {
+                        Ok(report) => Err(Error::Remote {
+                            code: report.code,
+                            message: report.reason,
+                            id: frame.id,
+                        }),
+                        Err(error) => return fail(peer, conn, hooks, Error::Frame(error)),
+                    }
+                };
+                if !peer.shared.requests.answer(frame.id, answer) {
+                    let error = crate::ProtocolError::peer(
+                        Code::UNKNOWN_REQUEST,
+                        frame.id,
+                        format!("no pending request {}", frame.id),
+                    );
+                    let report =
+                        Close::new(error.code, error.message.clone()).to_frame(Kind::Error, frame.id);
+                    if !reply(peer, stop, report).await {
+                        return;
+                    }
+                    hooks.error(peer, &Error::Protocol(error));
+                }
+            }
+            Kind::Ack => {
+                let acknowledged = match (&peer.shared.resume, super::resume::parse_count(&frame.payload)) {
+                    (Some(resume), Some(count)) => resume.acknowledge(count).map_err(|bad| bad.to_string()),
+                    (None, _) => Err("acknowledgement outside a resumable session".into()),
+                    (_, None) => Err("acknowledgement is not 8 octets".into()),
+                };
+                if let Err(what) = acknowledged {
+                    return fail(
+                        peer,
+                        conn,
+                        hooks,
+                        Error::Protocol(crate::ProtocolError::local(Code::PROTOCOL_ERROR, None, what)),
+                    );
+                }
+            }
             Kind::Error => match Close::parse(Kind::Error, &frame.payload) {
                 Ok(report) => {
                     let error = Error::Remote {
@@ -169,19 +250,23 @@ pub(super) async fn read_loop<R: FrameRead>(
                     };
                     hooks.error(peer, &error);
                 }
-                Err(error) => return fail(peer, hooks, Error::Frame(error)),
+                Err(error) => return fail(peer, conn, hooks, Error::Frame(error)),
             },
             Kind::Close => {
                 let close = Close::parse(Kind::Close, &frame.payload)
                     .unwrap_or_else(|_| Close::new(Code::PROTOCOL_ERROR, "malformed close frame"));
-                peer.record_end(close.code, close.reason, Initiator::Remote);
-                peer.shared.closing.store(true, Ordering::Release);
-                peer.shared.peer_closed.cancel();
+                let ends = peer.shared.resume.is_none() || super::ends_session(close.code);
+                conn.record_end(close.code, close.reason, Initiator::Remote);
+                if ends {
+                    peer.shared.closing.store(true, Ordering::Release);
+                }
+                conn.peer_closed.cancel();
                 return;
             }
             Kind::Hello => {
                 return fail(
                     peer,
+                    conn,
                     hooks,
                     Error::Handshake("hello after the connection opened".into()),
                 );
@@ -193,7 +278,7 @@ pub(super) async fn read_loop<R: FrameRead>(
                     hooks.error(peer, &error);
                 }
                 if let Some(answer) = outcome.reply {
-                    if !reply(peer, answer).await {
+                    if !reply(peer, stop, answer).await {
                         return;
                     }
                 }
@@ -207,10 +292,10 @@ pub(super) async fn read_loop<R: FrameRead>(
 
 /// Queues a frame for the peer, waiting for room (backpressure on a peer that provokes many
 /// replies); `false` if the connection stopped first.
-async fn reply(peer: &Peer, frame: Frame) -> bool {
+async fn reply(peer: &Peer, stop: &tokio_util::sync::CancellationToken, frame: Frame) -> bool {
     tokio::select! {
         biased;
-        _ = peer.shared.stop.cancelled() => false,
+        _ = stop.cancelled() => false,
         _ = peer.enqueue(frame) => true,
     }
 }
@@ -221,8 +306,8 @@ async fn reply(peer: &Peer, frame: Frame) -> bool {
 /// reading is held back by its own full queue. Before the handshake, turning on must wait for
 /// it, which this loop has to keep reading for: one task at most waits, and applies whatever
 /// was asked last.
-async fn on_request(peer: &Peer, on: bool) {
-    let shared = &peer.shared;
+async fn on_request(peer: &Peer, conn: &Conn, on: bool) {
+    let shared = conn;
     shared.wanted_secure.store(on, Ordering::Release);
     let keys_ready = matches!(*shared.sec_status.borrow(), SecStatus::Done(_));
     if keys_ready || !on {
@@ -233,15 +318,16 @@ async fn on_request(peer: &Peer, on: bool) {
     }
     if !shared.request_waiting.swap(true, Ordering::AcqRel) {
         let peer = peer.clone();
+        let conn = peer.conn();
         tokio::spawn(async move {
             let result = match peer.handshake().await {
                 Ok(_) => peer
-                    .set_own_security(peer.shared.wanted_secure.load(Ordering::Acquire))
+                    .set_own_security(conn.wanted_secure.load(Ordering::Acquire))
                     .await
                     .map(drop),
                 Err(error) => Err(error),
             };
-            peer.shared.request_waiting.store(false, Ordering::Release);
+            conn.request_waiting.store(false, Ordering::Release);
             if let Err(error) = result {
                 tracing::debug!(%error, "peer asked for security; it could not be set");
             }
@@ -252,12 +338,13 @@ async fn on_request(peer: &Peer, on: bool) {
 /// Handles one security frame (already opened if it was protected).
 fn on_security(
     peer: &Peer,
+    conn: &Conn,
     hooks: &dyn Hooks,
     incoming: &mut Incoming,
     frame: Frame,
     protected: bool,
 ) -> Result<(), Error> {
-    let shared = &peer.shared;
+    let shared = conn;
     match frame.id {
         handshake::SEC_ON | handshake::SEC_OFF | handshake::REKEY if !protected => {
             Err(SecurityError::BadRecord("security control record is not protected").into())
@@ -294,7 +381,7 @@ fn on_security(
                     SecurityEvent::PeerSecure(_) => SecStatus::InProgress,
                 });
                 hooks.security(peer, &event);
-                if failed && shared.config.security.required {
+                if failed && peer.shared.config.security.required {
                     return Err(SecurityError::Required("no common security suite").into());
                 }
             } else if matches!(*shared.sec_status.borrow(), SecStatus::Idle) {

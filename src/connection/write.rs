@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{fail, Control, Hooks, Peer};
+use super::{fail, Conn, Control, Hooks, Peer};
 use crate::frame::control::Close;
 use crate::frame::{Frame, Kind};
 use crate::security::handshake::{self, REKEY, SEC_OFF, SEC_ON};
@@ -75,23 +75,47 @@ impl Outgoing {
     }
 }
 
-fn apply(control: Control, outgoing: &mut Outgoing, out: &mut Vec<Frame>) -> Result<(), SecurityError> {
+fn apply(
+    peer: &Peer,
+    conn: &Conn,
+    control: Control,
+    outgoing: &mut Outgoing,
+    out: &mut Vec<Frame>,
+) -> Result<(), SecurityError> {
     match control {
         Control::Keys(sealer) => {
             outgoing.sealer = Some(*sealer);
             Ok(())
         }
         Control::Frame(frame) => outgoing.push(frame, out),
+        Control::Ping => {
+            conn.ping_queued
+                .store(false, std::sync::atomic::Ordering::Release);
+            outgoing.push(Frame::control(Kind::Ping, bytes::Bytes::new()), out)
+        }
+        Control::Ack => match peer.resume_state() {
+            Some(resume) => outgoing.push(resume.ack_frame(), out),
+            None => Ok(()),
+        },
     }
 }
 
+/// Writes until the connection ends; returns the queue for the session's next connection.
+///
+/// `replay` (a resumed session's frames the peer missed) goes out before anything from the
+/// queue. With `hold`, nothing but the lane goes out until the lane's `SEC_ON` has: a resumed
+/// session whose direction was secure sends nothing plain.
 pub(super) async fn write_loop<W: FrameWrite>(
     peer: &Peer,
+    conn: &Conn,
     mut writer: W,
     mut rx: mpsc::Receiver<Frame>,
+    mut replay: Vec<Frame>,
+    mut hold: bool,
     hooks: &dyn Hooks,
-) {
+) -> mpsc::Receiver<Frame> {
     let shared = &peer.shared;
+    let resume = shared.resume.as_ref();
     let limit = shared.config.write_batch.max(1);
     let mut outgoing = Outgoing {
         sealer: None,
@@ -104,26 +128,30 @@ pub(super) async fn write_loop<W: FrameWrite>(
     let mut batch: Vec<Frame> = Vec::new();
     let mut out: Vec<Frame> = Vec::new();
     loop {
-        // Handshake frames and key installs go ahead of the queue.
-        let control = shared.ctl.pop();
-        let received = if control.is_some() {
+        // Handshake frames, key installs, pings and acknowledgements go ahead of the queue.
+        let control = conn.ctl.pop();
+        let replaying = control.is_none() && !hold && !replay.is_empty();
+        // A resumable session takes from the queue only while its resume buffer has room.
+        let room = resume.is_none_or(|resume| resume.has_room());
+        let received = if control.is_some() || replaying {
             0
         } else {
             tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => {
+            _ = conn.stop.cancelled() => {
                 // Forced: the stream is at a frame boundary here, so the peer can be told why.
-                write_close(peer, &mut writer).await;
-                return;
+                write_close(peer, conn, &mut writer).await;
+                return rx;
             }
-            _ = shared.peer_closed.cancelled() => {
-                write_close(peer, &mut writer).await;
-                return;
+            _ = conn.peer_closed.cancelled() => {
+                write_close(peer, conn, &mut writer).await;
+                return rx;
             }
-            _ = shared.ctl.notified() => continue,
-            received = rx.recv_many(&mut batch, limit) => {
+            _ = conn.ctl.notified() => continue,
+            _ = async { resume.map(|resume| resume.room.notified()).expect("resumable").await }, if !room => continue,
+            received = rx.recv_many(&mut batch, limit), if room && !hold => {
                 if received == 0 {
-                    return;
+                    return rx;
                 }
                 received
             }
@@ -132,11 +160,25 @@ pub(super) async fn write_loop<W: FrameWrite>(
         out.clear();
         let mut close = None;
         let prepared = match control {
-            Some(control) => apply(control, &mut outgoing, &mut out),
+            Some(control) => {
+                let turns_on =
+                    matches!(&control, Control::Frame(f) if (f.kind, f.id) == (Kind::Security, SEC_ON));
+                let applied = apply(peer, conn, control, &mut outgoing, &mut out);
+                if turns_on {
+                    hold = false;
+                }
+                applied
+            }
+            None if replaying => std::mem::take(&mut replay)
+                .into_iter()
+                .try_for_each(|frame| outgoing.push(frame, &mut out)),
             None => {
                 // A close frame ends the batch and the connection; nothing is queued after it.
                 close = batch.iter().position(|frame| frame.kind == Kind::Close);
                 let end = close.map_or(received, |at| at + 1);
+                if let Some(resume) = resume {
+                    resume.record_written(batch[..end].iter());
+                }
                 if outgoing.is_plain() && !batch[..end].iter().any(|f| f.kind == Kind::Security) {
                     std::mem::swap(&mut out, &mut batch);
                     out.truncate(end);
@@ -151,7 +193,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
         batch.clear();
         if let Err(error) = prepared {
             // The stream is still at a frame boundary: the next turn tells the peer why.
-            fail(peer, hooks, error.into());
+            fail(peer, conn, hooks, error.into());
             continue;
         }
         if out.is_empty() {
@@ -160,36 +202,36 @@ pub(super) async fn write_loop<W: FrameWrite>(
         let written = tokio::select! {
             biased;
             // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-            _ = shared.stop.cancelled() => return,
+            _ = conn.stop.cancelled() => return rx,
             written = writer.write_batch(&out) => written,
         };
         if let Err(error) = written {
-            peer.record_end(
+            conn.record_end(
                 Code::ABNORMAL,
                 format!("write failed: {error}"),
                 Initiator::Remote,
             );
             hooks.error(peer, &Error::Io(error));
-            return;
+            return rx;
         }
         if close.is_some() {
             rx.close();
             let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
             tokio::select! {
-                _ = shared.peer_closed.cancelled() => {}
-                _ = shared.stop.cancelled() => {}
+                _ = conn.peer_closed.cancelled() => {}
+                _ = conn.stop.cancelled() => {}
                 _ = tokio::time::sleep(shared.config.close_timeout) => {}
             }
-            return;
+            return rx;
         }
     }
 }
 
 /// Writes the close frame for the recorded end and shuts the write direction, bounded by
 /// `close_timeout`.
-async fn write_close<W: FrameWrite>(peer: &Peer, writer: &mut W) {
-    let Some(info) = peer.end_info() else { return };
+async fn write_close<W: FrameWrite>(peer: &Peer, conn: &Conn, writer: &mut W) {
+    let Some(info) = conn.end_info() else { return };
     if info.code == Code::ABNORMAL {
         // Never sent on the wire: the connection is already gone.
         return;

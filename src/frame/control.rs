@@ -21,12 +21,23 @@ pub const MAX_HELLO_EXTENSIONS: usize = 32;
 ///
 /// Layout: `"TFLX"`, version (u16), then zero or more extensions, each a type (u16), a length
 /// (u16) and that many octets. A receiver ignores extension types it does not know.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Hello {
     /// The protocol version of the sender.
     pub version: u16,
     /// `(type, value)` pairs, in order.
     pub extensions: Vec<(u16, Bytes)>,
+}
+
+impl std::fmt::Debug for Hello {
+    /// Shows extension types and lengths, never values: they can carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extensions: Vec<_> = self.extensions.iter().map(|(ty, v)| (*ty, v.len())).collect();
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("extensions(type, len)", &extensions)
+            .finish()
+    }
 }
 
 impl Hello {

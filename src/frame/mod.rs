@@ -54,8 +54,19 @@ pub enum Kind {
     /// The security layer: key exchange, direction toggles, key rotation. The id field is the
     /// message type (`docs/PROTOCOL.md` §9).
     Security = 0x06,
+    /// Resumable sessions: how many application frames the sender has received in the session
+    /// (a u64), so the peer can drop them from its resume buffer (`docs/PROTOCOL.md` §11.3).
+    Ack = 0x07,
     /// An application message: the id field is the message id, the payload its body.
     Message = 0x10,
+    /// A request: the id field is the message id; the payload is a 4-octet request id, then
+    /// the body. Answered by [`Kind::Reply`] or [`Kind::ReplyError`] (`docs/PROTOCOL.md` §11.4).
+    Request = 0x11,
+    /// The answer to a request: the id field is the request id, the payload the body.
+    Reply = 0x12,
+    /// A request failed at the receiver: the id field is the request id, the payload a std code
+    /// and a text (the [`control::Close`] layout).
+    ReplyError = 0x13,
     /// File sender → receiver: an offer (`docs/PROTOCOL.md` §10). The id is the transfer id.
     FileOffer = 0x20,
     /// File sender → receiver: a chunk of content.
@@ -88,7 +99,11 @@ impl Kind {
             0x04 => Kind::Ping,
             0x05 => Kind::Pong,
             0x06 => Kind::Security,
+            0x07 => Kind::Ack,
             0x10 => Kind::Message,
+            0x11 => Kind::Request,
+            0x12 => Kind::Reply,
+            0x13 => Kind::ReplyError,
             0x20 => Kind::FileOffer,
             0x21 => Kind::FileChunk,
             0x22 => Kind::FileEnd,
@@ -103,9 +118,15 @@ impl Kind {
         })
     }
 
-    /// Whether this is a control frame (anything but messages and file frames).
+    /// Whether this is a control frame (anything but application and file frames).
     pub const fn is_control(self) -> bool {
-        !matches!(self, Kind::Message) && !self.is_file()
+        !self.is_application() && !self.is_file()
+    }
+
+    /// Whether this frame is application data: a message, a request or an answer to one. These
+    /// are the frames a resumable session counts, buffers and redelivers.
+    pub const fn is_application(self) -> bool {
+        (self as u8) & 0xf0 == 0x10
     }
 
     /// Whether this frame belongs to a file transfer.
