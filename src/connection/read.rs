@@ -52,8 +52,11 @@ pub(super) async fn read_loop<R: FrameRead>(
                 return;
             }
             Err(error) => {
+                // A stream cut inside a frame is a lost connection, which a resumable session
+                // survives; for any other session it stays a protocol error.
+                let lost = matches!(error, FrameError::Truncated { .. }) && peer.is_resumable();
                 let error = Error::Frame(error);
-                if error.code() == Code::ABNORMAL {
+                if error.code() == Code::ABNORMAL || lost {
                     conn.record_end(Code::ABNORMAL, error.to_string(), Initiator::Remote);
                     return;
                 }
