@@ -842,3 +842,153 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
     assert!(client.is_closed());
     assert_no_panics(panics);
 }
+
+#[tokio::test]
+async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
+    let panics = watch_panics();
+    const COUNT: u32 = 300;
+    let required =
+        || ConnectionConfig::default().security(truflux::security::SecurityConfig::default().required(true));
+    for (via, seed) in [(Via::Tcp, 0x5ec0_0001_u64), (Via::Ws, 0x5ec0_0002)] {
+        let streams = Streams::new();
+        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let (errors_tx, mut errors) = mpsc::unbounded_channel();
+        let server = Server::builder()
+            .tcp("127.0.0.1:0")
+            .ws("127.0.0.1:0", "/t")
+            // A plain message would be refused with SECURITY_REQUIRED and never recorded.
+            .config(ServerConfig::default().connection(required()))
+            .protocol(streams.recorder(true))
+            .on_connect(move |peer: Peer| {
+                let _ = on_connect.send(peer);
+                std::future::ready(())
+            })
+            .on_error(move |_peer: Option<&Peer>, error: &Error| {
+                let _ = errors_tx.send(error.code());
+            })
+            .start()
+            .await
+            .expect("server");
+        let relay = Relay::start(target(&server, via)).await;
+        let builder = truflux::Client::builder()
+            .config(reconnecting().connection(required()))
+            .protocol(streams.recorder(false));
+        let client = open(builder, &relay, via).await.expect("connect");
+        let server_side = within("peer", connected.recv()).await.expect("peer");
+        relay.cut_randomly(seed, 3_000..12_000, 6);
+        relay.cut();
+        tokio::join!(
+            send_numbered(client.peer().clone(), COUNT),
+            send_numbered(server_side.clone(), COUNT),
+            streams.wait_for(2 * COUNT as usize),
+        );
+        streams.assert_exactly_once(COUNT);
+        assert!(client.is_secure() && client.is_peer_secure(), "{via:?}");
+        assert!(server_side.is_secure() && server_side.is_peer_secure(), "{via:?}");
+        while let Ok(code) = errors.try_recv() {
+            assert_ne!(
+                code,
+                Code::SECURITY_REQUIRED,
+                "{via:?}: a plain message reached the server"
+            );
+        }
+        assert!(relay.accepted() >= 5, "{via:?}: {} connections", relay.accepted());
+    }
+    assert_no_panics(panics);
+}
+
+/// Opens a raw connection with `extensions` in the hello; returns the peer and the server's
+/// hello.
+async fn raw_with(addr: SocketAddr, extensions: Vec<(u16, Bytes)>) -> (RawPeer, Frame) {
+    let mut raw = RawPeer::connect(addr).await;
+    let hello = Hello {
+        extensions,
+        ..Hello::current()
+    };
+    raw.write_frame(&hello.to_frame()).await;
+    let answer = raw.read_frame().await.expect("server answer");
+    (raw, answer)
+}
+
+fn close_code(frame: &Frame) -> Code {
+    assert_eq!(frame.kind, Kind::Close, "expected a close, got {frame:?}");
+    Close::parse(Kind::Close, &frame.payload)
+        .expect("close payload")
+        .code
+}
+
+#[tokio::test]
+async fn hostile_resume_and_ack_frames_are_refused_with_documented_codes() {
+    let panics = watch_panics();
+    let (errors_tx, mut errors) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .on_error(move |_peer: Option<&Peer>, error: &Error| {
+            let _ = errors_tx.send(error.code());
+        })
+        .start()
+        .await
+        .expect("server");
+    let addr = server.local_addrs()[0];
+    // A bystander that must keep being served.
+    let bystander = truflux::Client::builder().connect(addr).await.expect("bystander");
+
+    // Resuming a session nobody has, and a malformed resume value.
+    let (_raw, answer) = raw_with(addr, vec![(3, Bytes::from(vec![7u8; 40]))]).await;
+    assert_eq!(close_code(&answer), Code::RESUME_FAILED);
+    let (_raw, answer) = raw_with(addr, vec![(3, Bytes::from_static(b"short"))]).await;
+    assert_eq!(close_code(&answer), Code::RESUME_FAILED);
+
+    // An acknowledgement outside a resumable session.
+    let (mut raw, answer) = raw_with(addr, vec![]).await;
+    assert_eq!(answer.kind, Kind::Hello);
+    raw.write_frame(&Frame::control(
+        Kind::Ack,
+        Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 1]),
+    ))
+    .await;
+    assert_eq!(raw.expect_close().await.code, Code::PROTOCOL_ERROR);
+
+    // In a resumable session: acknowledging frames never sent, and a malformed acknowledgement.
+    for payload in [&[0u8, 0, 0, 0, 0, 0, 0, 9][..], &[1, 2, 3][..]] {
+        let (mut raw, answer) = raw_with(addr, vec![(2, Bytes::new())]).await;
+        let token = answer
+            .kind
+            .eq(&Kind::Hello)
+            .then(|| Hello::parse(&answer.payload).expect("hello"))
+            .and_then(|hello| hello.extensions.into_iter().find(|(ty, _)| *ty == 2))
+            .expect("a session token");
+        assert_eq!(token.1.len(), 32);
+        raw.write_frame(&Frame::control(Kind::Ack, Bytes::copy_from_slice(payload)))
+            .await;
+        assert_eq!(raw.expect_close().await.code, Code::PROTOCOL_ERROR);
+        // The session ended with the protocol error: it cannot be resumed.
+        let mut resume = token.1.to_vec();
+        resume.extend_from_slice(&0u64.to_be_bytes());
+        let (_raw, answer) = raw_with(addr, vec![(3, Bytes::from(resume))]).await;
+        assert_eq!(close_code(&answer), Code::RESUME_FAILED);
+    }
+
+    // A request too short to hold its request id.
+    let (mut raw, _) = raw_with(addr, vec![]).await;
+    raw.write_frame(&Frame {
+        kind: Kind::Request,
+        id: 1,
+        tag: None,
+        payload: Bytes::from_static(b"ab"),
+    })
+    .await;
+    assert_eq!(raw.expect_close().await.code, Code::PROTOCOL_ERROR);
+
+    let mut seen = Vec::new();
+    while let Ok(code) = errors.try_recv() {
+        seen.push(code);
+    }
+    assert!(
+        seen.contains(&Code::RESUME_FAILED) && seen.contains(&Code::PROTOCOL_ERROR),
+        "{seen:?}"
+    );
+    assert!(!bystander.is_closed());
+    assert_eq!(server.num_connections(), 1, "only the bystander is left");
+    assert_no_panics(panics);
+}
