@@ -1,20 +1,24 @@
-//! One live peer: the [`Peer`] handle and the task that owns its transport.
+//! One peer: the [`Peer`] handle, its session, and the task that runs each connection.
 //!
-//! This module owns a connection from the end of the hello exchange to its close: the bounded
-//! outbound queue, the batching writer, the reading loop that hands messages to the protocol,
-//! the close handshake and forced closes. It must not know about listeners, the server's peer
-//! table or any registry's rules; those reach it through [`Hooks`] and [`Protocol`].
+//! This module owns a peer from the end of its first hello to the end of its session: the
+//! bounded outbound queue, the batching writer, the reading loop that hands messages to the
+//! protocol, heartbeats, requests waiting for replies, the close handshake and forced closes.
+//! A resumable session ([`resume`]) outlives a lost connection: the next connection takes over
+//! the queue and the dispatcher and sends again what the peer missed. It must not know about
+//! listeners, the server's peer table or any registry's rules; those reach it through
+//! [`Hooks`] and [`Protocol`].
 //!
-//! Each connection is one task running two loops side by side:
+//! Each connection is one task running three things side by side:
 //!
 //! * the read loop ([`read`]): frame → open if protected → control handling or
 //!   [`Dispatch`](crate::Dispatch) → handler;
 //! * the write loop ([`write`]): queue → batch of up to `write_batch` frames → seal if our
-//!   direction is secure → one vectored write.
+//!   direction is secure → one vectored write;
+//! * the heartbeat: a `PING` after a silence, the end of the connection after a longer one.
 //!
 //! A graceful close travels through the queue as the close frame itself, so everything queued
 //! before it is written first.
-//! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels both loops at
+//! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels the loops at
 //! once; a close frame is still sent if the stream is at a frame boundary.
 
 mod read;

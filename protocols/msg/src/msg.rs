@@ -113,6 +113,19 @@ impl<T, C: Codec<T>> Msg<T, C> {
         peer.send(self.encode(value)?).await
     }
 
+    /// Sends `value` as a request to `peer` and decodes the reply as `reply` (see
+    /// [`Peer::request`] for timeouts and errors; a reply that does not decode is
+    /// `INVALID_PAYLOAD`).
+    pub async fn request<R, D: Codec<R>>(
+        &self,
+        peer: &Peer,
+        value: &T,
+        reply: Msg<R, D>,
+    ) -> Result<R, Error> {
+        let answer = peer.request(self.encode(value)?).await?;
+        Ok(reply.decode(answer)?)
+    }
+
     /// Encodes `value` once and queues it for every peer of `server` but `exclude`.
     pub fn broadcast(
         &self,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 use truflux::protocol::BoxFuture;
-use truflux::{Code, Dispatch, Error, Message, Peer, Protocol, ProtocolError};
+use truflux::{Code, Dispatch, Error, Message, Peer, Protocol, ProtocolError, Responder};
 
 use crate::codec::{Codec, CodecKind};
 use crate::msg::Msg;
@@ -34,12 +34,20 @@ impl<E: Display + Send> HandlerOutput for Result<(), E> {
 type Handler =
     Arc<dyn Fn(Peer, Bytes) -> Result<BoxFuture<'static, Result<(), String>>, ProtocolError> + Send + Sync>;
 
+type RequestHandler = Arc<
+    dyn Fn(Peer, Bytes) -> Result<BoxFuture<'static, Result<Bytes, ProtocolError>>, ProtocolError>
+        + Send
+        + Sync,
+>;
+
 struct Entry {
     name: &'static str,
     kind: CodecKind,
     /// Decodes a payload as the registered type and drops it: the structure check.
     check: fn(Bytes) -> Result<(), String>,
     handler: Option<Handler>,
+    /// Answers this message when it arrives as a request.
+    request: Option<RequestHandler>,
 }
 
 fn check_as<T, C: Codec<T>>(payload: Bytes) -> Result<(), String> {
@@ -92,8 +100,37 @@ impl RegistryBuilder {
                 kind: C::KIND,
                 check: check_as::<T, C>,
                 handler: None,
+                request: None,
             },
         ));
+        self
+    }
+
+    /// Registers a message that is answered when it comes as a request
+    /// ([`Msg::request`]): the handler gets the peer and the decoded value and returns the
+    /// reply's value, encoded as `reply`, or an error the requester receives with its code.
+    pub fn on_request<T, C, R, D, F, Fut>(mut self, msg: Msg<T, C>, reply: Msg<R, D>, handler: F) -> Self
+    where
+        T: Send + 'static,
+        C: Codec<T>,
+        R: Send + 'static,
+        D: Codec<R>,
+        F: Fn(Peer, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ProtocolError>> + Send + 'static,
+    {
+        let request: RequestHandler = Arc::new(move |peer, payload| {
+            let value = msg.decode(payload)?;
+            let fut = handler(peer, value);
+            Ok(Box::pin(async move { Ok(reply.encode(&fut.await?)?.payload) }) as BoxFuture<'static, _>)
+        });
+        let entry = Entry {
+            name: msg.name(),
+            kind: C::KIND,
+            check: check_as::<T, C>,
+            handler: None,
+            request: Some(request),
+        };
+        self.entries.push((msg.id(), entry));
         self
     }
 
@@ -117,6 +154,7 @@ impl RegistryBuilder {
             kind: C::KIND,
             check: check_as::<T, C>,
             handler: Some(handler),
+            request: None,
         };
         self.entries.push((msg.id(), entry));
         self
@@ -141,11 +179,18 @@ impl RegistryBuilder {
                         id,
                     });
                 }
-                Some(existing) => match (&existing.handler, entry.handler) {
-                    (Some(_), Some(_)) => return Err(RegistryError::DuplicateHandler(entry.name)),
-                    (None, Some(handler)) => existing.handler = Some(handler),
-                    (_, None) => {}
-                },
+                Some(existing) => {
+                    match (&existing.handler, entry.handler) {
+                        (Some(_), Some(_)) => return Err(RegistryError::DuplicateHandler(entry.name)),
+                        (None, Some(handler)) => existing.handler = Some(handler),
+                        (_, None) => {}
+                    }
+                    match (&existing.request, entry.request) {
+                        (Some(_), Some(_)) => return Err(RegistryError::DuplicateHandler(entry.name)),
+                        (None, Some(request)) => existing.request = Some(request),
+                        (_, None) => {}
+                    }
+                }
                 None => {
                     by_name.insert(entry.name, id);
                     by_id.insert(id, entry);
@@ -271,6 +316,53 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Checks and answers one incoming request through `responder`: `UNKNOWN_MESSAGE` for an
+    /// unregistered id, `INVALID_PAYLOAD` if it does not decode, `NO_REPLY` if it has no request
+    /// handler, the handler's own error code if it fails. Every refusal also comes back as the
+    /// error, so the connection reports it like a refused message.
+    pub fn handle_request(
+        &self,
+        peer: &Peer,
+        message: Message,
+        responder: Responder,
+    ) -> BoxFuture<'static, Result<(), ProtocolError>> {
+        let id = message.id;
+        let refuse = |error: ProtocolError, responder: Responder| {
+            Box::pin(async move {
+                let _ = responder.error(error.code, &error.message).await;
+                Err(error)
+            }) as BoxFuture<'static, _>
+        };
+        let Some(entry) = self.inner.by_id.get(&id) else {
+            let error = ProtocolError::peer(Code::UNKNOWN_MESSAGE, id, format!("no message has id {id}"));
+            return refuse(error, responder);
+        };
+        let Some(request) = &entry.request else {
+            let text = format!("message {} takes no requests here", entry.name);
+            return refuse(ProtocolError::peer(Code::NO_REPLY, id, text), responder);
+        };
+        match request(peer.clone(), message.payload) {
+            Err(error) => refuse(error, responder),
+            Ok(fut) => Box::pin(async move {
+                match fut.await {
+                    Ok(reply) => {
+                        let _ = responder.reply(reply).await;
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let _ = responder.error(error.code, &error.message).await;
+                        Err(ProtocolError {
+                            peer_fault: false,
+                            ..error
+                        })
+                    }
+                }
+            }),
+        }
+    }
+}
+
 impl Protocol for Registry {
     fn open(&self, _peer: &Peer) -> Box<dyn Dispatch> {
         Box::new(self.clone())
@@ -284,5 +376,14 @@ impl Dispatch for Registry {
         message: Message,
     ) -> BoxFuture<'a, Result<(), ProtocolError>> {
         self.handle(peer, message)
+    }
+
+    fn request<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+        responder: Responder,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        self.handle_request(peer, message, responder)
     }
 }

@@ -42,7 +42,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use truflux::protocol::BoxFuture;
-use truflux::{Code, Dispatch, Message, Peer, Protocol, ProtocolError};
+use truflux::{Code, Dispatch, Message, Peer, Protocol, ProtocolError, Responder};
 use truflux_msg::{Codec, HandlerOutput, Msg, Registry, RegistryBuilder};
 
 pub use truflux_msg::RegistryError;
@@ -74,6 +74,21 @@ impl StateRegistryBuilder {
         Fut::Output: HandlerOutput,
     {
         self.registry = self.registry.on(msg, handler);
+        self
+    }
+
+    /// Adds a message answered as a request (see [`RegistryBuilder::on_request`]); the rules
+    /// apply to it as to any message.
+    pub fn on_request<T, C, R, D, F, Fut>(mut self, msg: Msg<T, C>, reply: Msg<R, D>, handler: F) -> Self
+    where
+        T: Send + 'static,
+        C: Codec<T>,
+        R: Send + 'static,
+        D: Codec<R>,
+        F: Fn(Peer, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ProtocolError>> + Send + 'static,
+    {
+        self.registry = self.registry.on_request(msg, reply, handler);
         self
     }
 
@@ -257,6 +272,30 @@ impl Dispatch for ConnectionState {
         Box::pin(async move {
             let result = handled.await;
             // Refused by the peer's fault (bad payload, no handler): not received.
+            if !matches!(&result, Err(error) if error.peer_fault) {
+                self.seen.insert(id);
+            }
+            result
+        })
+    }
+
+    /// Requests follow the same rules as messages: a refused one is answered with its code.
+    fn request<'a>(
+        &'a mut self,
+        peer: &'a Peer,
+        message: Message,
+        responder: Responder,
+    ) -> BoxFuture<'a, Result<(), ProtocolError>> {
+        let id = message.id;
+        if let Err(error) = self.check(id) {
+            return Box::pin(async move {
+                let _ = responder.error(error.code, &error.message).await;
+                Err(error)
+            });
+        }
+        let handled = self.registry.registry.handle_request(peer, message, responder);
+        Box::pin(async move {
+            let result = handled.await;
             if !matches!(&result, Err(error) if error.peer_fault) {
                 self.seen.insert(id);
             }

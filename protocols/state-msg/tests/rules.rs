@@ -25,6 +25,8 @@ struct Said {
 const LOGIN: Msg<Login> = Msg::named("login");
 const CHAT: Msg<Chat> = Msg::named("chat");
 const SAID: Msg<Said> = Msg::named("said");
+const WHOAMI: Msg<()> = Msg::named("whoami");
+const YOU_ARE: Msg<String> = Msg::named("you_are");
 
 #[derive(Clone)]
 struct Name(String);
@@ -46,8 +48,15 @@ async fn server() -> Server {
             .await
         })
         .add(SAID)
+        .on_request(WHOAMI, YOU_ARE, |peer, ()| async move {
+            peer.session()
+                .get::<Name>()
+                .map(|name| name.0)
+                .ok_or_else(|| truflux::ProtocolError::peer(Code::POLICY_VIOLATION, WHOAMI.id(), "nameless"))
+        })
         .singleton("login")
         .depend("chat", ["login"])
+        .depend("whoami", ["login"])
         .build()
         .unwrap();
     Server::builder()
@@ -221,4 +230,25 @@ fn rules_must_name_registered_messages_and_have_no_cycle() {
         .unwrap();
     assert_eq!(fine.name_of(CHAT.id()), Some("chat"));
     assert_eq!(fine.id_of("said"), Some(SAID.id()));
+}
+
+#[tokio::test]
+async fn typed_requests_follow_the_rules_and_get_typed_replies() {
+    let server = server().await;
+    let (client, _rx) = client(&server).await;
+    match WHOAMI.request(&client, &(), YOU_ARE).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::UNMET_DEPENDENCY),
+        other => panic!("expected UNMET_DEPENDENCY, got {other:?}"),
+    }
+    LOGIN.send(&client, &Login { name: "ada".into() }).await.unwrap();
+    assert_eq!(WHOAMI.request(&client, &(), YOU_ARE).await.unwrap(), "ada");
+    // A message that takes no requests, and a reply of the wrong type.
+    match CHAT.request(&client, &Chat { text: "hi".into() }, YOU_ARE).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::NO_REPLY),
+        other => panic!("expected NO_REPLY, got {other:?}"),
+    }
+    match WHOAMI.request(&client, &(), Msg::<u64>::named("number")).await {
+        Err(Error::Protocol(error)) => assert_eq!(error.code, Code::INVALID_PAYLOAD),
+        other => panic!("expected INVALID_PAYLOAD, got {other:?}"),
+    }
 }
