@@ -285,50 +285,49 @@ async fn pump(state: Arc<RelayState>, mut client: TcpStream) {
 #[tokio::test]
 async fn a_token_refused_on_reconnection_ends_the_client_without_retrying() {
     let panics = watch_panics();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let revoked = Arc::new(AtomicBool::new(false));
-    let server = Server::builder()
-        .tcp("127.0.0.1:0")
-        .authenticate({
-            let (calls, revoked) = (calls.clone(), revoked.clone());
-            move |_request: AuthRequest| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                let ok = !revoked.load(Ordering::SeqCst);
-                std::future::ready(if ok {
-                    Ok(())
-                } else {
-                    Err(Rejection::from("token revoked"))
-                })
-            }
-        })
-        .start()
-        .await
-        .expect("server");
-    let relay = Relay::start(server.local_addrs()[0]).await;
-    let (closed_tx, mut closed) = mpsc::unbounded_channel();
-    let (lost_tx, mut lost) = mpsc::unbounded_channel();
-    let client = truflux::Client::builder()
-        .config(reconnecting())
-        .token("t")
-        .on_disconnect(move |info: &CloseInfo| {
-            let _ = lost_tx.send(info.code);
-        })
-        .on_close(move |info: &CloseInfo| {
-            let _ = closed_tx.send(info.clone());
-        })
-        .connect(relay.addr)
-        .await
-        .expect("connect");
-    assert!(client.is_resumable());
-    revoked.store(true, Ordering::SeqCst);
-    relay.cut();
-    assert_eq!(within("loss", lost.recv()).await, Some(Code::ABNORMAL));
-    let info = within("client end", closed.recv()).await.expect("closed");
-    assert_eq!(info.code, Code::UNAUTHORIZED, "{info:?}");
-    assert!(client.is_closed());
-    // The supervisor has returned: exactly one reconnection reached the server.
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(relay.accepted(), 2);
+    for via in [Via::Tcp, Via::Ws] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let revoked = Arc::new(AtomicBool::new(false));
+        let server = listen(Server::builder(), via, "127.0.0.1:0")
+            .authenticate({
+                let (calls, revoked) = (calls.clone(), revoked.clone());
+                move |_request: AuthRequest| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let ok = !revoked.load(Ordering::SeqCst);
+                    std::future::ready(if ok {
+                        Ok(())
+                    } else {
+                        Err(Rejection::from("token revoked"))
+                    })
+                }
+            })
+            .start()
+            .await
+            .expect("server");
+        let relay = Relay::start(listening_addr(&server, via)).await;
+        let (closed_tx, mut closed) = mpsc::unbounded_channel();
+        let (lost_tx, mut lost) = mpsc::unbounded_channel();
+        let builder = truflux::Client::builder()
+            .config(reconnecting())
+            .token("t")
+            .on_disconnect(move |info: &CloseInfo| {
+                let _ = lost_tx.send(info.code);
+            })
+            .on_close(move |info: &CloseInfo| {
+                let _ = closed_tx.send(info.clone());
+            });
+        let client = open(builder, &relay, via).await.expect("connect");
+        assert!(client.is_resumable());
+        revoked.store(true, Ordering::SeqCst);
+        relay.cut();
+        assert_eq!(within("loss", lost.recv()).await, Some(Code::ABNORMAL), "{via:?}");
+        let info = within("client end", closed.recv()).await.expect("closed");
+        assert_eq!(info.code, Code::UNAUTHORIZED, "{via:?}: {info:?}");
+        assert!(client.is_closed());
+        // The supervisor has returned: exactly one reconnection reached the server.
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{via:?}");
+        assert_eq!(relay.accepted(), 2, "{via:?}");
+    }
     assert_no_panics(panics);
 }
 
@@ -704,63 +703,88 @@ async fn connections_cut_at_random_points_lose_and_repeat_nothing() {
     assert_no_panics(panics);
 }
 
+/// Adds a listener for `via` on `addr` ("127.0.0.1:0" for any port).
+fn listen(builder: truflux::ServerBuilder, via: Via, addr: &str) -> truflux::ServerBuilder {
+    match via {
+        Via::Tcp => builder.tcp(addr),
+        Via::Ws => builder.ws(addr, "/t"),
+    }
+}
+
+fn listening_addr(server: &Server, via: Via) -> SocketAddr {
+    match via {
+        Via::Tcp => server.local_addrs()[0],
+        Via::Ws => target(server, via),
+    }
+}
+
 #[tokio::test]
 async fn a_server_restarted_on_a_shared_store_resumes_every_session() {
     let panics = watch_panics();
     const COUNT: u32 = 1000;
-    let streams = Streams::new();
-    let store = SessionStore::new();
-    let (on_connect, mut connected) = mpsc::unbounded_channel();
-    let first = Server::builder()
-        .tcp("127.0.0.1:0")
-        .session_store(store.clone())
-        .protocol(streams.recorder(true))
-        .on_connect(move |peer: Peer| {
-            let _ = on_connect.send(peer);
-            std::future::ready(())
-        })
-        .start()
-        .await
-        .expect("server");
-    let addr = first.local_addrs()[0];
-    let client = truflux::Client::builder()
-        .config(reconnecting())
-        .protocol(streams.recorder(false))
-        .connect(addr)
-        .await
-        .expect("connect");
-    let server_side = within("peer", connected.recv()).await.expect("peer");
-    let client_sends = tokio::spawn(send_numbered(client.peer().clone(), COUNT));
-    let server_sends = tokio::spawn(send_numbered(server_side.clone(), COUNT));
-    // Mid-stream: the server goes away and a new one takes over the port and the sessions.
-    let mut progress = streams.progress.subscribe();
-    within("mid-stream", progress.wait_for(|n| *n >= 200))
-        .await
-        .expect("progress");
-    first.close(Code::GOING_AWAY, "restarting").await;
-    assert_eq!(store.len(), 1, "the session waits in the store");
-    let second = loop {
-        let started = Server::builder()
-            .tcp(addr.to_string())
+    for via in [Via::Tcp, Via::Ws] {
+        let streams = Streams::new();
+        let store = SessionStore::new();
+        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let first = listen(Server::builder(), via, "127.0.0.1:0")
             .session_store(store.clone())
             .protocol(streams.recorder(true))
+            .on_connect(move |peer: Peer| {
+                let _ = on_connect.send(peer);
+                std::future::ready(())
+            })
             .start()
-            .await;
-        match started {
-            Ok(server) => break server,
-            // The first server's listener is still being dropped.
-            Err(_) => tokio::task::yield_now().await,
+            .await
+            .expect("server");
+        let addr = listening_addr(&first, via);
+        let builder = truflux::Client::builder()
+            .config(reconnecting())
+            .protocol(streams.recorder(false));
+        let client = match via {
+            Via::Tcp => builder.connect(addr).await,
+            Via::Ws => builder.connect_ws(&format!("ws://{addr}/t")).await,
         }
-    };
-    streams.wait_for(2 * COUNT as usize).await;
-    within("client sends", client_sends).await.expect("task");
-    within("server sends", server_sends).await.expect("task");
-    streams.assert_exactly_once(COUNT);
-    assert!(
-        server_side.server().is_some(),
-        "the peer belongs to the new server"
-    );
-    assert_eq!(second.num_connections(), 1);
+        .expect("connect");
+        let server_side = within("peer", connected.recv()).await.expect("peer");
+        let client_sends = tokio::spawn(send_numbered(client.peer().clone(), COUNT));
+        let server_sends = tokio::spawn(send_numbered(server_side.clone(), COUNT));
+        // Mid-stream: the server goes away and a new one takes over the port and the sessions.
+        let mut progress = streams.progress.subscribe();
+        within("mid-stream", progress.wait_for(|n| *n >= 200))
+            .await
+            .expect("progress");
+        first.close(Code::GOING_AWAY, "restarting").await;
+        let at_restart = *streams.progress.borrow();
+        assert!(
+            at_restart < 2 * COUNT as usize,
+            "{via:?}: the stream had finished"
+        );
+        assert_eq!(store.len(), 1, "{via:?}: the session waits in the store");
+        let second = loop {
+            let started = listen(Server::builder(), via, &addr.to_string())
+                .session_store(store.clone())
+                .protocol(streams.recorder(true))
+                .start()
+                .await;
+            match started {
+                Ok(server) => break server,
+                // The first server's listener is still being dropped.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        streams.wait_for(2 * COUNT as usize).await;
+        within("client sends", client_sends).await.expect("task");
+        within("server sends", server_sends).await.expect("task");
+        streams.assert_exactly_once(COUNT);
+        assert!(
+            server_side.server().is_some(),
+            "{via:?}: the peer belongs to the new server"
+        );
+        assert_eq!(second.num_connections(), 1);
+        println!("{via:?}: restarted after {at_restart} of {} messages", 2 * COUNT);
+        second.close(Code::NORMAL, "done").await;
+        assert_eq!(store.len(), 0, "{via:?}: a NORMAL close ends the session");
+    }
     assert_no_panics(panics);
 }
 
@@ -840,6 +864,29 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
     assert_eq!(lost.load(Ordering::SeqCst), 0);
     assert_eq!(relay.accepted(), 1);
     assert!(client.is_closed());
+
+    // The client's own close: the server's session ends, nothing reconnects.
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let client = truflux::Client::builder()
+        .config(reconnecting())
+        .on_disconnect({
+            let lost = lost.clone();
+            move |_info: &CloseInfo| {
+                lost.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .on_close(move |info: &CloseInfo| {
+            let _ = closed_tx.send(info.code);
+        })
+        .connect(relay.addr)
+        .await
+        .expect("connect");
+    let peer = within("peer", connected.recv()).await.expect("peer");
+    assert_eq!(client.close(Code::NORMAL, "bye").await.code, Code::NORMAL);
+    assert_eq!(within("client end", closed.recv()).await, Some(Code::NORMAL));
+    assert_eq!(within("server end", peer.closed()).await.code, Code::NORMAL);
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
+    assert_eq!(relay.accepted(), 2);
     assert_no_panics(panics);
 }
 
