@@ -159,7 +159,8 @@ pub struct ServerConfig {
     /// sent a close with `HANDSHAKE_TIMEOUT` (4005) and dropped.
     pub handshake_timeout: Duration,
     /// Most peers connected at once. Default 65 536. A peer beyond it is sent a close with
-    /// `TRY_AGAIN_LATER` (1013) and dropped; its client reports that code.
+    /// `TRY_AGAIN_LATER` (1013) and dropped; its client reports that code. Sessions waiting to
+    /// resume count as connected.
     pub max_connections: usize,
     /// What broadcast does with a peer whose queue is full. Default [`SlowPeerPolicy::Close`].
     pub slow_peer: SlowPeerPolicy,

@@ -103,6 +103,13 @@ impl Responder {
         .await
     }
 
+    /// Fails the request with the error's code and text and hands the error back, for a
+    /// dispatcher that refuses a request: `return responder.refuse(error).await`.
+    pub async fn refuse(self, error: ProtocolError) -> Result<(), ProtocolError> {
+        let _ = self.error(error.code, &error.message).await;
+        Err(error)
+    }
+
     /// Fails the request with `code` and `reason` (the requester gets
     /// [`Error::Remote`](crate::Error::Remote)).
     pub async fn error(mut self, code: Code, reason: &str) -> Result<(), crate::Error> {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_no_panics, watch_panics, within, RawPeer};
+use common::{assert_no_panics, watch_panics, within, Events, RawPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -476,22 +476,19 @@ fn reversing() -> truflux::protocol::FnProtocol<impl Fn(Peer, Message) -> std::f
 async fn requests_get_replies_in_both_directions_and_typed_errors() {
     let panics = watch_panics();
     for via in [Via::Tcp, Via::Ws] {
-        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let events = Events::default();
         let server = Server::builder()
             .tcp("127.0.0.1:0")
             .ws("127.0.0.1:0", "/t")
             .protocol(reversing())
-            .on_connect(move |peer: Peer| {
-                let _ = on_connect.send(peer);
-                std::future::ready(())
-            })
+            .on_connect(events.connected())
             .start()
             .await
             .expect("server");
         let relay = Relay::start(target(&server, via)).await;
         let builder = truflux::Client::builder().protocol(reversing());
         let client = open(builder, &relay, via).await.expect("connect");
-        let server_side = within("peer", connected.recv()).await.expect("peer");
+        let server_side = events.connected_peer().await;
 
         let ask = |payload: &'static [u8]| Message {
             id: 7,
@@ -656,15 +653,12 @@ async fn connections_cut_at_random_points_lose_and_repeat_nothing() {
     const COUNT: u32 = 1000;
     for (via, seed) in [(Via::Tcp, 0x5eed_0001_u64), (Via::Ws, 0x5eed_0002)] {
         let streams = Streams::new();
-        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let events = Events::default();
         let server = Server::builder()
             .tcp("127.0.0.1:0")
             .ws("127.0.0.1:0", "/t")
             .protocol(streams.recorder(true))
-            .on_connect(move |peer: Peer| {
-                let _ = on_connect.send(peer);
-                std::future::ready(())
-            })
+            .on_connect(events.connected())
             .start()
             .await
             .expect("server");
@@ -677,7 +671,7 @@ async fn connections_cut_at_random_points_lose_and_repeat_nothing() {
                 let _ = reconnects_tx.send(());
             });
         let client = open(builder, &relay, via).await.expect("connect");
-        let server_side = within("peer", connected.recv()).await.expect("peer");
+        let server_side = events.connected_peer().await;
         // From now on each connection through the relay dies after 2–20 KB, ten times.
         relay.cut_randomly(seed, 2_000..20_000, 10);
         relay.cut();
@@ -725,14 +719,11 @@ async fn a_server_restarted_on_a_shared_store_resumes_every_session() {
     for via in [Via::Tcp, Via::Ws] {
         let streams = Streams::new();
         let store = SessionStore::new();
-        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let events = Events::default();
         let first = listen(Server::builder(), via, "127.0.0.1:0")
             .session_store(store.clone())
             .protocol(streams.recorder(true))
-            .on_connect(move |peer: Peer| {
-                let _ = on_connect.send(peer);
-                std::future::ready(())
-            })
+            .on_connect(events.connected())
             .start()
             .await
             .expect("server");
@@ -745,7 +736,7 @@ async fn a_server_restarted_on_a_shared_store_resumes_every_session() {
             Via::Ws => builder.connect_ws(&format!("ws://{addr}/t")).await,
         }
         .expect("connect");
-        let server_side = within("peer", connected.recv()).await.expect("peer");
+        let server_side = events.connected_peer().await;
         let client_sends = tokio::spawn(send_numbered(client.peer().clone(), COUNT));
         let server_sends = tokio::spawn(send_numbered(server_side.clone(), COUNT));
         // Mid-stream: the server goes away and a new one takes over the port and the sessions.
@@ -830,13 +821,10 @@ async fn a_session_past_its_resume_window_fails_cleanly() {
 #[tokio::test]
 async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
     let panics = watch_panics();
-    let (on_connect, mut connected) = mpsc::unbounded_channel();
+    let events = Events::default();
     let server = Server::builder()
         .tcp("127.0.0.1:0")
-        .on_connect(move |peer: Peer| {
-            let _ = on_connect.send(peer);
-            std::future::ready(())
-        })
+        .on_connect(events.connected())
         .start()
         .await
         .expect("server");
@@ -857,7 +845,7 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
         .connect(relay.addr)
         .await
         .expect("connect");
-    let peer = within("peer", connected.recv()).await.expect("peer");
+    let peer = events.connected_peer().await;
     peer.close(Code::NORMAL, "kicked").await;
     let info = within("client end", closed.recv()).await.expect("closed");
     assert_eq!((info.code, info.reason.as_str()), (Code::NORMAL, "kicked"));
@@ -881,7 +869,7 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
         .connect(relay.addr)
         .await
         .expect("connect");
-    let peer = within("peer", connected.recv()).await.expect("peer");
+    let peer = events.connected_peer().await;
     assert_eq!(client.close(Code::NORMAL, "bye").await.code, Code::NORMAL);
     assert_eq!(within("client end", closed.recv()).await, Some(Code::NORMAL));
     assert_eq!(within("server end", peer.closed()).await.code, Code::NORMAL);
@@ -898,7 +886,7 @@ async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
         || ConnectionConfig::default().security(truflux::security::SecurityConfig::default().required(true));
     for (via, seed) in [(Via::Tcp, 0x5ec0_0001_u64), (Via::Ws, 0x5ec0_0002)] {
         let streams = Streams::new();
-        let (on_connect, mut connected) = mpsc::unbounded_channel();
+        let events = Events::default();
         let (errors_tx, mut errors) = mpsc::unbounded_channel();
         let server = Server::builder()
             .tcp("127.0.0.1:0")
@@ -906,10 +894,7 @@ async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
             // A plain message would be refused with SECURITY_REQUIRED and never recorded.
             .config(ServerConfig::default().connection(required()))
             .protocol(streams.recorder(true))
-            .on_connect(move |peer: Peer| {
-                let _ = on_connect.send(peer);
-                std::future::ready(())
-            })
+            .on_connect(events.connected())
             .on_error(move |_peer: Option<&Peer>, error: &Error| {
                 let _ = errors_tx.send(error.code());
             })
@@ -921,7 +906,7 @@ async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
             .config(reconnecting().connection(required()))
             .protocol(streams.recorder(false));
         let client = open(builder, &relay, via).await.expect("connect");
-        let server_side = within("peer", connected.recv()).await.expect("peer");
+        let server_side = events.connected_peer().await;
         relay.cut_randomly(seed, 3_000..12_000, 6);
         relay.cut();
         tokio::join!(

@@ -109,7 +109,8 @@ pub async fn serve(addr: &str, ws: Option<(&str, &str)>) -> Result<Server, trufl
 }
 
 /// A terminal client: stdin lines are sent, `/nick NAME` renames, `/quit` leaves. `addr` is a
-/// TCP address (`127.0.0.1:7878`) or a WebSocket URL (`ws://127.0.0.1:7879/chat`).
+/// TCP address (`127.0.0.1:7878`) or a WebSocket URL (`ws://127.0.0.1:7879/chat`). It
+/// reconnects and resumes its session when the connection is lost.
 pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
     use tokio::io::AsyncBufReadExt;
 
@@ -121,8 +122,12 @@ pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
         .message(NICK)
         .build()
         .expect("chat messages have distinct names and ids");
+    // A lost connection is resumed: lines typed meanwhile are sent, none is lost or doubled.
     let builder = Client::builder()
         .protocol(registry)
+        .config(truflux::ClientConfig::default().reconnect(Some(truflux::Reconnect::default())))
+        .on_disconnect(|info| eprintln!("connection lost ({}); reconnecting", info.code))
+        .on_reconnect(|_, attempts| eprintln!("reconnected after {attempts} attempt(s)"))
         .on_close(|info| eprintln!("connection {info}"));
     let client = if addr.starts_with("ws://") {
         builder.connect_ws(addr).await?

@@ -32,6 +32,8 @@ pub(super) async fn read_loop<R: FrameRead>(
 ) {
     let mut incoming = Incoming::default();
     let stop = &conn.stop;
+    // The connect hook may have taken a while: silence is measured from here.
+    conn.heard();
     loop {
         let frame = tokio::select! {
             biased;

@@ -329,10 +329,7 @@ impl Registry {
     ) -> BoxFuture<'static, Result<(), ProtocolError>> {
         let id = message.id;
         let refuse = |error: ProtocolError, responder: Responder| {
-            Box::pin(async move {
-                let _ = responder.error(error.code, &error.message).await;
-                Err(error)
-            }) as BoxFuture<'static, _>
+            Box::pin(responder.refuse(error)) as BoxFuture<'static, _>
         };
         let Some(entry) = self.inner.by_id.get(&id) else {
             let error = ProtocolError::peer(Code::UNKNOWN_MESSAGE, id, format!("no message has id {id}"));

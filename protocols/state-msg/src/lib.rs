@@ -288,10 +288,7 @@ impl Dispatch for ConnectionState {
     ) -> BoxFuture<'a, Result<(), ProtocolError>> {
         let id = message.id;
         if let Err(error) = self.check(id) {
-            return Box::pin(async move {
-                let _ = responder.error(error.code, &error.message).await;
-                Err(error)
-            });
+            return Box::pin(responder.refuse(error));
         }
         let handled = self.registry.registry.handle_request(peer, message, responder);
         Box::pin(async move {
