@@ -174,6 +174,16 @@ struct RelayState {
     accepted: AtomicUsize,
 }
 
+/// The relay's seed: `fixed`, or mixed with `TRUFLUX_SEED` to explore other cut points
+/// (`TRUFLUX_SEED=7 cargo test --test lifecycle`).
+fn seed(fixed: u64) -> u64 {
+    let extra: u64 = std::env::var("TRUFLUX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (fixed ^ extra.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
+}
+
 /// xorshift64*: a small deterministic generator, so a failing run can be repeated.
 struct Rng(u64);
 
@@ -651,7 +661,7 @@ async fn send_numbered(peer: Peer, count: u32) {
 async fn connections_cut_at_random_points_lose_and_repeat_nothing() {
     let panics = watch_panics();
     const COUNT: u32 = 1000;
-    for (via, seed) in [(Via::Tcp, 0x5eed_0001_u64), (Via::Ws, 0x5eed_0002)] {
+    for (via, seed) in [(Via::Tcp, seed(0x5eed_0001)), (Via::Ws, seed(0x5eed_0002))] {
         let streams = Streams::new();
         let events = Events::default();
         let server = Server::builder()
@@ -884,7 +894,7 @@ async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
     const COUNT: u32 = 300;
     let required =
         || ConnectionConfig::default().security(truflux::security::SecurityConfig::default().required(true));
-    for (via, seed) in [(Via::Tcp, 0x5ec0_0001_u64), (Via::Ws, 0x5ec0_0002)] {
+    for (via, seed) in [(Via::Tcp, seed(0x5ec0_0001)), (Via::Ws, seed(0x5ec0_0002))] {
         let streams = Streams::new();
         let events = Events::default();
         let (errors_tx, mut errors) = mpsc::unbounded_channel();

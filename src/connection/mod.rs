@@ -8,13 +8,13 @@
 //! listeners, the server's peer table or any registry's rules; those reach it through
 //! [`Hooks`] and [`Protocol`].
 //!
-//! Each connection is one task running three things side by side:
+//! Each connection is one task running two loops side by side:
 //!
 //! * the read loop ([`read`]): frame → open if protected → control handling or
-//!   [`Dispatch`](crate::Dispatch) → handler;
+//!   [`Dispatch`](crate::Dispatch) → handler; it notes when it last heard from the peer;
 //! * the write loop ([`write`]): queue → batch of up to `write_batch` frames → seal if our
-//!   direction is secure → one vectored write;
-//! * the heartbeat: a `PING` after a silence, the end of the connection after a longer one.
+//!   direction is secure → one vectored write; its timer sends heartbeats and ends a
+//!   connection that stayed silent too long.
 //!
 //! A graceful close travels through the queue as the close frame itself, so everything queued
 //! before it is written first.
@@ -191,8 +191,6 @@ pub(crate) struct Conn {
     /// ready for the peer (a frame arrived, or a handler finished): heartbeats measure from it.
     origin: tokio::time::Instant,
     last_heard: AtomicU64,
-    /// A heartbeat `PING` is waiting in the writer's lane.
-    ping_queued: AtomicBool,
 }
 
 impl Conn {
@@ -218,7 +216,6 @@ impl Conn {
             files: crate::file::Table::default(),
             origin: tokio::time::Instant::now(),
             last_heard: AtomicU64::new(0),
-            ping_queued: AtomicBool::new(false),
         })
     }
 
@@ -816,9 +813,16 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
                         conn.own_secure.store(true, Ordering::Release);
                         conn.ctl.push(Control::Frame(handshake::frame(handshake::SEC_ON, Bytes::new())));
                     }
+                    // Lost again before the exchange finished: the session waits for the next
+                    // connection, which tries again.
+                    Err(Error::Closed(_)) => {}
                     Err(error) => {
                         debug!(%error, "security could not be re-established on the resumed connection");
-                        conn.record_end(Code::SECURITY_REQUIRED, "security could not be re-established", Initiator::Local);
+                        conn.record_end(
+                            Code::SECURITY_REQUIRED,
+                            "security could not be re-established",
+                            Initiator::Local,
+                        );
                         secure.shared.closing.store(true, Ordering::Release);
                         conn.stop.cancel();
                     }
@@ -860,13 +864,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             conn.stop.cancel();
             rx
         };
-        let heartbeat = async {
-            tokio::select! {
-                _ = conn.stop.cancelled() => {}
-                _ = heartbeat(&peer, &conn, hooks.as_ref()) => {}
-            }
-        };
-        let ((), rx, ()) = tokio::join!(reading, writing, heartbeat);
+        let ((), rx) = tokio::join!(reading, writing);
 
         conn.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
         let info = conn.end_info().unwrap_or_else(|| peer.end_or_default());
@@ -901,31 +899,27 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     .await
 }
 
-/// Sends a `PING` after `heartbeat_interval` of silence and ends the connection when nothing
-/// has arrived `heartbeat_timeout` later. Returns only when it ended the connection.
-async fn heartbeat(peer: &Peer, conn: &Conn, hooks: &dyn Hooks) {
-    let config = &peer.shared.config;
-    let Some(interval) = config.heartbeat_interval else {
-        return std::future::pending().await;
-    };
-    let timeout = config.heartbeat_timeout;
-    loop {
-        let heard = conn.last_heard();
-        if tokio::time::Instant::now() < heard + interval {
-            tokio::time::sleep_until(heard + interval).await;
-            continue;
-        }
-        if !conn.ping_queued.swap(true, Ordering::AcqRel) {
-            conn.ctl.push(Control::Ping);
-        }
-        if let Some(resume) = &peer.shared.resume {
-            if resume.unacked() && resume.claim_ack() {
-                conn.ctl.push(Control::Ack);
-            }
-        }
-        tokio::time::sleep_until(heard + interval + timeout).await;
-        if conn.last_heard() == heard {
-            return fail(peer, conn, hooks, Error::HeartbeatTimeout(interval + timeout));
+/// What the heartbeat does when its timer fires.
+pub(crate) enum Beat {
+    /// Nothing yet: look again at this instant.
+    Later(tokio::time::Instant),
+    /// Silent for the interval: send a `PING`, look again at this instant.
+    Ping(tokio::time::Instant),
+    /// Silent for interval + timeout: the peer is gone.
+    Dead(Duration),
+}
+
+impl Conn {
+    /// The heartbeat's decision now, given the configured interval and timeout.
+    pub(crate) fn beat(&self, interval: Duration, timeout: Duration) -> Beat {
+        let heard = self.last_heard();
+        let now = tokio::time::Instant::now();
+        if now < heard + interval {
+            Beat::Later(heard + interval)
+        } else if now < heard + interval + timeout {
+            Beat::Ping(heard + interval + timeout)
+        } else {
+            Beat::Dead(interval + timeout)
         }
     }
 }

@@ -5,11 +5,11 @@
 //! in the mode that was in force when it was queued. Keys rotate here too: after the policy's
 //! limit a `REKEY` record goes out under the old keys and the next record uses the new ones.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{fail, Conn, Control, Hooks, Peer};
+use super::{fail, Beat, Conn, Control, Hooks, Peer};
 use crate::frame::control::Close;
 use crate::frame::{Frame, Kind};
 use crate::security::handshake::{self, REKEY, SEC_OFF, SEC_ON};
@@ -77,7 +77,6 @@ impl Outgoing {
 
 fn apply(
     peer: &Peer,
-    conn: &Conn,
     control: Control,
     outgoing: &mut Outgoing,
     out: &mut Vec<Frame>,
@@ -88,11 +87,7 @@ fn apply(
             Ok(())
         }
         Control::Frame(frame) => outgoing.push(frame, out),
-        Control::Ping => {
-            conn.ping_queued
-                .store(false, std::sync::atomic::Ordering::Release);
-            outgoing.push(Frame::control(Kind::Ping, bytes::Bytes::new()), out)
-        }
+        Control::Ping => outgoing.push(Frame::control(Kind::Ping, bytes::Bytes::new()), out),
         Control::Ack => match peer.resume_state() {
             Some(resume) => outgoing.push(resume.ack_frame(), out),
             None => Ok(()),
@@ -127,6 +122,16 @@ pub(super) async fn write_loop<W: FrameWrite>(
     // Both grow to the batch sizes actually seen: an idle peer keeps no 64-frame buffer.
     let mut batch: Vec<Frame> = Vec::new();
     let mut out: Vec<Frame> = Vec::new();
+    // The heartbeat timer: a `PING` after `heartbeat_interval` of silence, the end after
+    // `heartbeat_timeout` more. Off: a timer that never fires.
+    let heartbeat = shared.config.heartbeat_interval;
+    let beat = Heartbeat {
+        interval: heartbeat.unwrap_or_default(),
+        timeout: shared.config.heartbeat_timeout,
+        far: tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+    };
+    let tick = tokio::time::sleep_until(heartbeat.map_or(beat.far, |interval| conn.last_heard() + interval));
+    let mut tick = std::pin::pin!(tick);
     loop {
         // Handshake frames, key installs, pings and acknowledgements go ahead of the queue.
         let control = conn.ctl.pop();
@@ -147,6 +152,10 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 write_close(peer, conn, &mut writer).await;
                 return rx;
             }
+            _ = &mut tick, if heartbeat.is_some() => {
+                on_beat(peer, conn, &beat, tick.as_mut(), hooks);
+                continue;
+            }
             _ = conn.ctl.notified() => continue,
             _ = async { resume.map(|resume| resume.room.notified()).expect("resumable").await }, if !room => continue,
             received = rx.recv_many(&mut batch, limit), if room && !hold => {
@@ -163,7 +172,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
             Some(control) => {
                 let turns_on =
                     matches!(&control, Control::Frame(f) if (f.kind, f.id) == (Kind::Security, SEC_ON));
-                let applied = apply(peer, conn, control, &mut outgoing, &mut out);
+                let applied = apply(peer, control, &mut outgoing, &mut out);
                 if turns_on {
                     hold = false;
                 }
@@ -199,11 +208,18 @@ pub(super) async fn write_loop<W: FrameWrite>(
         if out.is_empty() {
             continue;
         }
-        let written = tokio::select! {
-            biased;
-            // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-            _ = conn.stop.cancelled() => return rx,
-            written = writer.write_batch(&out) => written,
+        let written = {
+            let mut write = std::pin::pin!(writer.write_batch(&out));
+            loop {
+                tokio::select! {
+                    biased;
+                    // Cancelled mid-write: the stream may be inside a frame, so no close frame.
+                    _ = conn.stop.cancelled() => return rx,
+                    written = &mut write => break written,
+                    // A peer that stopped reading and answering is found even mid-write.
+                    _ = &mut tick, if heartbeat.is_some() => on_beat(peer, conn, &beat, tick.as_mut(), hooks),
+                }
+            }
         };
         if let Err(error) = written {
             conn.record_end(
@@ -224,6 +240,40 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 _ = tokio::time::sleep(shared.config.close_timeout) => {}
             }
             return rx;
+        }
+    }
+}
+
+/// The heartbeat's settings, as the writer's timer uses them.
+struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// An instant the timer never reaches.
+    far: tokio::time::Instant,
+}
+
+/// The heartbeat timer fired: wait longer, queue a `PING`, or end the connection.
+fn on_beat(
+    peer: &Peer,
+    conn: &Conn,
+    beat: &Heartbeat,
+    tick: std::pin::Pin<&mut tokio::time::Sleep>,
+    hooks: &dyn Hooks,
+) {
+    match conn.beat(beat.interval, beat.timeout) {
+        Beat::Later(at) => tick.reset(at),
+        Beat::Ping(at) => {
+            tick.reset(at);
+            conn.ctl.push(Control::Ping);
+            if let Some(resume) = peer.resume_state() {
+                if resume.unacked() && resume.claim_ack() {
+                    conn.ctl.push(Control::Ack);
+                }
+            }
+        }
+        Beat::Dead(after) => {
+            tick.reset(beat.far);
+            fail(peer, conn, hooks, Error::HeartbeatTimeout(after));
         }
     }
 }
