@@ -21,9 +21,11 @@
 //! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels the loops at
 //! once; a close frame is still sent if the stream is at a frame boundary.
 
+mod queue;
 mod read;
 mod request;
 pub(crate) mod resume;
+mod signal;
 mod write;
 
 use std::fmt;
@@ -32,7 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
@@ -47,6 +48,7 @@ use crate::server::Hub;
 use crate::transport::{FrameRead, FrameWrite, PeerInfo, TransportKind};
 use crate::{CloseInfo, Code, Error, Initiator, Session};
 use resume::Resume;
+use signal::Signal;
 
 /// Identifies a peer within one server (or one client) for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,12 +138,12 @@ struct Shared {
     role: Role,
     /// The outbound queue. A [`Kind::Close`] frame in it is a graceful close: the writer writes
     /// everything before it, then it, then ends the write direction.
-    tx: mpsc::Sender<Frame>,
+    queue: queue::Queue,
     session: Session,
     /// Set once no more frames may be queued: the session is ending.
     closing: AtomicBool,
     /// Becomes `Some` when the session has ended.
-    finished: watch::Sender<Option<CloseInfo>>,
+    finished: Signal<Option<CloseInfo>>,
     server: RwLock<Option<Weak<Hub>>>,
     /// The current connection, or the last one while a resumable session waits to resume.
     conn: RwLock<Arc<Conn>>,
@@ -156,7 +158,6 @@ struct Shared {
 /// Kept between two connections of a session.
 #[derive(Default)]
 struct Idle {
-    rx: Option<mpsc::Receiver<Frame>>,
     dispatch: Option<Box<dyn Dispatch>>,
     hooks: Option<Arc<dyn Hooks>>,
 }
@@ -176,7 +177,7 @@ pub(crate) struct Conn {
     /// tiny: one handshake per connection, a handful of frames.
     ctl: ControlLane,
     handshake: Mutex<Handshake>,
-    sec_status: watch::Sender<SecStatus>,
+    sec_status: Signal<SecStatus>,
     /// Our direction: set when security on is queued, cleared when off is queued.
     own_secure: AtomicBool,
     /// The peer's direction, as the read loop last saw it.
@@ -208,7 +209,7 @@ impl Conn {
                 &hellos.client,
                 &hellos.server,
             )),
-            sec_status: watch::channel(SecStatus::Idle).0,
+            sec_status: Signal::new(SecStatus::Idle),
             own_secure: AtomicBool::new(false),
             peer_secure: AtomicBool::new(false),
             wanted_secure: AtomicBool::new(false),
@@ -382,7 +383,11 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
-        self.shared.tx.send(frame).await.map_err(|_| self.closed_error())
+        self.shared
+            .queue
+            .push(frame)
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// Queues a checked frame without waiting.
@@ -390,10 +395,13 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
-        self.shared.tx.try_send(frame).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => Error::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => self.closed_error(),
-        })
+        self.shared
+            .queue
+            .try_push(frame)
+            .map_err(|refused| match refused {
+                queue::Refused::Full => Error::QueueFull,
+                queue::Refused::Closed => self.closed_error(),
+            })
     }
 
     pub(crate) fn closed_error(&self) -> Error {
@@ -402,7 +410,7 @@ impl Peer {
 
     /// How the session ended, or how its connection is ending, or an abnormal end.
     fn end_or_default(&self) -> CloseInfo {
-        if let Some(info) = self.shared.finished.borrow().clone() {
+        if let Some(info) = self.shared.finished.get() {
             return info;
         }
         self.conn().end_info().unwrap_or_else(|| CloseInfo {
@@ -434,7 +442,7 @@ impl Peer {
         }
         let queued = tokio::time::timeout(
             self.shared.config.close_timeout,
-            self.shared.tx.send(close.to_frame(Kind::Close, 0)),
+            self.shared.queue.push(close.to_frame(Kind::Close, 0)),
         );
         if !matches!(queued.await, Ok(Ok(()))) {
             conn.stop.cancel();
@@ -478,7 +486,7 @@ impl Peer {
     /// its effects once.
     fn end_session(&self, info: &CloseInfo, hooks: &dyn Hooks) {
         self.shared.closing.store(true, Ordering::Release);
-        let first = self.shared.finished.send_if_modified(|finished| {
+        let first = self.shared.finished.update(|finished| {
             if finished.is_some() {
                 return false;
             }
@@ -487,6 +495,7 @@ impl Peer {
         });
         if first {
             *self.lock_idle() = Idle::default();
+            self.shared.queue.close_and_clear();
             self.shared.requests.fail_all(info);
             debug!(peer = %self.id(), code = %info.code, "session ended");
             hooks.closed(self, info);
@@ -499,12 +508,9 @@ impl Peer {
 
     /// Waits until the session has ended and returns how.
     pub async fn closed(&self) -> CloseInfo {
-        let mut finished = self.shared.finished.subscribe();
-        let result = finished.wait_for(Option::is_some).await.map(|info| info.clone());
-        match result {
-            Ok(Some(info)) => info,
-            // The sender lives in `Shared`, which `self` keeps alive: unreachable in practice.
-            _ => self.end_or_default(),
+        match self.shared.finished.wait_for(Option::is_some).await {
+            Some(info) => info,
+            None => self.end_or_default(),
         }
     }
 
@@ -521,16 +527,15 @@ impl Peer {
     /// runs its own exchange.
     pub async fn handshake(&self) -> Result<Suite, Error> {
         let conn = self.conn();
-        let mut status = conn.sec_status.subscribe();
         if let Some(frame) = conn.lock_handshake().begin() {
-            conn.sec_status.send_replace(SecStatus::InProgress);
+            conn.sec_status.set(SecStatus::InProgress);
             conn.ctl.push(Control::Frame(frame));
         }
         tokio::select! {
-            result = status.wait_for(|s| matches!(s, SecStatus::Done(_) | SecStatus::Failed(..))) => {
-                match result.as_deref() {
-                    Ok(SecStatus::Done(suite)) => Ok(*suite),
-                    Ok(SecStatus::Failed(code, reason)) => Err(Error::Security { code: *code, reason: reason.clone() }),
+            status = conn.sec_status.wait_for(|s| matches!(s, SecStatus::Done(_) | SecStatus::Failed(..))) => {
+                match status {
+                    SecStatus::Done(suite) => Ok(suite),
+                    SecStatus::Failed(code, reason) => Err(Error::Security { code, reason }),
                     _ => Err(self.closed_error()),
                 }
             }
@@ -643,7 +648,6 @@ pub(crate) struct NewPeer {
 /// Everything one connection of a session starts with.
 pub(crate) struct Start {
     conn: Arc<Conn>,
-    rx: mpsc::Receiver<Frame>,
     dispatch: Box<dyn Dispatch>,
     /// The first connection of the session (runs the connect hook).
     first: bool,
@@ -660,7 +664,6 @@ pub(crate) fn new_peer(
     protocol: &dyn Protocol,
     resume_token: Option<[u8; resume::TOKEN_LEN]>,
 ) -> NewPeer {
-    let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
     let role = if server.is_some() {
         Role::Server
     } else {
@@ -672,10 +675,10 @@ pub(crate) fn new_peer(
     let shared = Shared {
         id,
         role,
-        tx,
+        queue: queue::Queue::new(config.outbound_queue),
         session: Session::default(),
         closing: AtomicBool::new(false),
-        finished: watch::channel(None).0,
+        finished: Signal::new(None),
         server: RwLock::new(server),
         conn: RwLock::new(conn.clone()),
         idle: Mutex::new(Idle::default()),
@@ -691,7 +694,6 @@ pub(crate) fn new_peer(
         peer,
         start: Start {
             conn,
-            rx,
             dispatch,
             first: true,
             replay: Vec::new(),
@@ -732,7 +734,7 @@ impl Peer {
         }
         let replay = resume.replay_after(count).map_err(ResumeRefused::Count)?;
         let mut idle = self.lock_idle();
-        let (Some(rx), Some(dispatch)) = (idle.rx.take(), idle.dispatch.take()) else {
+        let Some(dispatch) = idle.dispatch.take() else {
             return Err(ResumeRefused::Ended);
         };
         idle.hooks = None;
@@ -741,7 +743,6 @@ impl Peer {
         *self.shared.conn.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();
         Ok(Start {
             conn,
-            rx,
             dispatch,
             first: false,
             replay,
@@ -790,7 +791,6 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
 ) -> Outcome {
     let Start {
         conn,
-        rx,
         mut dispatch,
         first,
         replay,
@@ -860,11 +860,10 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             conn.stop.cancel();
         };
         let writing = async {
-            let rx = write::write_loop(&peer, &conn, writer, rx, replay, resecure, hooks.as_ref()).await;
+            write::write_loop(&peer, &conn, writer, replay, resecure, hooks.as_ref()).await;
             conn.stop.cancel();
-            rx
         };
-        let ((), rx) = tokio::join!(reading, writing);
+        tokio::join!(reading, writing);
 
         conn.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
         let info = conn.end_info().unwrap_or_else(|| peer.end_or_default());
@@ -877,7 +876,6 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             && !peer.shared.closing.load(Ordering::Acquire);
         if park {
             *peer.lock_idle() = Idle {
-                rx: Some(rx),
                 dispatch: Some(dispatch),
                 hooks: Some(hooks.clone()),
             };

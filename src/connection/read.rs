@@ -314,7 +314,7 @@ async fn reply(peer: &Peer, stop: &tokio_util::sync::CancellationToken, frame: F
 async fn on_request(peer: &Peer, conn: &Conn, on: bool) {
     let shared = conn;
     shared.wanted_secure.store(on, Ordering::Release);
-    let keys_ready = matches!(*shared.sec_status.borrow(), SecStatus::Done(_));
+    let keys_ready = matches!(shared.sec_status.get(), SecStatus::Done(_));
     if keys_ready || !on {
         if let Err(error) = peer.set_own_security(on).await {
             tracing::debug!(%error, "peer asked for a security change; it could not be made");
@@ -380,7 +380,7 @@ fn on_security(
             }
             if let Some(event) = step.event {
                 let failed = matches!(event, SecurityEvent::FailSecure { .. });
-                shared.sec_status.send_replace(match &event {
+                shared.sec_status.set(match &event {
                     SecurityEvent::Handshaked { suite } => SecStatus::Done(*suite),
                     SecurityEvent::FailSecure { code, reason } => SecStatus::Failed(*code, reason.clone()),
                     SecurityEvent::PeerSecure(_) => SecStatus::InProgress,
@@ -389,8 +389,14 @@ fn on_security(
                 if failed && peer.shared.config.security.required {
                     return Err(SecurityError::Required("no common security suite").into());
                 }
-            } else if matches!(*shared.sec_status.borrow(), SecStatus::Idle) {
-                shared.sec_status.send_replace(SecStatus::InProgress);
+            } else {
+                shared.sec_status.update(|status| {
+                    let idle = *status == SecStatus::Idle;
+                    if idle {
+                        *status = SecStatus::InProgress;
+                    }
+                    idle
+                });
             }
             Ok(())
         }

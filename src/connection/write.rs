@@ -7,8 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use super::{fail, Beat, Conn, Control, Hooks, Peer};
 use crate::frame::control::Close;
 use crate::frame::{Frame, Kind};
@@ -95,7 +93,7 @@ fn apply(
     }
 }
 
-/// Writes until the connection ends; returns the queue for the session's next connection.
+/// Writes until the connection ends.
 ///
 /// `replay` (a resumed session's frames the peer missed) goes out before anything from the
 /// queue. With `hold`, nothing but the lane goes out until the lane's `SEC_ON` has: a resumed
@@ -104,11 +102,10 @@ pub(super) async fn write_loop<W: FrameWrite>(
     peer: &Peer,
     conn: &Conn,
     mut writer: W,
-    mut rx: mpsc::Receiver<Frame>,
     mut replay: Vec<Frame>,
     mut hold: bool,
     hooks: &dyn Hooks,
-) -> mpsc::Receiver<Frame> {
+) {
     let shared = &peer.shared;
     let resume = shared.resume.as_ref();
     let limit = shared.config.write_batch.max(1);
@@ -146,11 +143,11 @@ pub(super) async fn write_loop<W: FrameWrite>(
             _ = conn.stop.cancelled() => {
                 // Forced: the stream is at a frame boundary here, so the peer can be told why.
                 write_close(peer, conn, &mut writer).await;
-                return rx;
+                return;
             }
             _ = conn.peer_closed.cancelled() => {
                 write_close(peer, conn, &mut writer).await;
-                return rx;
+                return;
             }
             _ = &mut tick, if heartbeat.is_some() => {
                 on_beat(peer, conn, &beat, tick.as_mut(), hooks);
@@ -158,9 +155,9 @@ pub(super) async fn write_loop<W: FrameWrite>(
             }
             _ = conn.ctl.notified() => continue,
             _ = async { resume.map(|resume| resume.room.notified()).expect("resumable").await }, if !room => continue,
-            received = rx.recv_many(&mut batch, limit), if room && !hold => {
+            received = shared.queue.pop_many(&mut batch, limit), if room && !hold => {
                 if received == 0 {
-                    return rx;
+                    return;
                 }
                 received
             }
@@ -214,7 +211,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 tokio::select! {
                     biased;
                     // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-                    _ = conn.stop.cancelled() => return rx,
+                    _ = conn.stop.cancelled() => return,
                     written = &mut write => break written,
                     // A peer that stopped reading and answering is found even mid-write.
                     _ = &mut tick, if heartbeat.is_some() => on_beat(peer, conn, &beat, tick.as_mut(), hooks),
@@ -228,10 +225,10 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 Initiator::Remote,
             );
             hooks.error(peer, &Error::Io(error));
-            return rx;
+            return;
         }
         if close.is_some() {
-            rx.close();
+            shared.queue.close();
             let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
             tokio::select! {
@@ -239,7 +236,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 _ = conn.stop.cancelled() => {}
                 _ = tokio::time::sleep(shared.config.close_timeout) => {}
             }
-            return rx;
+            return;
         }
     }
 }

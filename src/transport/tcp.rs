@@ -2,9 +2,11 @@
 
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -15,11 +17,19 @@ use crate::frame::{Frame, FrameCodec, FrameError};
 /// Payloads up to this size are copied next to their header so that a batch of small frames
 /// goes out as one buffer; larger payloads are written by reference (vectored IO), never copied.
 const COALESCE_LIMIT: usize = 4096;
-/// Read buffer allocated for a read; the codec grows it to fit one whole frame when it needs to.
-/// An idle peer holds none: the buffer is released whenever it drains empty.
+/// Read buffer allocated for a read once the socket is readable; the codec grows it to fit one
+/// whole frame when it needs to. An idle peer holds none: the buffer is released whenever it
+/// drains empty, and a new one is taken only when data has arrived.
 const READ_BUFFER: usize = 4096;
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 256;
+
+thread_local! {
+    /// Where a read lands when the reader holds no buffer (it drained the last one): the
+    /// data is copied into a new buffer only if some arrived. One per thread, zeroed once.
+    static SCRATCH: std::cell::RefCell<Box<[u8; READ_BUFFER]>> =
+        std::cell::RefCell::new(Box::new([0; READ_BUFFER]));
+}
 
 /// A TCP connection carrying truflux frames.
 #[derive(Debug)]
@@ -91,10 +101,27 @@ impl FrameRead for TcpReader {
                 }
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(READ_BUFFER);
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            let read = if self.buf.is_empty() {
+                // Nothing pending: read into the thread's scratch, and take a buffer only once
+                // data has arrived. An idle peer holds none.
+                let (stream, buf) = (&mut self.stream, &mut self.buf);
+                std::future::poll_fn(|cx| {
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let mut read = ReadBuf::new(&mut scratch[..]);
+                        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+                        buf.reserve(READ_BUFFER);
+                        buf.extend_from_slice(read.filled());
+                        Poll::Ready(Ok::<_, io::Error>(read.filled().len()))
+                    })
+                })
+                .await?
+            } else {
+                if self.buf.capacity() == self.buf.len() {
+                    self.buf.reserve(READ_BUFFER);
+                }
+                self.stream.read_buf(&mut self.buf).await?
+            };
+            if read == 0 {
                 return self.codec.decode_eof(&mut self.buf);
             }
         }
@@ -170,5 +197,44 @@ impl FrameWrite for TcpWriter {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpReader, TcpWriter) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (reader, _) = TcpTransport::new(server, true, 1 << 20).unwrap().split();
+        let (_, writer) = TcpTransport::new(client, true, 1 << 20).unwrap().split();
+        (reader, writer)
+    }
+
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let (mut reader, mut writer) = pair().await;
+        let big = Bytes::from(vec![7u8; 3 * READ_BUFFER]);
+        let frames = [
+            Frame::message(1, Bytes::from_static(b"hi")),
+            Frame::message(2, big.clone()),
+        ];
+        writer.write_batch(&frames).await.unwrap();
+        assert_eq!(reader.read_frame().await.unwrap().unwrap().id, 1);
+        let second = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!((second.id, second.payload), (2, big));
+
+        // Nothing more has been sent: waiting for it takes no memory.
+        assert!(reader.read_frame().now_or_never().is_none());
+        assert_eq!(reader.buf.capacity(), 0);
+
+        writer.write_batch(&frames[..1]).await.unwrap();
+        assert_eq!(reader.read_frame().await.unwrap().unwrap().id, 1);
+        assert_eq!(reader.buf.capacity(), 0);
     }
 }

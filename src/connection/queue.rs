@@ -1,0 +1,207 @@
+//! The outbound queue: a bounded FIFO of frames with many senders and one writer.
+//!
+//! It owns the frames queued for a session and the space left for more; it must not know what
+//! the frames mean. It lives inside the session (no allocation of its own until something is
+//! queued, so an idle peer pays a few dozen octets for it), and it outlives connections: the
+//! writer of each connection of a resumable session drains the same queue.
+//!
+//! Space is a semaphore of `capacity` permits: a sender takes one per frame, the writer gives
+//! them back for every frame it takes out. Waiting senders are served in order (the semaphore
+//! is fair), and closing the queue fails them at once.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+
+use crate::frame::Frame;
+
+/// A drained queue whose deque grew past this many slots gives the memory back.
+const KEEP_CAPACITY: usize = 64;
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No space left (only from [`Queue::try_push`]).
+    Full,
+    /// The queue was closed.
+    Closed,
+}
+
+pub(crate) struct Queue {
+    frames: Mutex<State>,
+    /// One permit per free slot.
+    space: Semaphore,
+    /// Wakes the writer when a frame arrives or the queue closes.
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    closed: bool,
+}
+
+impl Queue {
+    /// An empty queue with room for `capacity` frames (at least one).
+    pub(crate) fn new(capacity: usize) -> Queue {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        Queue {
+            frames: Mutex::default(),
+            space: Semaphore::new(capacity),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `frame`, waiting for space. Cancel safe: a dropped call queued nothing.
+    pub(crate) async fn push(&self, frame: Frame) -> Result<(), Refused> {
+        let permit = self.space.acquire().await.map_err(|_| Refused::Closed)?;
+        permit.forget();
+        self.put(frame)
+    }
+
+    /// Queues `frame` if there is space now.
+    pub(crate) fn try_push(&self, frame: Frame) -> Result<(), Refused> {
+        match self.space.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(Refused::Full),
+            Err(TryAcquireError::Closed) => return Err(Refused::Closed),
+        }
+        self.put(frame)
+    }
+
+    /// Appends a frame whose slot is already taken.
+    fn put(&self, frame: Frame) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Refused::Closed);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Moves up to `limit` frames into `batch`, waiting until there is at least one; returns
+    /// how many, or 0 once the queue is closed and empty. Cancel safe: frames are only taken
+    /// when the call returns. Only one task (the writer) may call it at a time.
+    pub(crate) async fn pop_many(&self, batch: &mut Vec<Frame>, limit: usize) -> usize {
+        loop {
+            // Registered before looking, so a frame queued after the look wakes us.
+            let ready = self.ready.notified();
+            let taken = {
+                let mut state = self.lock();
+                let n = state.frames.len().min(limit.max(1));
+                batch.extend(state.frames.drain(..n));
+                if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
+                    state.frames = VecDeque::new();
+                }
+                if n == 0 && state.closed {
+                    return 0;
+                }
+                n
+            };
+            if taken > 0 {
+                self.space.add_permits(taken);
+                return taken;
+            }
+            ready.await;
+        }
+    }
+
+    /// Refuses every later frame and fails waiting senders; frames already queued stay for
+    /// the writer.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.space.close();
+        self.ready.notify_one();
+    }
+
+    /// Closes the queue and drops what it holds.
+    pub(crate) fn close_and_clear(&self) {
+        let dropped = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.frames)
+        };
+        drop(dropped);
+        self.space.close();
+        self.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Kind;
+    use bytes::Bytes;
+
+    fn frame(n: u8) -> Frame {
+        Frame::control(Kind::Ping, Bytes::from(vec![n]))
+    }
+
+    #[tokio::test]
+    async fn keeps_order_and_bounds_space() {
+        let queue = Queue::new(2);
+        queue.push(frame(1)).await.unwrap();
+        queue.try_push(frame(2)).unwrap();
+        assert_eq!(queue.try_push(frame(3)), Err(Refused::Full));
+        let mut batch = Vec::new();
+        assert_eq!(queue.pop_many(&mut batch, 1).await, 1);
+        queue.try_push(frame(3)).unwrap();
+        assert_eq!(queue.pop_many(&mut batch, 10).await, 2);
+        let order: Vec<u8> = batch.iter().map(|f| f.payload[0]).collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_space_when_the_writer_takes() {
+        let queue = std::sync::Arc::new(Queue::new(1));
+        queue.push(frame(1)).await.unwrap();
+        let sender = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(frame(2)).await }
+        });
+        let mut batch = Vec::new();
+        assert_eq!(queue.pop_many(&mut batch, 8).await, 1);
+        sender.await.unwrap().unwrap();
+        assert_eq!(queue.pop_many(&mut batch, 8).await, 1);
+        assert_eq!(batch[1].payload[0], 2);
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_frame_queued_while_it_waits() {
+        let queue = std::sync::Arc::new(Queue::new(4));
+        let writer = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                let mut batch = Vec::new();
+                queue.pop_many(&mut batch, 8).await
+            }
+        });
+        tokio::task::yield_now().await;
+        queue.push(frame(1)).await.unwrap();
+        assert_eq!(writer.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_fails_waiting_senders_and_ends_the_writer_after_the_rest() {
+        let queue = std::sync::Arc::new(Queue::new(1));
+        queue.push(frame(1)).await.unwrap();
+        let sender = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(frame(2)).await }
+        });
+        tokio::task::yield_now().await;
+        queue.close();
+        assert_eq!(sender.await.unwrap(), Err(Refused::Closed));
+        assert_eq!(queue.try_push(frame(3)), Err(Refused::Closed));
+        let mut batch = Vec::new();
+        assert_eq!(queue.pop_many(&mut batch, 8).await, 1);
+        assert_eq!(queue.pop_many(&mut batch, 8).await, 0);
+    }
+}
