@@ -206,13 +206,13 @@ fn sealed_records_match_protocol_md_byte_for_byte() {
         let mut opener = Opener::new(suite, fixed_secret());
         for seq in 0..2u32 {
             let frame = Frame::message(7, Bytes::from_static(b"hi"));
-            let sealed = sealer.seal(&frame).unwrap();
+            let sealed = sealer.seal(frame.clone()).unwrap();
             assert_eq!(
                 wire(&sealed),
                 sealed_vector(&format!("{name}-seq{seq}")),
                 "{name} record {seq}"
             );
-            assert_eq!(opener.open(&sealed).unwrap(), frame);
+            assert_eq!(opener.open(sealed).unwrap(), frame);
         }
     }
     let pht = Pht::new(&[0u8; 16]);
@@ -222,44 +222,84 @@ fn sealed_records_match_protocol_md_byte_for_byte() {
 }
 
 #[test]
+fn sealing_and_opening_never_change_bytes_another_handle_shares() {
+    for suite in Suite::ALL {
+        let original = vec![0x5au8; 1000];
+        let payload = Bytes::from(original.clone());
+        let mut sealer = Sealer::new(suite, fixed_secret());
+        let sealed = sealer.seal(Frame::message(1, payload.clone())).unwrap();
+        assert_eq!(payload, original, "{suite}: the sender's copy stays plain");
+        assert_ne!(
+            sealed.payload[..16],
+            original[..16],
+            "{suite}: the record is encrypted"
+        );
+
+        let ciphertext = sealed.payload.to_vec();
+        let kept = sealed.payload.clone();
+        let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
+        assert_eq!(opened.payload, original, "{suite}: opens to the plaintext");
+        assert_eq!(kept, ciphertext, "{suite}: another holder still sees the record");
+
+        // Nothing else holds these: sealed and opened in their own memory, still correct.
+        let mut sealer = Sealer::new(suite, fixed_secret());
+        let sealed = sealer
+            .seal(Frame::message(1, Bytes::from(original.clone())))
+            .unwrap();
+        assert_eq!(
+            sealed.payload, ciphertext,
+            "{suite}: in place seals the same record"
+        );
+        let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
+        assert_eq!(
+            opened.payload, original,
+            "{suite}: in place opens the same plaintext"
+        );
+    }
+}
+
+#[test]
 fn records_are_bound_to_their_sequence_header_and_key() {
     for suite in Suite::ALL {
         let mut sealer = Sealer::new(suite, fixed_secret());
         let first = sealer
-            .seal(&Frame::message(1, Bytes::from_static(b"first")))
+            .seal(Frame::message(1, Bytes::from_static(b"first")))
             .unwrap();
         let second = sealer
-            .seal(&Frame::message(1, Bytes::from_static(b"second")))
+            .seal(Frame::message(1, Bytes::from_static(b"second")))
             .unwrap();
         // Out of order: the second record under the first sequence number.
         assert!(
-            Opener::new(suite, fixed_secret()).open(&second).is_err(),
+            Opener::new(suite, fixed_secret()).open(second).is_err(),
             "{suite}: reorder"
         );
         // A changed header (the id) breaks the tag.
         let mut moved = first.clone();
         moved.id ^= 1;
         assert!(
-            Opener::new(suite, fixed_secret()).open(&moved).is_err(),
+            Opener::new(suite, fixed_secret()).open(moved).is_err(),
             "{suite}: header"
         );
         // Another kind with the same bytes.
         let mut rekinded = first.clone();
         rekinded.kind = Kind::Error;
         assert!(
-            Opener::new(suite, fixed_secret()).open(&rekinded).is_err(),
+            Opener::new(suite, fixed_secret()).open(rekinded).is_err(),
             "{suite}: kind"
         );
         // Another key.
         let other = zeroize::Zeroizing::new([9u8; 32]);
-        assert!(Opener::new(suite, other).open(&first).is_err(), "{suite}: key");
+        assert!(
+            Opener::new(suite, other).open(first.clone()).is_err(),
+            "{suite}: key"
+        );
         // After a rekey both sides move on together.
         let mut sealer = Sealer::new(suite, fixed_secret()).next();
         let mut opener = Opener::new(suite, fixed_secret());
         opener.advance();
         assert!(
             opener
-                .open(&sealer.seal(&Frame::message(3, Bytes::new())).unwrap())
+                .open(sealer.seal(Frame::message(3, Bytes::new())).unwrap())
                 .is_ok(),
             "{suite}: rekey"
         );
@@ -302,8 +342,8 @@ fn the_same_id_maps_differently_in_different_sessions() {
     let mut b = Sealer::new(Suite::EcdhP256Aes128Gcm, zeroize::Zeroizing::new([2u8; 32]));
     let differing = (0..100u32)
         .filter(|&id| {
-            a.seal(&Frame::message(id, Bytes::new())).unwrap().id
-                != b.seal(&Frame::message(id, Bytes::new())).unwrap().id
+            a.seal(Frame::message(id, Bytes::new())).unwrap().id
+                != b.seal(Frame::message(id, Bytes::new())).unwrap().id
         })
         .count();
     assert!(differing >= 99, "only {differing} of 100 ids map differently");

@@ -75,7 +75,7 @@ pub(super) async fn read_loop<R: FrameRead>(
                     SecurityError::BadRecord("protected record before the handshake").into(),
                 );
             };
-            match opener.open(&frame) {
+            match opener.open(frame) {
                 Ok(frame) => frame,
                 Err(error) => return fail(peer, conn, hooks, error.into()),
             }

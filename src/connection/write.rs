@@ -53,7 +53,7 @@ impl Outgoing {
             .as_mut()
             .ok_or(SecurityError::Handshake("no keys to seal with"))?;
         self.bytes += frame.payload.len() as u64;
-        out.push(sealer.seal(&frame)?);
+        out.push(sealer.seal(frame)?);
         if toggle == SEC_OFF {
             self.secure = false;
             return Ok(());
@@ -64,7 +64,7 @@ impl Outgoing {
             .interval
             .is_some_and(|interval| self.since.elapsed() >= interval);
         if self.bytes >= self.policy.bytes || sealer.sequence() >= records || expired {
-            out.push(sealer.seal(&handshake::frame(REKEY, bytes::Bytes::new()))?);
+            out.push(sealer.seal(handshake::frame(REKEY, bytes::Bytes::new()))?);
             *sealer = sealer.next();
             self.bytes = 0;
             self.since = Instant::now();

@@ -19,7 +19,7 @@ use aes::cipher::{BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, KeyIni
 use aes::{Aes128, Aes256};
 use aes_gcm::aead::consts::U12;
 use aes_gcm::{AeadInOut, AesGcm};
-use bytes::{BufMut, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hmac::Mac;
 use zeroize::Zeroizing;
 
@@ -117,6 +117,15 @@ impl Keys {
     }
 }
 
+/// The payload's octets to encrypt or decrypt in place: its own memory when no other handle
+/// shares it (a frame just read, a message sent once), a copy otherwise (a broadcast payload,
+/// a frame kept for a resume).
+fn in_place(payload: Bytes) -> BytesMut {
+    payload
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
 fn header(kind_octet: u8, id: u32, len: usize) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
     out[0] = kind_octet;
@@ -151,7 +160,7 @@ impl Sealer {
     }
 
     /// Seals one frame: maps its id, encrypts its payload, authenticates header and payload.
-    pub fn seal(&mut self, frame: &Frame) -> Result<Frame, SecurityError> {
+    pub fn seal(&mut self, frame: Frame) -> Result<Frame, SecurityError> {
         let keys = &mut self.keys;
         let seq = keys.seq;
         keys.seq += 1;
@@ -159,7 +168,7 @@ impl Sealer {
         let id = keys.pht.map(frame.id);
         let (tag, payload) = match &keys.cipher {
             Cipher::Gcm { aead, iv } => {
-                let mut buf = BytesMut::from(&frame.payload[..]);
+                let mut buf = in_place(frame.payload);
                 let aad = header(kind_octet, id, buf.len());
                 let nonce = Keys::gcm_nonce(iv, seq);
                 // Fails only beyond GCM's 64 GiB message limit, far above any frame.
@@ -177,8 +186,7 @@ impl Sealer {
             } => {
                 let len = frame.payload.len();
                 let padded = (len / 16 + 1) * 16;
-                let mut buf = BytesMut::with_capacity(padded);
-                buf.put_slice(&frame.payload);
+                let mut buf = in_place(frame.payload);
                 buf.resize(padded, 0);
                 let iv = Keys::cbc_iv(iv_cipher, seq);
                 let encryptor = cbc::Encryptor::<Aes256>::new((&**key).into(), &iv.into());
@@ -220,7 +228,7 @@ impl Opener {
     }
 
     /// Verifies and decrypts one protected frame; the id comes back unmapped.
-    pub fn open(&mut self, frame: &Frame) -> Result<Frame, SecurityError> {
+    pub fn open(&mut self, frame: Frame) -> Result<Frame, SecurityError> {
         let tag = frame
             .tag
             .ok_or(SecurityError::BadRecord("frame is not protected"))?;
@@ -229,7 +237,7 @@ impl Opener {
         let aad = header(PROTECTED_BIT | frame.kind as u8, frame.id, frame.payload.len());
         let payload = match &keys.cipher {
             Cipher::Gcm { aead, iv } => {
-                let mut buf = BytesMut::from(&frame.payload[..]);
+                let mut buf = in_place(frame.payload);
                 let nonce = Keys::gcm_nonce(iv, seq);
                 aead.decrypt_inout_detached(&nonce.into(), &aad, buf.as_mut().into(), &tag.into())
                     .map_err(|_| SecurityError::BadRecord("authentication failed"))?;
@@ -246,7 +254,7 @@ impl Opener {
                 if frame.payload.is_empty() || frame.payload.len() % 16 != 0 {
                     return Err(SecurityError::BadRecord("ciphertext is not whole blocks"));
                 }
-                let mut buf = BytesMut::from(&frame.payload[..]);
+                let mut buf = in_place(frame.payload);
                 let iv = Keys::cbc_iv(iv_cipher, seq);
                 let decryptor = cbc::Decryptor::<Aes256>::new((&**key).into(), &iv.into());
                 let len = decryptor
