@@ -121,6 +121,17 @@ fn oversize_length_is_refused_before_any_allocation() {
 }
 
 #[test]
+fn frame_len_is_known_from_a_valid_header_only() {
+    let codec = FrameCodec::new(1000);
+    let wire = encode_all(&[Frame::message(5, Bytes::from(vec![1u8; 300]))]);
+    assert_eq!(codec.frame_len(&wire), Some(9 + 300));
+    assert_eq!(codec.frame_len(&wire[..9]), Some(9 + 300));
+    assert_eq!(codec.frame_len(&wire[..8]), None, "header not complete");
+    // Over the limit: no length to reserve for (decoding reports the error).
+    assert_eq!(codec.frame_len(&[0x10, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]), None);
+}
+
+#[test]
 fn reserved_id_bit_and_unknown_kind_are_refused() {
     let mut codec = FrameCodec::default();
     let mut buf = BytesMut::from(&[0x10, 0x80, 0, 0, 0, 0, 0, 0, 0][..]);

@@ -26,6 +26,14 @@ impl FrameCodec {
     pub fn max_payload(&self) -> u32 {
         self.max_payload
     }
+
+    /// The whole length (header, tag and payload) of the frame `buffered` begins with, once its
+    /// header has arrived and passes the checks; `None` before that or if the header is bad
+    /// (decoding reports why). Never more than `max_payload` + 21 + 16 octets.
+    pub fn frame_len(&self, buffered: &[u8]) -> Option<usize> {
+        let header = Header::parse(buffered.get(..HEADER_LEN)?, self.max_payload).ok()?;
+        Some(header.header_len + header.len)
+    }
 }
 
 impl Default for FrameCodec {

@@ -104,12 +104,14 @@ impl FrameRead for TcpReader {
             let read = if self.buf.is_empty() {
                 // Nothing pending: read into the thread's scratch, and take a buffer only once
                 // data has arrived. An idle peer holds none.
-                let (stream, buf) = (&mut self.stream, &mut self.buf);
+                let (stream, buf, codec) = (&mut self.stream, &mut self.buf, &self.codec);
                 std::future::poll_fn(|cx| {
                     SCRATCH.with_borrow_mut(|scratch| {
                         let mut read = ReadBuf::new(&mut scratch[..]);
                         ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
-                        buf.reserve(READ_BUFFER);
+                        // Room for the whole first frame at once when its header is here.
+                        let first = codec.frame_len(read.filled()).unwrap_or(0);
+                        buf.reserve(first.max(READ_BUFFER));
                         buf.extend_from_slice(read.filled());
                         Poll::Ready(Ok::<_, io::Error>(read.filled().len()))
                     })
