@@ -245,10 +245,13 @@ impl ClientBuilder {
                     remote: stream.peer_addr()?,
                     transport: crate::transport::TransportKind::WebSocket,
                 };
-                let (stream, _response) =
-                    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
-                        .await
-                        .map_err(upgrade_error)?;
+                let (stream, _response) = tokio_tungstenite::client_async_with_config(
+                    request,
+                    crate::ws::ReadAhead::new(stream),
+                    Some(ws_config),
+                )
+                .await
+                .map_err(upgrade_error)?;
                 Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
             }
         };

@@ -50,10 +50,11 @@ pub struct ConnectionConfig {
     pub nodelay: bool,
     /// Read buffer of a WebSocket peer, in octets. Default 4 KiB.
     ///
-    /// The WebSocket layer allocates and fills this buffer for every connection and reads at
-    /// most this much per system call. 4 KiB keeps an idle WebSocket peer small; 64–128 KiB
-    /// reads large messages markedly faster at that much memory per peer (see the README's
-    /// benchmark table). TCP peers are not affected.
+    /// The WebSocket layer allocates this buffer for every connection, keeps it for the
+    /// connection's life and takes at most this much per read; beneath it,
+    /// [`ReadAhead`](crate::ws::ReadAhead) still reads up to 64 KiB per system call, so large
+    /// messages do not take one system call per 4 KiB. A larger buffer saves copying out of the
+    /// read-ahead at that much memory per idle peer. TCP peers are not affected.
     pub ws_read_buffer: usize,
     /// Security: suites, pre-shared key, whether security is required, key rotation. Default
     /// [`SecurityConfig::default`] (both suites offered, nothing required).

@@ -10,16 +10,19 @@
 //! WebSocket forbids on the wire (below 1000, 1004–1006, 1015–2999, 5000 and above) is sent as
 //! `POLICY_VIOLATION` (1008).
 
+use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -37,9 +40,12 @@ pub use tokio_tungstenite;
 pub const SUBPROTOCOL: &str = "truflux";
 
 /// Default read buffer per WebSocket peer: 4 KiB (tungstenite's default is 128 KiB, allocated and
-/// filled for every connection). Large messages still arrive whole; they take more reads. See
+/// filled for every connection). Large messages still arrive whole, and [`ReadAhead`] still
+/// reads up to [`READ_AHEAD`] per system call. See
 /// [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer).
 pub const READ_BUFFER: usize = 4 * 1024;
+/// Most octets [`ReadAhead`] reads from the socket in one system call.
+pub const READ_AHEAD: usize = 64 * 1024;
 /// Bytes gathered before the WebSocket layer writes to the socket; a flush ends every batch.
 pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Payloads larger than this are sent as two WebSocket fragments (the truflux header, then the
@@ -150,13 +156,100 @@ fn refusal(status: StatusCode, text: &'static str) -> Refusal {
 }
 
 /// Completes a server-side upgrade: waits for the HTTP layer to hand over the connection and
-/// wraps it as a WebSocket with `config`.
+/// wraps it as a WebSocket with `config`, reading through [`ReadAhead`].
 pub async fn upgraded(
     on_upgrade: OnUpgrade,
     config: WebSocketConfig,
-) -> io::Result<WebSocketStream<TokioIo<Upgraded>>> {
+) -> io::Result<WebSocketStream<ReadAhead<TokioIo<Upgraded>>>> {
     let upgraded = on_upgrade.await.map_err(io::Error::other)?;
-    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+    let io = ReadAhead::new(TokioIo::new(upgraded));
+    Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
+}
+
+thread_local! {
+    /// Where [`ReadAhead`] reads when the WebSocket layer asks for less than [`READ_AHEAD`].
+    /// One per thread, zeroed once.
+    static AHEAD_SCRATCH: RefCell<Box<[u8; READ_AHEAD]>> = RefCell::new(Box::new([0; READ_AHEAD]));
+}
+
+/// The socket under a WebSocket: reads up to [`READ_AHEAD`] octets per system call whatever
+/// the WebSocket layer asks for, and keeps what it did not ask for yet.
+///
+/// tungstenite reads at most its read buffer size per call (4 KiB here, to keep idle peers
+/// small), so a 1 MiB message would take 256 system calls. Through `ReadAhead` it takes 16, at
+/// the cost of copying what is read ahead once more. What was read ahead is held only until the
+/// WebSocket layer takes it: an idle peer holds nothing. Writes pass straight through.
+#[derive(Debug)]
+pub struct ReadAhead<S> {
+    inner: S,
+    ahead: BytesMut,
+}
+
+impl<S> ReadAhead<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> ReadAhead<S> {
+        ReadAhead {
+            inner,
+            ahead: BytesMut::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.ahead.is_empty() {
+            let n = this.ahead.len().min(buf.remaining());
+            buf.put_slice(&this.ahead[..n]);
+            this.ahead.advance(n);
+            if this.ahead.is_empty() {
+                this.ahead = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= READ_AHEAD {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        AHEAD_SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            let n = filled.len().min(buf.remaining());
+            buf.put_slice(&filled[..n]);
+            this.ahead.extend_from_slice(&filled[n..]);
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A WebSocket connection carrying truflux frames, one per binary message.
@@ -306,5 +399,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWrite for WsWriter
             Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(()),
             Err(error) => Err(write_error(error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A stream that hands out as much of `data` as each read asks for, and counts the reads.
+    struct Counted {
+        data: Bytes,
+        reads: usize,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            let n = self.data.len().min(buf.remaining());
+            buf.put_slice(&self.data.split_to(n));
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn small_reads_take_large_reads_from_the_socket_and_lose_nothing() {
+        let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut stream = ReadAhead::new(Counted {
+            data: Bytes::from(data.clone()),
+            reads: 0,
+        });
+        let mut out = Vec::new();
+        let mut chunk = [0u8; READ_BUFFER];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(out, data);
+        // 1 MiB in 64 KiB reads, plus the one that found the end.
+        assert_eq!(stream.inner.reads, 1024 / 64 + 1);
+        assert_eq!(stream.ahead.capacity(), 0, "nothing is held once it is taken");
     }
 }
