@@ -4,7 +4,7 @@
 //! over WebSocket in the upgrade request's `Authorization: Bearer` header, in the
 //! `Sec-WebSocket-Protocol` header as `truflux.bearer.<token>` (browsers cannot set
 //! `Authorization`), or in the hello like TCP. The server validates it before the peer exists;
-//! the identity the validator returns is stored in the peer's [`Session`](crate::Session).
+//! the identity the validator returns is stored in the peer's [`Session`].
 //!
 //! This module owns the token type (which never prints its value) and the validator's shape.
 //! It must not touch sockets or frames.

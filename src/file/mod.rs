@@ -63,7 +63,8 @@ crate::config::setters!(FileConfig {
     max_incoming: usize,
 });
 
-/// Where a transfer stands. Observed through [`FileSend::status`] / [`FileReceive::status`];
+/// Where a transfer stands. Observed through [`Progress::status`] (both [`FileSend`] and
+/// [`FileReceive`] dereference to a [`Progress`]);
 /// intermediate progress values may be merged, a final state never is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

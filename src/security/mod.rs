@@ -1,7 +1,7 @@
 //! In-band security: suites, the key exchange, record protection, id mapping, key rotation.
 //!
 //! This module owns everything cryptographic: the handshake messages and their state machine
-//! ([`handshake`]), the key exchange ([`kex`]), the HKDF key schedule ([`schedule`]), record
+//! (`handshake`), the key exchange ([`kex`]), the HKDF key schedule ([`schedule`]), record
 //! protection of whole frames ([`record`]) and the keyed Pseudo-Hadamard id mapping ([`pht`]).
 //! All of it is pure: no IO, no tasks. The connection drives it: the read loop feeds incoming
 //! security frames to the handshake and opens protected frames; the write loop seals outgoing
