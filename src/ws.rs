@@ -214,7 +214,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         if buf.remaining() >= READ_AHEAD {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        AHEAD_SCRATCH.with_borrow_mut(|scratch| {
+        AHEAD_SCRATCH.with(|scratch| {
+            // Only a `ReadAhead` nested inside another on this thread finds the scratch taken;
+            // it then reads as asked, without reading ahead.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            };
             let mut read = ReadBuf::new(&mut scratch[..]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let filled = read.filled();
@@ -446,5 +451,37 @@ mod tests {
         // 1 MiB in 64 KiB reads, plus the one that found the end.
         assert_eq!(stream.inner.reads, 1024 / 64 + 1);
         assert_eq!(stream.ahead.capacity(), 0, "nothing is held once it is taken");
+    }
+
+    #[tokio::test]
+    async fn a_read_ahead_inside_another_still_reads_everything() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let inner = ReadAhead::new(Counted {
+            data: Bytes::from(data.clone()),
+            reads: 0,
+        });
+        let mut stream = ReadAhead::new(Shrinking(inner));
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+    }
+
+    /// Passes reads on with a smaller buffer, so the `ReadAhead` inside wants the scratch too.
+    struct Shrinking(ReadAhead<Counted>);
+
+    impl AsyncRead for Shrinking {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let mut small = [0u8; 1000];
+            let mut inner = ReadBuf::new(&mut small);
+            ready!(Pin::new(&mut self.0).poll_read(cx, &mut inner))?;
+            let n = inner.filled().len().min(buf.remaining());
+            buf.put_slice(&inner.filled()[..n]);
+            assert_eq!(n, inner.filled().len(), "the test reads with room to spare");
+            Poll::Ready(Ok(()))
+        }
     }
 }
