@@ -48,7 +48,7 @@ use crate::server::Hub;
 use crate::transport::{FrameRead, FrameWrite, PeerInfo, TransportKind};
 use crate::{CloseInfo, Code, Error, Initiator, Session};
 use resume::Resume;
-use signal::Signal;
+use signal::{Signal, TaskToken};
 
 /// Identifies a peer within one server (or one client) for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,9 +168,10 @@ pub(crate) struct Conn {
     /// How the connection ended or is ending: the first cause recorded wins.
     end: Mutex<Option<CloseInfo>>,
     /// Cancelled to stop both loops at once (forced close, fatal error, end of either loop).
-    stop: CancellationToken,
+    /// Only the connection's task waits on it.
+    stop: TaskToken,
     /// Cancelled when the peer's close frame arrived and must be answered.
-    peer_closed: CancellationToken,
+    peer_closed: TaskToken,
     /// Cancelled when the connection's task has ended.
     done: CancellationToken,
     /// Handshake frames and key installs for the writer, ahead of the queue. Unbounded but
@@ -199,8 +200,8 @@ impl Conn {
         Arc::new(Conn {
             info,
             end: Mutex::new(None),
-            stop: CancellationToken::new(),
-            peer_closed: CancellationToken::new(),
+            stop: TaskToken::default(),
+            peer_closed: TaskToken::default(),
             done: CancellationToken::new(),
             ctl: ControlLane::default(),
             handshake: Mutex::new(Handshake::new(

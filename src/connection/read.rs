@@ -297,7 +297,7 @@ pub(super) async fn read_loop<R: FrameRead>(
 
 /// Queues a frame for the peer, waiting for room (backpressure on a peer that provokes many
 /// replies); `false` if the connection stopped first.
-async fn reply(peer: &Peer, stop: &tokio_util::sync::CancellationToken, frame: Frame) -> bool {
+async fn reply(peer: &Peer, stop: &super::signal::TaskToken, frame: Frame) -> bool {
     tokio::select! {
         biased;
         _ = stop.cancelled() => false,

@@ -1,12 +1,59 @@
-//! A value that tasks wait on until it satisfies them: the session's end, the handshake's state.
+//! What tasks wait on: a value until it satisfies them ([`Signal`]: the session's end, the
+//! handshake's state), and the connection task's own stop flags ([`TaskToken`]).
 //!
-//! Like a `tokio::sync::watch` channel without its allocation (a few hundred octets per
-//! channel, twice per peer): the value and a [`Notify`] live inline in the session or the
-//! connection. It owns nothing else.
+//! [`Signal`] is a `tokio::sync::watch` channel without its allocation (a few hundred octets
+//! per channel, twice per peer): the value and a [`Notify`] live inline in the session or the
+//! connection. [`TaskToken`] is a cancellation token without locks, for waiters in one task.
+//! This module owns nothing else.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
+
+/// A one-way flag that anyone may set and only the connection's own task waits on.
+///
+/// The read and write loops look at their stop flags on every frame; a
+/// `tokio_util::sync::CancellationToken` takes a mutex for each look and each wait, which
+/// showed in profiles with many busy peers. Here a look is an atomic load and a wait registers
+/// the task's waker in one slot, which is why every waiter must belong to the same task (the
+/// connection's, whose loops share one waker). Other tasks wait on `Conn::done` instead.
+#[derive(Default)]
+pub(crate) struct TaskToken {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl TaskToken {
+    /// Sets the flag and wakes the waiting task. Idempotent.
+    pub(crate) fn cancel(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the flag is set. Only the connection's task may await it.
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_cancelled() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Set between the look and the registration: the wake may have found no waker.
+            if self.is_cancelled() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
 
 pub(crate) struct Signal<T> {
     value: Mutex<T>,
@@ -65,8 +112,31 @@ impl<T: Clone> Signal<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Signal;
+    use super::{Signal, TaskToken};
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_task_token_wakes_its_task_from_another() {
+        let token = Arc::new(TaskToken::default());
+        let waiter = tokio::spawn({
+            let token = token.clone();
+            async move {
+                // Two waits in one task share the waker slot; both end.
+                tokio::join!(token.cancelled(), token.cancelled());
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        std::thread::spawn({
+            let token = token.clone();
+            move || token.cancel()
+        })
+        .join()
+        .unwrap();
+        waiter.await.unwrap();
+        assert!(token.is_cancelled());
+        token.cancelled().await;
+    }
 
     #[tokio::test]
     async fn waiters_see_the_change_they_wait_for() {
