@@ -10,10 +10,9 @@
 //! WebSocket forbids on the wire (below 1000, 1004–1006, 1015–2999, 5000 and above) is sent as
 //! `POLICY_VIOLATION` (1008).
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -31,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
-use crate::transport::{FrameRead, FrameWrite, PeerInfo, Transport};
+use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
 use crate::Code;
 
 pub use tokio_tungstenite;
@@ -45,7 +44,7 @@ pub const SUBPROTOCOL: &str = "truflux";
 /// [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer).
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Most octets [`ReadAhead`] reads from the socket in one system call.
-pub const READ_AHEAD: usize = 64 * 1024;
+pub const READ_AHEAD: usize = crate::transport::scratch::SCRATCH_LEN;
 /// Bytes gathered before the WebSocket layer writes to the socket; a flush ends every batch.
 pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Payloads larger than this are sent as two WebSocket fragments (the truflux header, then the
@@ -166,12 +165,6 @@ pub async fn upgraded(
     Ok(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
 }
 
-thread_local! {
-    /// Where [`ReadAhead`] reads when the WebSocket layer asks for less than [`READ_AHEAD`].
-    /// One per thread, zeroed once.
-    static AHEAD_SCRATCH: RefCell<Box<[u8; READ_AHEAD]>> = RefCell::new(Box::new([0; READ_AHEAD]));
-}
-
 /// The socket under a WebSocket: reads up to [`READ_AHEAD`] octets per system call whatever
 /// the WebSocket layer asks for, and keeps what it did not ask for yet.
 ///
@@ -214,19 +207,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         if buf.remaining() >= READ_AHEAD {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        AHEAD_SCRATCH.with(|scratch| {
-            // Only a `ReadAhead` nested inside another on this thread finds the scratch taken;
-            // it then reads as asked, without reading ahead.
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
-            };
-            let mut read = ReadBuf::new(&mut scratch[..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            let filled = read.filled();
+        let ahead = &mut this.ahead;
+        scratch::poll_read(&mut this.inner, cx, READ_AHEAD, |filled| {
             let n = filled.len().min(buf.remaining());
             buf.put_slice(&filled[..n]);
-            this.ahead.extend_from_slice(&filled[n..]);
-            Poll::Ready(Ok(()))
+            ahead.extend_from_slice(&filled[n..]);
         })
     }
 }
@@ -410,6 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWrite for WsWriter
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::ready;
     use tokio::io::AsyncReadExt;
 
     /// A stream that hands out as much of `data` as each read asks for, and counts the reads.

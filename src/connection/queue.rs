@@ -123,14 +123,10 @@ impl Queue {
 
     /// Closes the queue and drops what it holds.
     pub(crate) fn close_and_clear(&self) {
-        let dropped = {
-            let mut state = self.lock();
-            state.closed = true;
-            std::mem::take(&mut state.frames)
-        };
+        self.close();
+        // Closed first: nothing can be added after this takes.
+        let dropped = std::mem::take(&mut self.lock().frames);
         drop(dropped);
-        self.space.close();
-        self.ready.notify_one();
     }
 }
 

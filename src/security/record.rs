@@ -119,11 +119,13 @@ impl Keys {
 
 /// The payload's octets to encrypt or decrypt in place: its own memory when no other handle
 /// shares it (a frame just read, a message sent once), a copy otherwise (a broadcast payload,
-/// a frame kept for a resume).
-fn in_place(payload: Bytes) -> BytesMut {
-    payload
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+/// a frame kept for a resume), made with `room` octets to spare for padding.
+fn in_place(payload: Bytes, room: usize) -> BytesMut {
+    payload.try_into_mut().unwrap_or_else(|shared| {
+        let mut copy = BytesMut::with_capacity(shared.len() + room);
+        copy.extend_from_slice(&shared);
+        copy
+    })
 }
 
 fn header(kind_octet: u8, id: u32, len: usize) -> [u8; HEADER_LEN] {
@@ -168,7 +170,7 @@ impl Sealer {
         let id = keys.pht.map(frame.id);
         let (tag, payload) = match &keys.cipher {
             Cipher::Gcm { aead, iv } => {
-                let mut buf = in_place(frame.payload);
+                let mut buf = in_place(frame.payload, 0);
                 let aad = header(kind_octet, id, buf.len());
                 let nonce = Keys::gcm_nonce(iv, seq);
                 // Fails only beyond GCM's 64 GiB message limit, far above any frame.
@@ -186,7 +188,7 @@ impl Sealer {
             } => {
                 let len = frame.payload.len();
                 let padded = (len / 16 + 1) * 16;
-                let mut buf = in_place(frame.payload);
+                let mut buf = in_place(frame.payload, padded - len);
                 buf.resize(padded, 0);
                 let iv = Keys::cbc_iv(iv_cipher, seq);
                 let encryptor = cbc::Encryptor::<Aes256>::new((&**key).into(), &iv.into());
@@ -237,7 +239,7 @@ impl Opener {
         let aad = header(PROTECTED_BIT | frame.kind as u8, frame.id, frame.payload.len());
         let payload = match &keys.cipher {
             Cipher::Gcm { aead, iv } => {
-                let mut buf = in_place(frame.payload);
+                let mut buf = in_place(frame.payload, 0);
                 let nonce = Keys::gcm_nonce(iv, seq);
                 aead.decrypt_inout_detached(&nonce.into(), &aad, buf.as_mut().into(), &tag.into())
                     .map_err(|_| SecurityError::BadRecord("authentication failed"))?;
@@ -254,7 +256,7 @@ impl Opener {
                 if frame.payload.is_empty() || frame.payload.len() % 16 != 0 {
                     return Err(SecurityError::BadRecord("ciphertext is not whole blocks"));
                 }
-                let mut buf = in_place(frame.payload);
+                let mut buf = in_place(frame.payload, 0);
                 let iv = Keys::cbc_iv(iv_cipher, seq);
                 let decryptor = cbc::Decryptor::<Aes256>::new((&**key).into(), &iv.into());
                 let len = decryptor

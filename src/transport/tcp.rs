@@ -2,16 +2,14 @@
 
 use std::io::{self, IoSlice};
 use std::ops::Range;
-use std::pin::Pin;
-use std::task::{ready, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
-use super::{FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
+use super::{scratch, FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 use crate::frame::{Frame, FrameCodec, FrameError};
 
 /// Payloads up to this size are copied next to their header so that a batch of small frames
@@ -23,13 +21,6 @@ const COALESCE_LIMIT: usize = 4096;
 const READ_BUFFER: usize = 4096;
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 256;
-
-thread_local! {
-    /// Where a read lands when the reader holds no buffer (it drained the last one): the
-    /// data is copied into a new buffer only if some arrived. One per thread, zeroed once.
-    static SCRATCH: std::cell::RefCell<Box<[u8; READ_BUFFER]>> =
-        std::cell::RefCell::new(Box::new([0; READ_BUFFER]));
-}
 
 /// A TCP connection carrying truflux frames.
 #[derive(Debug)]
@@ -106,14 +97,12 @@ impl FrameRead for TcpReader {
                 // data has arrived. An idle peer holds none.
                 let (stream, buf, codec) = (&mut self.stream, &mut self.buf, &self.codec);
                 std::future::poll_fn(|cx| {
-                    SCRATCH.with_borrow_mut(|scratch| {
-                        let mut read = ReadBuf::new(&mut scratch[..]);
-                        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+                    scratch::poll_read(stream, cx, READ_BUFFER, |filled| {
                         // Room for the whole first frame at once when its header is here.
-                        let first = codec.frame_len(read.filled()).unwrap_or(0);
+                        let first = codec.frame_len(filled).unwrap_or(0);
                         buf.reserve(first.max(READ_BUFFER));
-                        buf.extend_from_slice(read.filled());
-                        Poll::Ready(Ok::<_, io::Error>(read.filled().len()))
+                        buf.extend_from_slice(filled);
+                        filled.len()
                     })
                 })
                 .await?

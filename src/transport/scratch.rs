@@ -1,0 +1,48 @@
+//! One read buffer per thread, for reads that should take memory only once data has arrived.
+//!
+//! An idle connection waits for data without a buffer of its own; when the socket has data it
+//! is read here first and the caller copies what arrived into memory it keeps. This module owns
+//! the scratch and nothing else; it must not know what the octets mean.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// The scratch's size: the most one read through it can return.
+pub(crate) const SCRATCH_LEN: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8; SCRATCH_LEN]>> = RefCell::new(Box::new([0; SCRATCH_LEN]));
+}
+
+/// Polls `stream` for at most `limit` octets (at most [`SCRATCH_LEN`]) into this thread's
+/// scratch and hands what arrived to `take` (nothing: the end of the stream).
+///
+/// A reader nested in another (its stream is itself read through the scratch) finds the
+/// scratch taken and reads into a buffer of its own instead.
+pub(crate) fn poll_read<R: AsyncRead + Unpin, T>(
+    stream: &mut R,
+    cx: &mut Context<'_>,
+    limit: usize,
+    take: impl FnOnce(&[u8]) -> T,
+) -> Poll<io::Result<T>> {
+    let limit = limit.min(SCRATCH_LEN);
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => read_into(&mut scratch[..limit], stream, cx, take),
+        Err(_) => read_into(&mut vec![0; limit], stream, cx, take),
+    })
+}
+
+fn read_into<R: AsyncRead + Unpin, T>(
+    space: &mut [u8],
+    stream: &mut R,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> T,
+) -> Poll<io::Result<T>> {
+    let mut read = ReadBuf::new(space);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    Poll::Ready(Ok(take(read.filled())))
+}
