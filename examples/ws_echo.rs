@@ -1,6 +1,6 @@
-//! A plain WebSocket echo endpoint (text and binary, echoed as received) served through
-//! truflux's own hyper upgrade path and WebSocket configuration, so that the WebSocket layer can
-//! be checked by the Autobahn conformance suite's fuzzing client like any WebSocket server.
+//! A plain WebSocket echo endpoint (text and binary, echoed as received) on truflux's own
+//! upgrade path and frame codec (`truflux::ws::codec`), so that the WebSocket layer can be
+//! checked by the Autobahn conformance suite's fuzzing client like any WebSocket server.
 //!
 //! ```sh
 //! cargo run --release --example ws_echo -- --addr 127.0.0.1:9001
@@ -10,9 +10,10 @@
 
 use std::convert::Infallible;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
 use hyper::body::Incoming;
-use truflux::ws::tokio_tungstenite::tungstenite::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use truflux::ws::codec::{self, Decoder, Role};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -49,18 +50,57 @@ async fn main() -> std::io::Result<()> {
 }
 
 async fn echo(on_upgrade: hyper::upgrade::OnUpgrade) {
-    let config = truflux::ws::config(&truflux::ConnectionConfig::default());
-    let Ok(mut ws) = truflux::ws::upgraded(on_upgrade, config).await else {
+    let Ok(mut stream) = truflux::ws::upgraded(on_upgrade).await else {
         return;
     };
-    while let Some(Ok(message)) = ws.next().await {
-        let reply = match message {
-            Message::Text(_) | Message::Binary(_) => message,
-            // Pings are answered and closes completed by the WebSocket layer itself.
-            _ => continue,
+    let mut decoder = Decoder::new(Role::Server, 16 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        let message = match decoder.decode(&mut buf) {
+            Ok(Some(message)) => message,
+            Ok(None) => match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+            Err(error) => {
+                let code = if matches!(error, truflux::frame::FrameError::PayloadTooLarge { .. }) {
+                    1009
+                } else {
+                    1002
+                };
+                let _ = send(&mut stream, codec::opcode::CLOSE, &codec::close_payload(code, "")).await;
+                return;
+            }
         };
-        if ws.send(reply).await.is_err() {
-            break;
+        let sent = match message {
+            codec::Incoming::Text(text) if std::str::from_utf8(&text).is_err() => {
+                let _ = send(&mut stream, codec::opcode::CLOSE, &codec::close_payload(1007, "")).await;
+                return;
+            }
+            codec::Incoming::Text(text) => send(&mut stream, codec::opcode::TEXT, &text).await,
+            codec::Incoming::Binary(data) => send(&mut stream, codec::opcode::BINARY, &data).await,
+            codec::Incoming::Ping(data) => send(&mut stream, codec::opcode::PONG, &data).await,
+            codec::Incoming::Pong(_) => Ok(()),
+            codec::Incoming::Close(close) => {
+                let payload = close.map_or_else(BytesMut::new, |(code, _)| codec::close_payload(code, ""));
+                let _ = send(&mut stream, codec::opcode::CLOSE, &payload).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
         }
     }
+}
+
+/// Writes one unfragmented, unmasked frame.
+async fn send<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    opcode: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    codec::put_header(&mut out, true, opcode, payload.len(), None);
+    out.extend_from_slice(payload);
+    stream.write_all(&out).await
 }

@@ -211,15 +211,14 @@ impl ClientBuilder {
         let port = uri.port_u16().unwrap_or(80);
         let config = &self.config.connection;
         let (nodelay, max_payload) = (config.nodelay, config.max_payload);
-        let ws_config = crate::ws::config(config);
-        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        let read_buffer = config.ws_read_buffer;
+        let mut headers = http::HeaderMap::new();
         let mut protocols = crate::ws::SUBPROTOCOL.to_owned();
         match (&self.token, self.carrier) {
             (Some(token), TokenCarrier::Header) => {
                 let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
                     .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
-                request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                headers.insert(http::header::AUTHORIZATION, value);
             }
             (Some(token), TokenCarrier::Subprotocol) => {
                 protocols = format!(
@@ -232,11 +231,9 @@ impl ClientBuilder {
         }
         let protocols = http::HeaderValue::from_str(&protocols)
             .map_err(|_| Error::Config("the token is not a valid subprotocol".into()))?;
-        request
-            .headers_mut()
-            .insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
         let dial = move || {
-            let (request, host) = (request.clone(), host.clone());
+            let (uri, headers, host) = (uri.clone(), headers.clone(), host.clone());
             async move {
                 let stream = TcpStream::connect((host.as_str(), port)).await?;
                 stream.set_nodelay(nodelay)?;
@@ -245,14 +242,14 @@ impl ClientBuilder {
                     remote: stream.peer_addr()?,
                     transport: crate::transport::TransportKind::WebSocket,
                 };
-                let (stream, _response) = tokio_tungstenite::client_async_with_config(
-                    request,
-                    crate::ws::ReadAhead::new(stream),
-                    Some(ws_config),
-                )
-                .await
-                .map_err(upgrade_error)?;
-                Ok::<_, Error>(crate::ws::WsTransport::new(stream, info, max_payload))
+                let stream = crate::ws::client_upgrade(stream, &uri, &headers).await?;
+                Ok::<_, Error>(crate::ws::WsTransport::new(
+                    stream,
+                    info,
+                    crate::ws::Role::Client,
+                    max_payload,
+                    read_buffer,
+                ))
             }
         };
         let hello_token = self.carrier == TokenCarrier::Hello;
@@ -326,22 +323,6 @@ impl ClientBuilder {
             }
         }
         Ok(client)
-    }
-}
-
-/// Maps a failed WebSocket upgrade; `401` is a refused token.
-fn upgrade_error(error: tokio_tungstenite::tungstenite::Error) -> Error {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match error {
-        WsError::Http(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(|body| String::from_utf8_lossy(body).trim().to_owned())
-                .unwrap_or_default();
-            Error::Unauthorized(body)
-        }
-        error => Error::Handshake(format!("WebSocket upgrade failed: {error}")),
     }
 }
 

@@ -48,13 +48,13 @@ pub struct ConnectionConfig {
     pub close_timeout: Duration,
     /// Sets `TCP_NODELAY` (no Nagle delay on small frames). Default `true`.
     pub nodelay: bool,
-    /// Read buffer of a WebSocket peer, in octets. Default 4 KiB.
+    /// Most octets a WebSocket peer's first read takes while nothing is pending, 1 KiB to 64 KiB.
+    /// Default 4 KiB (TCP peers read the same).
     ///
-    /// The WebSocket layer allocates this buffer for every connection, keeps it for the
-    /// connection's life and takes at most this much per read; beneath it,
-    /// [`ReadAhead`](crate::ws::ReadAhead) still reads up to 64 KiB per system call, so large
-    /// messages do not take one system call per 4 KiB. A larger buffer saves copying out of the
-    /// read-ahead at that much memory per idle peer. TCP peers are not affected.
+    /// The read goes into a per-thread scratch buffer; the connection keeps memory only for
+    /// what arrived, and for a message whose header arrived, room for all of it, which the
+    /// next read fills directly. An idle peer holds no read buffer whatever this is. Larger
+    /// values take more of a burst of small messages per system call.
     pub ws_read_buffer: usize,
     /// Security: suites, pre-shared key, whether security is required, key rotation. Default
     /// [`SecurityConfig::default`] (both suites offered, nothing required).

@@ -104,14 +104,14 @@ impl Endpoint {
             Err(refusal) => return *refusal,
         };
         let server = self.server.clone();
-        let max_payload = server.connection_config().max_payload;
-        let config = ws::config(server.connection_config());
+        let config = server.connection_config();
+        let (max_payload, read_buffer) = (config.max_payload, config.ws_read_buffer);
         tokio::spawn(async move {
-            match ws::upgraded(on_upgrade, config).await {
+            match ws::upgraded(on_upgrade).await {
                 Ok(stream) => {
-                    server
-                        .admit(WsTransport::new(stream, info, max_payload), identity)
-                        .await;
+                    let transport =
+                        WsTransport::new(stream, info, ws::Role::Server, max_payload, read_buffer);
+                    server.admit(transport, identity).await;
                 }
                 Err(error) => server.report_refused(&Error::Io(error)),
             }

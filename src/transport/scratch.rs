@@ -9,7 +9,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// The scratch's size: the most one read through it can return.
 pub(crate) const SCRATCH_LEN: usize = 64 * 1024;
@@ -34,6 +35,35 @@ pub(crate) fn poll_read<R: AsyncRead + Unpin, T>(
         Ok(mut scratch) => read_into(&mut scratch[..limit], stream, cx, take),
         Err(_) => read_into(&mut vec![0; limit], stream, cx, take),
     })
+}
+
+/// Reads more of `stream` into `buf`; returns how many octets arrived (0: the end).
+///
+/// With nothing pending, reads at most `limit` octets through the scratch and takes memory
+/// only for what arrived: room for the whole first frame when `frame_len` can tell its length
+/// from what arrived, `limit` otherwise. With something pending, reads into `buf`, growing it
+/// by `limit` when it is full.
+pub(crate) async fn read_more<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+    frame_len: impl Fn(&[u8]) -> Option<usize>,
+) -> io::Result<usize> {
+    if !buf.is_empty() {
+        if buf.capacity() == buf.len() {
+            buf.reserve(limit);
+        }
+        return stream.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        poll_read(stream, cx, limit, |filled| {
+            let first = frame_len(filled).unwrap_or(0);
+            buf.reserve(first.max(limit));
+            buf.extend_from_slice(filled);
+            filled.len()
+        })
+    })
+    .await
 }
 
 fn read_into<R: AsyncRead + Unpin, T>(

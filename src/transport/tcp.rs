@@ -4,7 +4,7 @@ use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -92,26 +92,12 @@ impl FrameRead for TcpReader {
                 }
                 return Ok(Some(frame));
             }
-            let read = if self.buf.is_empty() {
-                // Nothing pending: read into the thread's scratch, and take a buffer only once
-                // data has arrived. An idle peer holds none.
-                let (stream, buf, codec) = (&mut self.stream, &mut self.buf, &self.codec);
-                std::future::poll_fn(|cx| {
-                    scratch::poll_read(stream, cx, READ_BUFFER, |filled| {
-                        // Room for the whole first frame at once when its header is here.
-                        let first = codec.frame_len(filled).unwrap_or(0);
-                        buf.reserve(first.max(READ_BUFFER));
-                        buf.extend_from_slice(filled);
-                        filled.len()
-                    })
-                })
-                .await?
-            } else {
-                if self.buf.capacity() == self.buf.len() {
-                    self.buf.reserve(READ_BUFFER);
-                }
-                self.stream.read_buf(&mut self.buf).await?
-            };
+            // An idle peer holds no buffer: memory is taken once data has arrived.
+            let codec = &self.codec;
+            let read = scratch::read_more(&mut self.stream, &mut self.buf, READ_BUFFER, |filled| {
+                codec.frame_len(filled)
+            })
+            .await?;
             if read == 0 {
                 return self.codec.decode_eof(&mut self.buf);
             }

@@ -1,0 +1,491 @@
+//! The WebSocket engine: the upgrade and the transport that carries truflux frames over it.
+//!
+//! It owns the server side of the upgrade (checking the request, answering `101`, `426` or
+//! `400`), the client side (the request, checking the `101`), the framing ([`codec`]), the
+//! transport that carries one truflux frame per binary message, and the mapping between truflux
+//! close frames and WebSocket close frames. It must not know about servers, peers or protocols:
+//! the connection engine drives it through [`FrameRead`] and [`FrameWrite`] like any transport.
+//!
+//! Close codes travel unchanged: truflux std codes *are* WebSocket close codes. A code that
+//! WebSocket forbids on the wire (below 1000, 1004–1006, 1015–2999, 5000 and above) is sent as
+//! `POLICY_VIOLATION` (1008).
+
+pub mod codec;
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_tungstenite::tungstenite;
+
+use crate::frame::control::Close;
+use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
+use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
+use crate::Code;
+pub use codec::Role;
+use codec::{opcode, Decoder, Incoming};
+
+/// The subprotocol a client may offer in `Sec-WebSocket-Protocol`; the server echoes it.
+pub const SUBPROTOCOL: &str = "truflux";
+
+/// Default for [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer):
+/// 4 KiB, as for TCP peers.
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// Why an HTTP request was not upgraded: the response to send instead.
+pub type Refusal = Box<Response<Full<Bytes>>>;
+
+fn header_has(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Whether `request` asks for a WebSocket upgrade (`Connection: upgrade`, `Upgrade: websocket`).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket")
+}
+
+/// Checks a WebSocket upgrade request (RFC 6455 §4.2.1) and prepares the answer.
+///
+/// Returns the `101 Switching Protocols` response to send and the pending upgrade, or the
+/// refusal: `426 Upgrade Required` for a request that is not a WebSocket upgrade (the path
+/// speaks only WebSocket), `400 Bad Request` for a malformed one.
+pub fn accept<B>(request: &mut Request<B>) -> Result<(Response<Full<Bytes>>, OnUpgrade), Refusal> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| header_has(headers, name, token);
+    if !is_upgrade(request) {
+        return Err(refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "this path speaks WebSocket only\n",
+        ));
+    }
+    if request.method() != http::Method::GET {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade must be a GET\n",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut response = refusal(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(response);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(refusal(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"));
+    };
+    let accept_key = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let offers_ours = has_token(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return Err(refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the HTTP server does not support upgrades\n",
+        ));
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let out = response.headers_mut();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        out.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if offers_ours {
+        out.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok((response, on_upgrade))
+}
+
+fn refusal(status: StatusCode, text: &'static str) -> Refusal {
+    let mut response = Box::new(Response::new(Full::new(Bytes::from_static(text.as_bytes()))));
+    *response.status_mut() = status;
+    if status == StatusCode::UPGRADE_REQUIRED {
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    response
+}
+
+/// Completes a server-side upgrade: waits for the HTTP layer to hand over the connection.
+pub async fn upgraded(on_upgrade: OnUpgrade) -> io::Result<TokioIo<Upgraded>> {
+    let upgraded = on_upgrade.await.map_err(io::Error::other)?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// The most octets of a refused upgrade's response body kept for the error.
+const REFUSAL_BODY_LIMIT: usize = 4096;
+
+/// The client side of the upgrade (RFC 6455 §4.1): sends a `GET` for `uri` with `headers`
+/// (subprotocols, authorization) on `stream`, and checks the `101` answer and its
+/// `Sec-WebSocket-Accept`.
+///
+/// A `401` is [`Error::Unauthorized`](crate::Error::Unauthorized) with the response's text;
+/// any other answer, or a wrong accept key, is [`Error::Handshake`](crate::Error::Handshake).
+pub async fn client_upgrade<S>(
+    stream: S,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Result<TokioIo<Upgraded>, crate::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+
+    let failed = |what: String| crate::Error::Handshake(format!("WebSocket upgrade failed: {what}"));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    // Drives the HTTP exchange; it ends once the connection is handed over (or fails).
+    tokio::spawn(connection.with_upgrades());
+    let key = tungstenite::handshake::client::generate_key();
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::get(target)
+        .header(header::HOST, authority)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, key.as_str())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| failed(e.to_string()))?;
+    request
+        .headers_mut()
+        .extend(headers.iter().map(|(name, value)| (name.clone(), value.clone())));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        let body = http_body_util::Limited::new(response.into_body(), REFUSAL_BODY_LIMIT)
+            .collect()
+            .await
+            .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
+            .unwrap_or_default();
+        return Err(crate::Error::Unauthorized(body));
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(failed(format!("the server answered {status}")));
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let answered = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    if answered.map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
+        return Err(failed("wrong or missing Sec-WebSocket-Accept".into()));
+    }
+    if !header_has(response.headers(), header::UPGRADE, "websocket") {
+        return Err(failed("the answer does not upgrade to websocket".into()));
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// A WebSocket connection carrying truflux frames, one per binary message.
+///
+/// The framing is [`codec`]'s: a binary message is read straight into one buffer that becomes
+/// the truflux frame (a server unmasks it in place), and a frame goes out as the WebSocket
+/// header, the truflux header and the payload by reference in one vectored write (a client
+/// masks, which copies the payload once). The read half answers pings itself.
+pub struct WsTransport<S> {
+    stream: S,
+    info: PeerInfo,
+    role: Role,
+    max_payload: u32,
+    read_buffer: usize,
+}
+
+impl<S> WsTransport<S> {
+    /// Wraps an upgraded connection: `role` is this end's, `max_payload` bounds incoming
+    /// frames (a WebSocket message may carry one such frame, header and tag included), and
+    /// `read_buffer` is the most octets read at once while nothing is pending (see
+    /// [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer)).
+    pub fn new(stream: S, info: PeerInfo, role: Role, max_payload: u32, read_buffer: usize) -> Self {
+        WsTransport {
+            stream,
+            info,
+            role,
+            max_payload,
+            read_buffer,
+        }
+    }
+}
+
+/// The largest WebSocket message a connection accepts: one maximal truflux frame, header and
+/// authentication tag included.
+pub fn max_message(max_payload: u32) -> usize {
+    max_payload as usize + SECURE_HEADER_LEN + crate::frame::SEAL_OVERHEAD as usize
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTransport<S> {
+    type Reader = WsReader<S>;
+    type Writer = WsWriter<S>;
+
+    fn info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+
+    fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let (read, write) = tokio::io::split(self.stream);
+        let write = Arc::new(tokio::sync::Mutex::new(Writing {
+            stream: write,
+            buf: BytesMut::new(),
+            masks: (self.role == Role::Client).then(Masks::default),
+        }));
+        (
+            WsReader {
+                stream: read,
+                buf: BytesMut::new(),
+                decoder: Decoder::new(self.role, max_message(self.max_payload)),
+                max_payload: self.max_payload,
+                read_buffer: self.read_buffer.clamp(1024, scratch::SCRATCH_LEN),
+                write: write.clone(),
+            },
+            WsWriter { write },
+        )
+    }
+}
+
+/// The read half of a [`WsTransport`].
+pub struct WsReader<S> {
+    stream: ReadHalf<S>,
+    buf: BytesMut,
+    decoder: Decoder,
+    max_payload: u32,
+    read_buffer: usize,
+    /// Shared with the write half, to answer pings.
+    write: Arc<tokio::sync::Mutex<Writing<S>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameRead for WsReader<S> {
+    async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        // Cancel safe: everything read is kept in `self.buf`, and a pong is written whole or
+        // the connection ends.
+        loop {
+            match self.decoder.decode(&mut self.buf)? {
+                Some(message) => {
+                    if self.buf.is_empty() {
+                        // Drained: let the frames keep their memory, hold none ourselves.
+                        self.buf = BytesMut::new();
+                    }
+                    match message {
+                        Incoming::Binary(bytes) => return decode_exact(bytes, self.max_payload).map(Some),
+                        Incoming::Text(_) => {
+                            return Err(FrameError::UnsupportedData(
+                                "WebSocket text message (truflux is binary)",
+                            ))
+                        }
+                        Incoming::Ping(payload) => {
+                            let mut write = self.write.lock().await;
+                            write.control(opcode::PONG, &payload).await?;
+                        }
+                        Incoming::Pong(_) => {}
+                        Incoming::Close(close) => {
+                            let close = match close {
+                                Some((code, reason)) => Close::new(Code(code), &reason),
+                                // 1005: the peer's close frame carried no code.
+                                None => Close::new(Code(1005), ""),
+                            };
+                            return Ok(Some(close.to_frame(Kind::Close, 0)));
+                        }
+                    }
+                    continue;
+                }
+                None => {
+                    let decoder = &self.decoder;
+                    let read =
+                        scratch::read_more(&mut self.stream, &mut self.buf, self.read_buffer, |filled| {
+                            decoder.frame_len(filled)
+                        })
+                        .await?;
+                    if read == 0 {
+                        return if self.buf.is_empty() {
+                            // The TCP connection ended without a close frame.
+                            Ok(None)
+                        } else {
+                            Err(FrameError::Truncated {
+                                buffered: self.buf.len(),
+                            })
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Masking keys for a client's frames, drawn from the operating system's generator in blocks.
+#[derive(Default)]
+struct Masks {
+    pool: Vec<u8>,
+}
+
+impl Masks {
+    fn next(&mut self) -> io::Result<[u8; 4]> {
+        if self.pool.len() < 4 {
+            self.pool.resize(256, 0);
+            getrandom::fill(&mut self.pool).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        let at = self.pool.len() - 4;
+        let key = [
+            self.pool[at],
+            self.pool[at + 1],
+            self.pool[at + 2],
+            self.pool[at + 3],
+        ];
+        self.pool.truncate(at);
+        Ok(key)
+    }
+}
+
+/// The write side, shared by the write half and the read half (pongs).
+struct Writing<S> {
+    stream: WriteHalf<S>,
+    /// WebSocket and truflux headers and small or masked payloads of the batch being written.
+    buf: BytesMut,
+    /// A client's masking keys; `None` on a server.
+    masks: Option<Masks>,
+}
+
+/// One piece of a batch: a range of the buffer, or a large payload by reference.
+enum Piece {
+    Buf(std::ops::Range<usize>),
+    Payload(usize),
+}
+
+/// Payloads up to this size are copied next to their headers so that a batch of small frames
+/// goes out as one buffer; larger ones are written by reference (a server only: a client
+/// masks, which copies every payload).
+const COALESCE_LIMIT: usize = 4096;
+
+impl<S: AsyncWrite + Unpin> Writing<S> {
+    fn mask(&mut self) -> io::Result<Option<[u8; 4]>> {
+        self.masks.as_mut().map(Masks::next).transpose()
+    }
+
+    /// Writes one control frame (close, ping, pong) and flushes.
+    async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        let mask = self.mask()?;
+        codec::put_header(&mut self.buf, true, opcode, payload.len(), mask);
+        let start = self.buf.len();
+        self.buf.put_slice(payload);
+        if let Some(mask) = mask {
+            codec::apply_mask(&mut self.buf[start..], mask);
+        }
+        self.stream.write_all(&self.buf).await?;
+        self.stream.flush().await
+    }
+
+    async fn batch(&mut self, batch: &[Frame]) -> io::Result<()> {
+        self.buf.clear();
+        let vectored = self.masks.is_none() && self.stream.is_write_vectored();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for (index, frame) in batch.iter().enumerate() {
+            if frame.kind == Kind::Close && frame.tag.is_none() {
+                let close = Close::parse(Kind::Close, &frame.payload)
+                    .unwrap_or_else(|_| Close::new(Code::NORMAL, ""));
+                let payload = codec::close_payload(wire_close_code(close.code), &close.reason);
+                let mask = self.mask()?;
+                codec::put_header(&mut self.buf, true, opcode::CLOSE, payload.len(), mask);
+                let at = self.buf.len();
+                self.buf.put_slice(&payload);
+                if let Some(mask) = mask {
+                    codec::apply_mask(&mut self.buf[at..], mask);
+                }
+                continue;
+            }
+            let mask = self.mask()?;
+            codec::put_header(&mut self.buf, true, opcode::BINARY, frame.wire_len(), mask);
+            let at = self.buf.len();
+            frame.put_header(&mut self.buf);
+            if vectored && frame.payload.len() > COALESCE_LIMIT {
+                pieces.push(Piece::Buf(start..self.buf.len()));
+                pieces.push(Piece::Payload(index));
+                start = self.buf.len();
+                continue;
+            }
+            self.buf.put_slice(&frame.payload);
+            if let Some(mask) = mask {
+                codec::apply_mask(&mut self.buf[at..], mask);
+            }
+        }
+        if pieces.is_empty() {
+            self.stream.write_all(&self.buf).await?;
+        } else {
+            pieces.push(Piece::Buf(start..self.buf.len()));
+            let mut slices: Vec<IoSlice<'_>> = pieces
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Buf(range) => IoSlice::new(&self.buf[range.clone()]),
+                    Piece::Payload(index) => IoSlice::new(&batch[*index].payload),
+                })
+                .filter(|slice| !slice.is_empty())
+                .collect();
+            let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+            while !remaining.is_empty() {
+                let window = remaining.len().min(MAX_IOVECS);
+                let written = self.stream.write_vectored(&remaining[..window]).await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut remaining, written);
+            }
+        }
+        self.stream.flush().await?;
+        if self.buf.capacity() > 64 * 1024 {
+            // An idle peer should not pin a large buffer.
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+}
+
+/// At most this many buffers are passed to one `writev` (Linux allows 1024).
+const MAX_IOVECS: usize = 256;
+
+/// The write half of a [`WsTransport`].
+pub struct WsWriter<S> {
+    write: Arc<tokio::sync::Mutex<Writing<S>>>,
+}
+
+/// A close code that WebSocket allows on the wire, or `POLICY_VIOLATION`.
+fn wire_close_code(code: Code) -> u16 {
+    if codec::is_wire_close_code(code.0) {
+        code.0
+    } else {
+        Code::POLICY_VIOLATION.0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWrite for WsWriter<S> {
+    async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
+        self.write.lock().await.batch(batch).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.write.lock().await.stream.shutdown().await
+    }
+}
