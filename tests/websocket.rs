@@ -485,3 +485,135 @@ async fn axum_router_serves_truflux_beside_its_routes() {
         "remote address from axum's ConnectInfo"
     );
 }
+
+// ---- hostile framing, written octet by octet ---------------------------------------------------
+
+/// A client frame masked with `key`, built by hand.
+fn masked(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![first, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A connection upgraded by hand that has sent the hello and read the server's.
+struct HandWs {
+    stream: TcpStream,
+    buf: bytes::BytesMut,
+    decoder: truflux::ws::codec::Decoder,
+}
+
+impl HandWs {
+    async fn open(server: &Server) -> HandWs {
+        let addr = server.ws_urls()[0]
+            .trim_start_matches("ws://")
+            .trim_end_matches("/truflux")
+            .to_owned();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let upgrade = "GET /truflux HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        stream.write_all(upgrade.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        while !response.ends_with(b"\r\n\r\n") {
+            response.push(stream.read_u8().await.unwrap());
+        }
+        assert!(response.starts_with(b"HTTP/1.1 101"));
+        let hello = frame_bytes(&Hello::current().to_frame());
+        stream
+            .write_all(&masked(0x82, &hello, [1, 2, 3, 4]))
+            .await
+            .unwrap();
+        let mut ws = HandWs {
+            stream,
+            buf: bytes::BytesMut::new(),
+            decoder: truflux::ws::codec::Decoder::new(truflux::ws::Role::Client, 1 << 20),
+        };
+        match ws.next().await {
+            Some(truflux::ws::codec::Incoming::Binary(bytes)) => assert_eq!(bytes[0], Kind::Hello as u8),
+            other => panic!("expected the server hello, got {other:?}"),
+        }
+        ws
+    }
+
+    /// The next message from the server; `None` once the connection ended.
+    async fn next(&mut self) -> Option<truflux::ws::codec::Incoming> {
+        within("a message from the server", async {
+            loop {
+                if let Some(message) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .expect("the server frames well")
+                {
+                    return Some(message);
+                }
+                if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    async fn expect_close(&mut self) -> u16 {
+        loop {
+            match self.next().await {
+                Some(truflux::ws::codec::Incoming::Close(Some((code, _)))) => return code,
+                Some(_) => continue,
+                None => panic!("ended without a close frame"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_in_fragments_with_a_ping_between_them_is_one_frame() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    let mut ws = HandWs::open(&server).await;
+    let frame = frame_bytes(&Frame::message(7, Bytes::from_static(b"in three pieces")));
+    let mut wire = masked(0x02, &frame[..4], [9, 9, 9, 9]); // binary, not final
+    wire.extend(masked(0x89, b"still there?", [5, 6, 7, 8])); // a ping in between
+    wire.extend(masked(0x00, &frame[4..12], [1, 1, 1, 1])); // continuation
+    wire.extend(masked(0x80, &frame[12..], [0, 7, 0, 7])); // final continuation
+    ws.stream.write_all(&wire).await.unwrap();
+    let relayed = recv(&mut bystander.rx).await;
+    assert_eq!(
+        (relayed.id, relayed.payload),
+        (7, Bytes::from_static(b"in three pieces"))
+    );
+    assert_eq!(
+        ws.next().await,
+        Some(truflux::ws::codec::Incoming::Pong(Bytes::from_static(
+            b"still there?"
+        )))
+    );
+    bystander.assert_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn framing_violations_close_with_protocol_error() {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let mut bystander = Bystander::join(&server).await;
+    let frame = frame_bytes(&Frame::message(7, Bytes::from_static(b"x")));
+    let mut unmasked = vec![0x82, frame.len() as u8];
+    unmasked.extend_from_slice(&frame);
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("unmasked client frame", unmasked),
+        ("reserved bit", masked(0xc2, &frame, [1, 2, 3, 4])),
+        ("reserved opcode", masked(0x83, &frame, [1, 2, 3, 4])),
+        ("continuation without a start", masked(0x80, &frame, [1, 2, 3, 4])),
+        (
+            "close code 1005 on the wire",
+            masked(0x88, &[0x03, 0xed], [1, 2, 3, 4]),
+        ),
+    ];
+    for (what, wire) in cases {
+        let mut ws = HandWs::open(&server).await;
+        ws.stream.write_all(&wire).await.unwrap();
+        assert_eq!(ws.expect_close().await, Code::PROTOCOL_ERROR.0, "{what}");
+        assert_eq!(events.error_event().await.1, Code::PROTOCOL_ERROR, "{what}");
+    }
+    bystander.assert_healthy(&server).await;
+}
