@@ -30,11 +30,14 @@ use truflux::security::record::{Opener, Sealer};
 use truflux::security::{SecurityConfig, Suite};
 use truflux::{protocol, Client, ClientConfig, ConnectionConfig, Server, ServerConfig};
 
+/// `truflux-wire` is the truflux TCP server with a client that speaks the wire format inline by
+/// hand (like the floor's client): its distance from the floor is the server's share.
 /// `truflux-gcm` / `truflux-cbc` are truflux over TCP with both directions secure under
 /// `ecdh-p256-aes128gcm` / `dh-ffdhe2048-aes256cbc-hmacsha256`.
 const IMPLS: &[&str] = &[
     "raw-tcp",
     "tungstenite",
+    "truflux-wire",
     "truflux-tcp",
     "truflux-ws",
     "truflux-gcm",
@@ -671,6 +674,8 @@ enum Conn {
     Raw(TcpStream, Vec<u8>),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
     Truflux(Client, tokio::sync::mpsc::UnboundedReceiver<truflux::Message>),
+    /// truflux's TCP wire format spoken inline by hand: the server's cost without the client's.
+    Wire(TcpStream, Vec<u8>),
 }
 
 async fn connect(imp: &str, port: u16) -> Conn {
@@ -713,8 +718,29 @@ async fn connect(imp: &str, port: u16) -> Conn {
             }
             Conn::Truflux(client, rx)
         }
+        "truflux-wire" => {
+            let mut stream = TcpStream::connect(&addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let hello = truflux::frame::control::Hello::current().to_frame();
+            let mut out = bytes::BytesMut::new();
+            hello.put_header(&mut out);
+            out.extend_from_slice(&hello.payload);
+            stream.write_all(&out).await.expect("hello");
+            let mut buf = Vec::new();
+            read_wire_frame(&mut stream, &mut buf).await;
+            Conn::Wire(stream, buf)
+        }
         other => panic!("unknown implementation {other}"),
     }
+}
+
+/// Reads one truflux frame (plain header) into `buf`.
+async fn read_wire_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.expect("header");
+    let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as usize;
+    buf.resize(len, 0);
+    stream.read_exact(buf).await.expect("payload");
 }
 
 impl Conn {
@@ -741,6 +767,16 @@ impl Conn {
                         _ => continue,
                     }
                 }
+            }
+            Conn::Wire(stream, buf) => {
+                let mut header = [0x10u8, 0, 0, 0, 1, 0, 0, 0, 0];
+                header[5..9].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+                stream
+                    .write_all_buf(&mut Buf::chain(&header[..], &payload[..]))
+                    .await
+                    .expect("write");
+                read_wire_frame(stream, buf).await;
+                assert_eq!(buf.len(), payload.len());
             }
             Conn::Truflux(client, rx) => {
                 client.send_raw(1, payload.clone()).await.expect("send");
