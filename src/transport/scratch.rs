@@ -37,12 +37,16 @@ pub(crate) fn poll_read<R: AsyncRead + Unpin, T>(
     })
 }
 
+/// Growth of a buffer that holds part of a frame whose length is not known yet.
+const GROW: usize = 4096;
+
 /// Reads more of `stream` into `buf`; returns how many octets arrived (0: the end).
 ///
-/// With nothing pending, reads at most `limit` octets through the scratch and takes memory
-/// only for what arrived: room for the whole first frame when `frame_len` can tell its length
-/// from what arrived, `limit` otherwise. With something pending, reads into `buf`, growing it
-/// by `limit` when it is full.
+/// With nothing pending, reads at most `limit` octets (at most [`SCRATCH_LEN`]) through the
+/// scratch and takes memory only for what arrived: its size, or room for the whole first frame
+/// when `frame_len` can tell that frame's length and it is longer. With something pending,
+/// reads into `buf`, growing it by 4 KiB when it is full (a decoder reserves a whole frame
+/// once it knows its length).
 pub(crate) async fn read_more<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut BytesMut,
@@ -51,14 +55,14 @@ pub(crate) async fn read_more<R: AsyncRead + Unpin>(
 ) -> io::Result<usize> {
     if !buf.is_empty() {
         if buf.capacity() == buf.len() {
-            buf.reserve(limit);
+            buf.reserve(GROW);
         }
         return stream.read_buf(buf).await;
     }
     std::future::poll_fn(|cx| {
         poll_read(stream, cx, limit, |filled| {
-            let first = frame_len(filled).unwrap_or(0);
-            buf.reserve(first.max(limit));
+            let first = frame_len(filled).unwrap_or(GROW);
+            buf.reserve(first.max(filled.len()));
             buf.extend_from_slice(filled);
             filled.len()
         })

@@ -15,10 +15,10 @@ use crate::frame::{Frame, FrameCodec, FrameError};
 /// Payloads up to this size are copied next to their header so that a batch of small frames
 /// goes out as one buffer; larger payloads are written by reference (vectored IO), never copied.
 const COALESCE_LIMIT: usize = 4096;
-/// Read buffer allocated for a read once the socket is readable; the codec grows it to fit one
-/// whole frame when it needs to. An idle peer holds none: the buffer is released whenever it
-/// drains empty, and a new one is taken only when data has arrived.
-const READ_BUFFER: usize = 4096;
+/// Most octets one read takes while nothing is pending. They land in the per-thread scratch;
+/// the connection keeps only what arrived (and room for the rest of a frame that has begun).
+/// An idle peer holds no buffer: it is released whenever it drains empty.
+const READ_BUFFER: usize = scratch::SCRATCH_LEN;
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 256;
 
@@ -196,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_reader_holds_no_buffer() {
         let (mut reader, mut writer) = pair().await;
-        let big = Bytes::from(vec![7u8; 3 * READ_BUFFER]);
+        let big = Bytes::from(vec![7u8; 3 * 4096]);
         let frames = [
             Frame::message(1, Bytes::from_static(b"hi")),
             Frame::message(2, big.clone()),

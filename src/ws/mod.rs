@@ -34,8 +34,8 @@ use codec::{opcode, Decoder, Incoming};
 pub const SUBPROTOCOL: &str = "truflux";
 
 /// Default for [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer):
-/// 4 KiB, as for TCP peers.
-pub const READ_BUFFER: usize = 4 * 1024;
+/// 64 KiB, as for TCP peers.
+pub const READ_BUFFER: usize = scratch::SCRATCH_LEN;
 
 /// Why an HTTP request was not upgraded: the response to send instead.
 pub type Refusal = Box<Response<Full<Bytes>>>;
