@@ -97,27 +97,51 @@ pub(crate) enum Control {
 /// The writer's priority lane: handshake frames and key installs. Allocates nothing until the
 /// first handshake (an idle plain peer pays for an empty deque); bounded by the handshake, one
 /// per connection, to a handful of items.
+///
+/// The writer looks at it before every wait, so an empty lane answers from an atomic flag
+/// without taking the lock, and only the writer waits on it (one waker slot).
 #[derive(Default)]
 pub(crate) struct ControlLane {
     items: Mutex<std::collections::VecDeque<Control>>,
-    notify: tokio::sync::Notify,
+    /// Whether `items` holds something; changed only under the lock.
+    pending: AtomicBool,
+    writer: futures_util::task::AtomicWaker,
 }
 
 impl ControlLane {
-    pub(crate) fn push(&self, control: Control) {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(control);
-        self.notify.notify_one();
+    fn lock(&self) -> MutexGuard<'_, std::collections::VecDeque<Control>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+    pub(crate) fn push(&self, control: Control) {
+        let mut items = self.lock();
+        items.push_back(control);
+        self.pending.store(true, Ordering::Release);
+        drop(items);
+        self.writer.wake();
+    }
+
+    /// Resolves once the lane holds something. Only the write loop may await it.
+    pub(crate) fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            // Registered before looking: a push after the look wakes the writer.
+            self.writer.register(cx.waker());
+            if self.pending.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 
     pub(crate) fn pop(&self) -> Option<Control> {
-        self.items.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        if !self.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut items = self.lock();
+        let control = items.pop_front();
+        self.pending.store(!items.is_empty(), Ordering::Release);
+        control
     }
 }
 

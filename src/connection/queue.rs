@@ -12,7 +12,10 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::frame::Frame;
 
@@ -32,8 +35,8 @@ pub(crate) struct Queue {
     frames: Mutex<State>,
     /// One permit per free slot.
     space: Semaphore,
-    /// Wakes the writer when a frame arrives or the queue closes.
-    ready: Notify,
+    /// Wakes the writer when a frame arrives or the queue closes: one slot, for the one writer.
+    ready: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -49,7 +52,7 @@ impl Queue {
         Queue {
             frames: Mutex::default(),
             space: Semaphore::new(capacity),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
         }
     }
 
@@ -82,7 +85,7 @@ impl Queue {
         }
         state.frames.push_back(frame);
         drop(state);
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
@@ -90,9 +93,9 @@ impl Queue {
     /// how many, or 0 once the queue is closed and empty. Cancel safe: frames are only taken
     /// when the call returns. Only one task (the writer) may call it at a time.
     pub(crate) async fn pop_many(&self, batch: &mut Vec<Frame>, limit: usize) -> usize {
-        loop {
+        std::future::poll_fn(|cx| {
             // Registered before looking, so a frame queued after the look wakes us.
-            let ready = self.ready.notified();
+            self.ready.register(cx.waker());
             let taken = {
                 let mut state = self.lock();
                 let n = state.frames.len().min(limit.max(1));
@@ -101,16 +104,17 @@ impl Queue {
                     state.frames = VecDeque::new();
                 }
                 if n == 0 && state.closed {
-                    return 0;
+                    return Poll::Ready(0);
                 }
                 n
             };
-            if taken > 0 {
-                self.space.add_permits(taken);
-                return taken;
+            if taken == 0 {
+                return Poll::Pending;
             }
-            ready.await;
-        }
+            self.space.add_permits(taken);
+            Poll::Ready(taken)
+        })
+        .await
     }
 
     /// Refuses every later frame and fails waiting senders; frames already queued stay for
@@ -118,7 +122,7 @@ impl Queue {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.space.close();
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Closes the queue and drops what it holds.

@@ -153,7 +153,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 on_beat(peer, conn, &beat, tick.as_mut(), hooks);
                 continue;
             }
-            _ = conn.ctl.notified() => continue,
+            _ = conn.ctl.ready() => continue,
             _ = async { resume.map(|resume| resume.room.notified()).expect("resumable").await }, if !room => continue,
             received = shared.queue.pop_many(&mut batch, limit), if room && !hold => {
                 if received == 0 {
