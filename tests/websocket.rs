@@ -333,6 +333,14 @@ impl Bystander {
     }
 }
 
+/// A relay server with default settings and a bystander on it, for a hostile peer to try.
+async fn relay_with_bystander() -> (Events, Server, Bystander) {
+    let events = Events::default();
+    let server = relay_server(&events, ServerConfig::default()).await;
+    let bystander = Bystander::join(&server).await;
+    (events, server, bystander)
+}
+
 #[tokio::test]
 async fn an_oversized_websocket_message_closes_with_message_too_big() {
     let events = Events::default();
@@ -350,9 +358,7 @@ async fn an_oversized_websocket_message_closes_with_message_too_big() {
 
 #[tokio::test]
 async fn a_text_message_closes_with_unsupported_data() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (_events, server, mut bystander) = relay_with_bystander().await;
     let mut ws = raw_ws(&server.ws_urls()[0]).await;
     ws.send(WsMessage::text("hello?")).await.unwrap();
     let (code, reason) = expect_ws_close(&mut ws).await;
@@ -363,9 +369,7 @@ async fn a_text_message_closes_with_unsupported_data() {
 
 #[tokio::test]
 async fn a_frame_whose_length_disagrees_with_its_message_is_a_protocol_error() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (_events, server, mut bystander) = relay_with_bystander().await;
     let mut ws = raw_ws(&server.ws_urls()[0]).await;
     let mut bytes = frame_bytes(&Frame::message(1, Bytes::from_static(b"four"))).to_vec();
     bytes.push(0); // one octet more than announced
@@ -395,9 +399,7 @@ async fn websocket_pings_are_answered() {
 
 #[tokio::test]
 async fn abrupt_disconnect_mid_message_on_websocket() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (events, server, mut bystander) = relay_with_bystander().await;
     // Upgrade by hand, send the hello, then half a WebSocket frame, then vanish.
     let addr = server.ws_urls()[0]
         .trim_start_matches("ws://")
@@ -429,9 +431,7 @@ async fn abrupt_disconnect_mid_message_on_websocket() {
 
 #[tokio::test]
 async fn abrupt_disconnect_mid_message_on_tcp_beside_websocket_peers() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (events, server, mut bystander) = relay_with_bystander().await;
     let mut raw = common::RawPeer::open(server.local_addrs()[0]).await;
     raw.write(&common::header(0x10, 1, 5000)).await;
     raw.write(&[1, 2, 3]).await;
@@ -567,9 +567,7 @@ impl HandWs {
 
 #[tokio::test]
 async fn a_message_in_fragments_with_a_ping_between_them_is_one_frame() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (_events, server, mut bystander) = relay_with_bystander().await;
     let mut ws = HandWs::open(&server).await;
     let frame = frame_bytes(&Frame::message(7, Bytes::from_static(b"in three pieces")));
     let mut wire = masked(0x02, &frame[..4], [9, 9, 9, 9]); // binary, not final
@@ -593,9 +591,7 @@ async fn a_message_in_fragments_with_a_ping_between_them_is_one_frame() {
 
 #[tokio::test]
 async fn framing_violations_close_with_protocol_error() {
-    let events = Events::default();
-    let server = relay_server(&events, ServerConfig::default()).await;
-    let mut bystander = Bystander::join(&server).await;
+    let (events, server, mut bystander) = relay_with_bystander().await;
     let frame = frame_bytes(&Frame::message(7, Bytes::from_static(b"x")));
     let mut unmasked = vec![0x82, frame.len() as u8];
     unmasked.extend_from_slice(&frame);

@@ -5,6 +5,7 @@
 //! into a [`FrameRead`] and a [`FrameWrite`] half, which the connection drives; server and
 //! client logic only ever see these traits, so a new transport plugs in without touching them.
 
+pub(crate) mod gather;
 pub(crate) mod scratch;
 mod tcp;
 

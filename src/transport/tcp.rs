@@ -1,7 +1,6 @@
 //! The raw TCP transport: frames back to back on a `TcpStream`.
 
-use std::io::{self, IoSlice};
-use std::ops::Range;
+use std::io;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -9,18 +8,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
+use super::gather::{Gather, COALESCE_LIMIT};
 use super::{scratch, FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 use crate::frame::{Frame, FrameCodec, FrameError};
 
-/// Payloads up to this size are copied next to their header so that a batch of small frames
-/// goes out as one buffer; larger payloads are written by reference (vectored IO), never copied.
-const COALESCE_LIMIT: usize = 4096;
 /// Most octets one read takes while nothing is pending. They land in the per-thread scratch;
 /// the connection keeps only what arrived (and room for the rest of a frame that has begun).
 /// An idle peer holds no buffer: it is released whenever it drains empty.
 const READ_BUFFER: usize = scratch::SCRATCH_LEN;
-/// At most this many buffers are passed to one `writev` (Linux allows 1024).
-const MAX_IOVECS: usize = 256;
 
 /// A TCP connection carrying truflux frames.
 #[derive(Debug)]
@@ -67,7 +62,7 @@ impl Transport for TcpTransport {
             reader,
             TcpWriter {
                 stream: write,
-                buf: BytesMut::new(),
+                gather: Gather::default(),
             },
         )
     }
@@ -109,67 +104,21 @@ impl FrameRead for TcpReader {
 #[derive(Debug)]
 pub struct TcpWriter {
     stream: OwnedWriteHalf,
-    /// Headers and small payloads of the batch being written.
-    buf: BytesMut,
-}
-
-/// One piece of a batch: a range of the coalescing buffer, or a large payload by reference.
-enum Piece {
-    Buf(Range<usize>),
-    Payload(usize),
-}
-
-impl TcpWriter {
-    /// Keeps a small buffer between batches: an idle peer should not pin a large one.
-    fn trim(&mut self) {
-        if self.buf.capacity() > 64 * 1024 {
-            self.buf = BytesMut::new();
-        }
-    }
+    gather: Gather,
 }
 
 impl FrameWrite for TcpWriter {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
-        self.buf.clear();
-        let mut pieces = Vec::new();
-        let mut start = 0;
+        self.gather.clear();
         for (index, frame) in batch.iter().enumerate() {
-            frame.put_header(&mut self.buf);
+            frame.put_header(&mut self.gather.buf);
             if frame.payload.len() <= COALESCE_LIMIT {
-                self.buf.extend_from_slice(&frame.payload);
+                self.gather.buf.extend_from_slice(&frame.payload);
             } else {
-                pieces.push(Piece::Buf(start..self.buf.len()));
-                pieces.push(Piece::Payload(index));
-                start = self.buf.len();
+                self.gather.by_reference(index);
             }
         }
-        if pieces.is_empty() {
-            // Everything was coalesced: one plain write.
-            self.stream.write_all(&self.buf).await?;
-            self.trim();
-            return Ok(());
-        }
-        pieces.push(Piece::Buf(start..self.buf.len()));
-
-        let mut slices: Vec<IoSlice<'_>> = pieces
-            .iter()
-            .map(|piece| match piece {
-                Piece::Buf(range) => IoSlice::new(&self.buf[range.clone()]),
-                Piece::Payload(index) => IoSlice::new(&batch[*index].payload),
-            })
-            .filter(|slice| !slice.is_empty())
-            .collect();
-        let mut remaining: &mut [IoSlice<'_>] = &mut slices;
-        while !remaining.is_empty() {
-            let window = remaining.len().min(MAX_IOVECS);
-            let written = self.stream.write_vectored(&remaining[..window]).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut remaining, written);
-        }
-        self.trim();
-        Ok(())
+        self.gather.write_to(&mut self.stream, batch).await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

@@ -12,7 +12,7 @@
 
 pub mod codec;
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite;
 
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
+use crate::transport::gather::{Gather, COALESCE_LIMIT};
 use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
 use crate::Code;
 pub use codec::Role;
@@ -250,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
         let (read, write) = tokio::io::split(self.stream);
         let write = Arc::new(tokio::sync::Mutex::new(Writing {
             stream: write,
-            buf: BytesMut::new(),
+            gather: Gather::default(),
             masks: (self.role == Role::Client).then(Masks::default),
         }));
         (
@@ -362,109 +363,61 @@ impl Masks {
 /// The write side, shared by the write half and the read half (pongs).
 struct Writing<S> {
     stream: WriteHalf<S>,
-    /// WebSocket and truflux headers and small or masked payloads of the batch being written.
-    buf: BytesMut,
+    /// WebSocket and truflux headers, small or masked payloads, large payloads by reference.
+    gather: Gather,
     /// A client's masking keys; `None` on a server.
     masks: Option<Masks>,
 }
 
-/// One piece of a batch: a range of the buffer, or a large payload by reference.
-enum Piece {
-    Buf(std::ops::Range<usize>),
-    Payload(usize),
-}
-
-/// Payloads up to this size are copied next to their headers so that a batch of small frames
-/// goes out as one buffer; larger ones are written by reference (a server only: a client
-/// masks, which copies every payload).
-const COALESCE_LIMIT: usize = 4096;
-
 impl<S: AsyncWrite + Unpin> Writing<S> {
-    fn mask(&mut self) -> io::Result<Option<[u8; 4]>> {
-        self.masks.as_mut().map(Masks::next).transpose()
+    /// Appends one WebSocket frame of `len` payload octets that `fill` appends, masked if we
+    /// are a client.
+    fn put(&mut self, opcode: u8, len: usize, fill: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
+        let mask = self.masks.as_mut().map(Masks::next).transpose()?;
+        codec::put_header(&mut self.gather.buf, true, opcode, len, mask);
+        let at = self.gather.buf.len();
+        fill(&mut self.gather.buf);
+        debug_assert_eq!(self.gather.buf.len() - at, len);
+        if let Some(mask) = mask {
+            codec::apply_mask(&mut self.gather.buf[at..], mask);
+        }
+        Ok(())
     }
 
     /// Writes one control frame (close, ping, pong) and flushes.
     async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        self.buf.clear();
-        let mask = self.mask()?;
-        codec::put_header(&mut self.buf, true, opcode, payload.len(), mask);
-        let start = self.buf.len();
-        self.buf.put_slice(payload);
-        if let Some(mask) = mask {
-            codec::apply_mask(&mut self.buf[start..], mask);
-        }
-        self.stream.write_all(&self.buf).await?;
+        self.gather.clear();
+        self.put(opcode, payload.len(), |buf| buf.put_slice(payload))?;
+        self.gather.write_to(&mut self.stream, &[]).await?;
         self.stream.flush().await
     }
 
     async fn batch(&mut self, batch: &[Frame]) -> io::Result<()> {
-        self.buf.clear();
-        let vectored = self.masks.is_none() && self.stream.is_write_vectored();
-        let mut pieces = Vec::new();
-        let mut start = 0;
+        self.gather.clear();
+        // A client masks every payload, which copies it; a server may pass large ones by
+        // reference.
+        let by_reference = self.masks.is_none() && self.stream.is_write_vectored();
         for (index, frame) in batch.iter().enumerate() {
             if frame.kind == Kind::Close && frame.tag.is_none() {
                 let close = Close::parse(Kind::Close, &frame.payload)
                     .unwrap_or_else(|_| Close::new(Code::NORMAL, ""));
                 let payload = codec::close_payload(wire_close_code(close.code), &close.reason);
-                let mask = self.mask()?;
-                codec::put_header(&mut self.buf, true, opcode::CLOSE, payload.len(), mask);
-                let at = self.buf.len();
-                self.buf.put_slice(&payload);
-                if let Some(mask) = mask {
-                    codec::apply_mask(&mut self.buf[at..], mask);
-                }
-                continue;
-            }
-            let mask = self.mask()?;
-            codec::put_header(&mut self.buf, true, opcode::BINARY, frame.wire_len(), mask);
-            let at = self.buf.len();
-            frame.put_header(&mut self.buf);
-            if vectored && frame.payload.len() > COALESCE_LIMIT {
-                pieces.push(Piece::Buf(start..self.buf.len()));
-                pieces.push(Piece::Payload(index));
-                start = self.buf.len();
-                continue;
-            }
-            self.buf.put_slice(&frame.payload);
-            if let Some(mask) = mask {
-                codec::apply_mask(&mut self.buf[at..], mask);
+                self.put(opcode::CLOSE, payload.len(), |buf| buf.put_slice(&payload))?;
+            } else if by_reference && frame.payload.len() > COALESCE_LIMIT {
+                codec::put_header(&mut self.gather.buf, true, opcode::BINARY, frame.wire_len(), None);
+                frame.put_header(&mut self.gather.buf);
+                self.gather.by_reference(index);
+            } else {
+                self.put(opcode::BINARY, frame.wire_len(), |buf| {
+                    frame.put_header(buf);
+                    buf.put_slice(&frame.payload);
+                })?;
             }
         }
-        if pieces.is_empty() {
-            self.stream.write_all(&self.buf).await?;
-        } else {
-            pieces.push(Piece::Buf(start..self.buf.len()));
-            let mut slices: Vec<IoSlice<'_>> = pieces
-                .iter()
-                .map(|piece| match piece {
-                    Piece::Buf(range) => IoSlice::new(&self.buf[range.clone()]),
-                    Piece::Payload(index) => IoSlice::new(&batch[*index].payload),
-                })
-                .filter(|slice| !slice.is_empty())
-                .collect();
-            let mut remaining: &mut [IoSlice<'_>] = &mut slices;
-            while !remaining.is_empty() {
-                let window = remaining.len().min(MAX_IOVECS);
-                let written = self.stream.write_vectored(&remaining[..window]).await?;
-                if written == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                IoSlice::advance_slices(&mut remaining, written);
-            }
-        }
-        self.stream.flush().await?;
-        if self.buf.capacity() > 64 * 1024 {
-            // An idle peer should not pin a large buffer.
-            self.buf = BytesMut::new();
-        }
-        Ok(())
+        self.gather.write_to(&mut self.stream, batch).await?;
+        self.stream.flush().await
     }
 }
-
-/// At most this many buffers are passed to one `writev` (Linux allows 1024).
-const MAX_IOVECS: usize = 256;
 
 /// The write half of a [`WsTransport`].
 pub struct WsWriter<S> {
