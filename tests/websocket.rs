@@ -128,6 +128,52 @@ impl ConnectDefault for Client {
 
 /// A hyper server of the application's own, with `/hello` and the truflux server at `/truflux`.
 async fn hyper_app(server: &Server) -> SocketAddr {
+    hyper_app_over(server, |stream| stream).await
+}
+
+/// A stream of the application's own type (as a TLS stream would be): hyper cannot hand the
+/// `TcpStream` back after an upgrade.
+struct Wrapped(TcpStream);
+
+impl tokio::io::AsyncRead for Wrapped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Wrapped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// [`hyper_app`] with each accepted stream passed through `wrap` before hyper serves it.
+async fn hyper_app_over<S>(server: &Server, wrap: fn(TcpStream) -> S) -> SocketAddr
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let hello = truflux::http::service_fn(|_request: http::Request<hyper::body::Incoming>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             Bytes::from_static(b"hello from the app"),
@@ -146,6 +192,7 @@ async fn hyper_app(server: &Server) -> SocketAddr {
                     request.extensions_mut().insert(ConnectionAddrs { local, remote });
                     hyper::service::Service::call(&bind, request)
                 });
+            let stream = wrap(stream);
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -202,6 +249,33 @@ async fn http_bind_serves_truflux_beside_the_apps_own_routes() {
 
     // The app's routes still work while a truflux peer is connected.
     assert!(http_get(addr, "/hello", "").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn websocket_peers_work_over_an_http_stream_that_is_not_a_plain_tcp_stream() {
+    let server = Server::builder()
+        .protocol(protocol::from_fn(|peer, message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .config(ServerConfig::default().connection(ConnectionConfig::default().max_payload(1 << 20)))
+        .start()
+        .await
+        .unwrap();
+    let addr = hyper_app_over(&server, Wrapped).await;
+    let (protocol, mut rx) = collector();
+    let client = Client::builder()
+        .protocol(protocol)
+        .config(truflux::ClientConfig::default().connection(ConnectionConfig::default().max_payload(1 << 20)))
+        .connect_ws(&format!("ws://{addr}/truflux"))
+        .await
+        .unwrap();
+    // Small frames are copied into one write, large ones go by reference: both ways echo.
+    let large = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    for payload in [Bytes::from_static(b"small"), large] {
+        client.send_raw(9, payload.clone()).await.unwrap();
+        assert_eq!(recv(&mut rx).await.payload, payload);
+    }
+    assert_eq!(client.close(Code::NORMAL, "done").await.code, Code::NORMAL);
 }
 
 #[tokio::test]

@@ -13,14 +13,18 @@
 pub mod codec;
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
 use crate::frame::control::Close;
@@ -209,20 +213,26 @@ where
 /// the truflux frame (a server unmasks it in place), and a frame goes out as the WebSocket
 /// header, the truflux header and the payload by reference in one vectored write (a client
 /// masks, which copies the payload once). The read half answers pings itself.
-pub struct WsTransport<S> {
-    stream: S,
+pub struct WsTransport {
+    stream: TokioIo<Upgraded>,
     info: PeerInfo,
     role: Role,
     max_payload: u32,
     read_buffer: usize,
 }
 
-impl<S> WsTransport<S> {
+impl WsTransport {
     /// Wraps an upgraded connection: `role` is this end's, `max_payload` bounds incoming
     /// frames (a WebSocket message may carry one such frame, header and tag included), and
     /// `read_buffer` is the most octets read at once while nothing is pending (see
     /// [`ConnectionConfig::ws_read_buffer`](crate::ConnectionConfig::ws_read_buffer)).
-    pub fn new(stream: S, info: PeerInfo, role: Role, max_payload: u32, read_buffer: usize) -> Self {
+    pub fn new(
+        stream: TokioIo<Upgraded>,
+        info: PeerInfo,
+        role: Role,
+        max_payload: u32,
+        read_buffer: usize,
+    ) -> Self {
         WsTransport {
             stream,
             info,
@@ -239,16 +249,26 @@ pub fn max_message(max_payload: u32) -> usize {
     max_payload as usize + SECURE_HEADER_LEN + crate::frame::SEAL_OVERHEAD as usize
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTransport<S> {
-    type Reader = WsReader<S>;
-    type Writer = WsWriter<S>;
+impl Transport for WsTransport {
+    type Reader = WsReader;
+    type Writer = WsWriter;
 
     fn info(&self) -> PeerInfo {
         self.info.clone()
     }
 
-    fn split(self) -> (WsReader<S>, WsWriter<S>) {
-        let (read, write) = tokio::io::split(self.stream);
+    fn split(self) -> (WsReader, WsWriter) {
+        let (read, write, pending) = match self.stream.into_inner().downcast::<TokioIo<TcpStream>>() {
+            // The HTTP layer ran on a plain TCP stream: its own halves, no lock between them.
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                (ReadSide::Tcp(read), WriteSide::Tcp(write), parts.read_buf)
+            }
+            Err(upgraded) => {
+                let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                (ReadSide::Other(read), WriteSide::Other(write), Bytes::new())
+            }
+        };
         let write = Arc::new(tokio::sync::Mutex::new(Writing {
             stream: write,
             gather: Gather::default(),
@@ -257,7 +277,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
         (
             WsReader {
                 stream: read,
-                buf: BytesMut::new(),
+                // What the HTTP layer read past the upgrade is the start of the WebSocket stream.
+                buf: BytesMut::from(&pending[..]),
                 decoder: Decoder::new(self.role, max_message(self.max_payload)),
                 max_payload: self.max_payload,
                 read_buffer: self.read_buffer.clamp(1024, scratch::SCRATCH_LEN),
@@ -268,18 +289,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
     }
 }
 
+/// The read side of the connection under a WebSocket.
+enum ReadSide {
+    Tcp(OwnedReadHalf),
+    Other(ReadHalf<TokioIo<Upgraded>>),
+}
+
+/// The write side of the connection under a WebSocket.
+enum WriteSide {
+    Tcp(OwnedWriteHalf),
+    Other(WriteHalf<TokioIo<Upgraded>>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            ReadSide::Other(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_write(cx, buf),
+            WriteSide::Other(write) => Pin::new(write).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+            WriteSide::Other(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteSide::Tcp(write) => write.is_write_vectored(),
+            WriteSide::Other(write) => write.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_flush(cx),
+            WriteSide::Other(write) => Pin::new(write).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(write) => Pin::new(write).poll_shutdown(cx),
+            WriteSide::Other(write) => Pin::new(write).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The read half of a [`WsTransport`].
-pub struct WsReader<S> {
-    stream: ReadHalf<S>,
+pub struct WsReader {
+    stream: ReadSide,
     buf: BytesMut,
     decoder: Decoder,
     max_payload: u32,
     read_buffer: usize,
     /// Shared with the write half, to answer pings.
-    write: Arc<tokio::sync::Mutex<Writing<S>>>,
+    write: Arc<tokio::sync::Mutex<Writing>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameRead for WsReader<S> {
+impl FrameRead for WsReader {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         // Cancel safe: everything read is kept in `self.buf`, and a pong is written whole or
         // the connection ends.
@@ -361,15 +444,15 @@ impl Masks {
 }
 
 /// The write side, shared by the write half and the read half (pongs).
-struct Writing<S> {
-    stream: WriteHalf<S>,
+struct Writing {
+    stream: WriteSide,
     /// WebSocket and truflux headers, small or masked payloads, large payloads by reference.
     gather: Gather,
     /// A client's masking keys; `None` on a server.
     masks: Option<Masks>,
 }
 
-impl<S: AsyncWrite + Unpin> Writing<S> {
+impl Writing {
     /// Appends one WebSocket frame of `len` payload octets that `fill` appends, masked if we
     /// are a client.
     fn put(&mut self, opcode: u8, len: usize, fill: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
@@ -420,8 +503,8 @@ impl<S: AsyncWrite + Unpin> Writing<S> {
 }
 
 /// The write half of a [`WsTransport`].
-pub struct WsWriter<S> {
-    write: Arc<tokio::sync::Mutex<Writing<S>>>,
+pub struct WsWriter {
+    write: Arc<tokio::sync::Mutex<Writing>>,
 }
 
 /// A close code that WebSocket allows on the wire, or `POLICY_VIOLATION`.
@@ -433,7 +516,7 @@ fn wire_close_code(code: Code) -> u16 {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWrite for WsWriter<S> {
+impl FrameWrite for WsWriter {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         self.write.lock().await.batch(batch).await
     }
