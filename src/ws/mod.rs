@@ -25,7 +25,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite;
 
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
@@ -93,7 +92,7 @@ pub fn accept<B>(request: &mut Request<B>) -> Result<(Response<Full<Bytes>>, OnU
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err(refusal(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"));
     };
-    let accept_key = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept_key = accept_key(key.as_bytes());
     let offers_ours = has_token(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return Err(refusal(
@@ -138,6 +137,42 @@ pub async fn upgraded(on_upgrade: OnUpgrade) -> io::Result<TokioIo<Upgraded>> {
     Ok(TokioIo::new(upgraded))
 }
 
+/// The GUID RFC 6455 §1.3 appends to a client's key before hashing it.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The `Sec-WebSocket-Accept` answer to a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): the base64 of
+/// the SHA-1 of the key and the GUID.
+pub fn accept_key(key: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::new().chain_update(key).chain_update(ACCEPT_GUID).finalize();
+    base64(&digest)
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random octets, base64 (RFC 6455 §4.1).
+fn new_key() -> io::Result<String> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(base64(&nonce))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the handshake's short values.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let octets = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let bits = u32::from_be_bytes([0, octets[0], octets[1], octets[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(bits >> (18 - 6 * i) & 0x3f) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The most octets of a refused upgrade's response body kept for the error.
 const REFUSAL_BODY_LIMIT: usize = 4096;
 
@@ -163,7 +198,7 @@ where
         .map_err(|e| failed(e.to_string()))?;
     // Drives the HTTP exchange; it ends once the connection is handed over (or fails).
     tokio::spawn(connection.with_upgrades());
-    let key = tungstenite::handshake::client::generate_key();
+    let key = new_key().map_err(|e| failed(e.to_string()))?;
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = Request::get(target)
@@ -193,7 +228,7 @@ where
     if status != StatusCode::SWITCHING_PROTOCOLS {
         return Err(failed(format!("the server answered {status}")));
     }
-    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let expected = accept_key(key.as_bytes());
     let answered = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
     if answered.map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
         return Err(failed("wrong or missing Sec-WebSocket-Accept".into()));
@@ -523,5 +558,42 @@ impl FrameWrite for WsWriter {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.write.lock().await.stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (input, encoded) in vectors {
+            assert_eq!(base64(input.as_bytes()), encoded, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn client_keys_are_16_random_octets() {
+        let (first, second) = (new_key().unwrap(), new_key().unwrap());
+        assert_eq!(first.len(), 24);
+        assert_ne!(first, second);
     }
 }
