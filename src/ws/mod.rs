@@ -308,6 +308,7 @@ impl Transport for WsTransport {
             stream: write,
             gather: Gather::default(),
             masks: (self.role == Role::Client).then(Masks::default),
+            torn: false,
         }));
         (
             WsReader {
@@ -399,8 +400,9 @@ pub struct WsReader {
 
 impl FrameRead for WsReader {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        // Cancel safe: everything read is kept in `self.buf`, and a pong is written whole or
-        // the connection ends.
+        // Cancel safe for reading: everything read is kept in `self.buf`. A pong cut off by a
+        // cancellation leaves the write side torn, and every later write fails rather than
+        // continue inside a frame.
         loop {
             match self.decoder.decode(&mut self.buf)? {
                 Some(message) => {
@@ -485,9 +487,25 @@ struct Writing {
     gather: Gather,
     /// A client's masking keys; `None` on a server.
     masks: Option<Masks>,
+    /// A write was abandoned part way (its future dropped): the stream may end inside a frame,
+    /// so nothing more may be written to it.
+    torn: bool,
 }
 
 impl Writing {
+    /// Writes what was gathered and flushes, unless an earlier write was abandoned part way.
+    async fn send(&mut self, batch: &[Frame]) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::other("an earlier write stopped inside a frame"));
+        }
+        // Cleared only if this write completes: dropped before that, the stream is torn.
+        self.torn = true;
+        self.gather.write_to(&mut self.stream, batch).await?;
+        self.stream.flush().await?;
+        self.torn = false;
+        Ok(())
+    }
+
     /// Appends one WebSocket frame of `len` payload octets that `fill` appends, masked if we
     /// are a client.
     fn put(&mut self, opcode: u8, len: usize, fill: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
@@ -506,8 +524,7 @@ impl Writing {
     async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         self.gather.clear();
         self.put(opcode, payload.len(), |buf| buf.put_slice(payload))?;
-        self.gather.write_to(&mut self.stream, &[]).await?;
-        self.stream.flush().await
+        self.send(&[]).await
     }
 
     async fn batch(&mut self, batch: &[Frame]) -> io::Result<()> {
@@ -532,8 +549,7 @@ impl Writing {
                 })?;
             }
         }
-        self.gather.write_to(&mut self.stream, batch).await?;
-        self.stream.flush().await
+        self.send(batch).await
     }
 }
 
@@ -587,6 +603,34 @@ mod tests {
         assert_eq!(
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_inside_a_frame_refuses_every_later_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        // The peer never reads: a large enough frame cannot be written whole.
+        let (_peer, _) = listener.accept().await.unwrap();
+        let (_, write) = stream.into_split();
+        let mut writing = Writing {
+            stream: WriteSide::Tcp(write),
+            gather: Gather::default(),
+            masks: None,
+            torn: false,
+        };
+        let big = [Frame::message(1, Bytes::from(vec![0u8; 64 << 20]))];
+        // Polled once: it writes what the socket takes, then waits; dropped there.
+        let cut = futures_util::FutureExt::now_or_never(writing.batch(&big));
+        assert!(
+            cut.is_none(),
+            "64 MiB cannot be written to a peer that never reads"
+        );
+        // Refused at once, not queued behind the torn frame.
+        let pong = futures_util::FutureExt::now_or_never(writing.control(opcode::PONG, b"late"));
+        assert!(
+            matches!(pong, Some(Err(_))),
+            "a pong after a torn write must not be sent"
         );
     }
 
