@@ -888,7 +888,27 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             write::write_loop(&peer, &conn, writer, replay, resecure, hooks.as_ref()).await;
             conn.stop.cancel();
         };
-        tokio::join!(reading, writing);
+        // The reader first, then the writer, in every pass: what the read loop queues is
+        // written in the same pass, without a wake (see `queue::PollingReader`).
+        {
+            let (mut reading, mut writing) = (std::pin::pin!(reading), std::pin::pin!(writing));
+            let (mut read_done, mut write_done) = (false, false);
+            std::future::poll_fn(|cx| {
+                if !read_done {
+                    let _polling = queue::PollingReader::enter(&peer.shared.queue);
+                    read_done = std::future::Future::poll(reading.as_mut(), cx).is_ready();
+                }
+                if !write_done {
+                    write_done = std::future::Future::poll(writing.as_mut(), cx).is_ready();
+                }
+                if read_done && write_done {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
 
         conn.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
         let info = conn.end_info().unwrap_or_else(|| peer.end_or_default());

@@ -9,6 +9,7 @@
 //! them back for every frame it takes out. Waiting senders are served in order (the semaphore
 //! is fair), and closing the queue fails them at once.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
@@ -21,6 +22,33 @@ use crate::frame::Frame;
 
 /// A drained queue whose deque grew past this many slots gives the memory back.
 const KEEP_CAPACITY: usize = 64;
+
+thread_local! {
+    /// The queue whose own connection's read loop this thread is polling right now (its
+    /// address), or 0.
+    static READER_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as polling the read loop of `queue`'s connection until dropped. The
+/// connection polls its writer right after its reader in every pass, so a frame the read loop
+/// queues (a handler's reply) needs no wake: the writer is about to look. Waking it would only
+/// make the runtime poll the whole connection once more for nothing.
+pub(crate) struct PollingReader {
+    previous: usize,
+}
+
+impl PollingReader {
+    pub(crate) fn enter(queue: &Queue) -> PollingReader {
+        let previous = READER_OF.with(|reader| reader.replace(queue.address()));
+        PollingReader { previous }
+    }
+}
+
+impl Drop for PollingReader {
+    fn drop(&mut self) {
+        READER_OF.with(|reader| reader.set(self.previous));
+    }
+}
 
 /// Why a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +84,10 @@ impl Queue {
         }
     }
 
+    fn address(&self) -> usize {
+        self as *const Queue as usize
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -85,7 +117,10 @@ impl Queue {
         }
         state.frames.push_back(frame);
         drop(state);
-        self.ready.wake();
+        // From our own read loop, the writer looks next anyway (see `PollingReader`).
+        if READER_OF.with(Cell::get) != self.address() {
+            self.ready.wake();
+        }
         Ok(())
     }
 
@@ -203,5 +238,49 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(queue.pop_many(&mut batch, 8).await, 1);
         assert_eq!(queue.pop_many(&mut batch, 8).await, 0);
+    }
+
+    #[test]
+    fn a_frame_queued_by_its_own_read_loop_does_not_wake_the_writer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::{Context, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let queue = Queue::new(8);
+        let other = Queue::new(8);
+        let mut batch = Vec::new();
+        let wait = |queue: &Queue, batch: &mut Vec<Frame>| {
+            let mut pop = std::pin::pin!(queue.pop_many(batch, 8));
+            assert!(std::future::Future::poll(pop.as_mut(), &mut Context::from_waker(&waker)).is_pending());
+        };
+
+        wait(&queue, &mut batch);
+        {
+            let _polling = PollingReader::enter(&queue);
+            queue.try_push(frame(1)).unwrap();
+            // Another peer's queue (a broadcast from a handler) is woken as usual.
+            wait(&other, &mut batch);
+            other.try_push(frame(2)).unwrap();
+        }
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "only the other queue's writer woke"
+        );
+
+        queue.try_push(frame(3)).unwrap();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            2,
+            "from anywhere else, the writer wakes"
+        );
     }
 }
