@@ -12,7 +12,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;

@@ -22,9 +22,9 @@ thread_local! {
 /// Polls `stream` for at most `limit` octets (at most [`SCRATCH_LEN`]) into this thread's
 /// scratch and hands what arrived to `take` (nothing: the end of the stream).
 ///
-/// A reader nested in another (its stream is itself read through the scratch) finds the
-/// scratch taken and reads into a buffer of its own instead.
-pub(crate) fn poll_read<R: AsyncRead + Unpin, T>(
+/// A read nested in another (a stream that is itself read through the scratch) finds the
+/// scratch taken and reads into a buffer of its own instead of panicking.
+fn poll_read<R: AsyncRead + Unpin, T>(
     stream: &mut R,
     cx: &mut Context<'_>,
     limit: usize,

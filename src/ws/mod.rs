@@ -404,52 +404,46 @@ impl FrameRead for WsReader {
         // cancellation leaves the write side torn, and every later write fails rather than
         // continue inside a frame.
         loop {
-            match self.decoder.decode(&mut self.buf)? {
-                Some(message) => {
-                    if self.buf.is_empty() {
-                        // Drained: let the frames keep their memory, hold none ourselves.
-                        self.buf = BytesMut::new();
-                    }
-                    match message {
-                        Incoming::Binary(bytes) => return decode_exact(bytes, self.max_payload).map(Some),
-                        Incoming::Text(_) => {
-                            return Err(FrameError::UnsupportedData(
-                                "WebSocket text message (truflux is binary)",
-                            ))
-                        }
-                        Incoming::Ping(payload) => {
-                            let mut write = self.write.lock().await;
-                            write.control(opcode::PONG, &payload).await?;
-                        }
-                        Incoming::Pong(_) => {}
-                        Incoming::Close(close) => {
-                            let close = match close {
-                                Some((code, reason)) => Close::new(Code(code), &reason),
-                                // 1005: the peer's close frame carried no code.
-                                None => Close::new(Code(1005), ""),
-                            };
-                            return Ok(Some(close.to_frame(Kind::Close, 0)));
-                        }
-                    }
-                    continue;
-                }
-                None => {
-                    let decoder = &self.decoder;
-                    let read =
-                        scratch::read_more(&mut self.stream, &mut self.buf, self.read_buffer, |filled| {
-                            decoder.frame_len(filled)
+            let Some(message) = self.decoder.decode(&mut self.buf)? else {
+                let decoder = &self.decoder;
+                let read = scratch::read_more(&mut self.stream, &mut self.buf, self.read_buffer, |filled| {
+                    decoder.frame_len(filled)
+                })
+                .await?;
+                if read == 0 {
+                    return if self.buf.is_empty() {
+                        // The TCP connection ended without a close frame.
+                        Ok(None)
+                    } else {
+                        Err(FrameError::Truncated {
+                            buffered: self.buf.len(),
                         })
-                        .await?;
-                    if read == 0 {
-                        return if self.buf.is_empty() {
-                            // The TCP connection ended without a close frame.
-                            Ok(None)
-                        } else {
-                            Err(FrameError::Truncated {
-                                buffered: self.buf.len(),
-                            })
-                        };
-                    }
+                    };
+                }
+                continue;
+            };
+            if self.buf.is_empty() {
+                // Drained: let the frames keep their memory, hold none ourselves.
+                self.buf = BytesMut::new();
+            }
+            match message {
+                Incoming::Binary(bytes) => return decode_exact(bytes, self.max_payload).map(Some),
+                Incoming::Text(_) => {
+                    return Err(FrameError::UnsupportedData(
+                        "WebSocket text message (truflux is binary)",
+                    ))
+                }
+                Incoming::Ping(payload) => {
+                    self.write.lock().await.control(opcode::PONG, &payload).await?;
+                }
+                Incoming::Pong(_) => {}
+                Incoming::Close(close) => {
+                    let close = match close {
+                        Some((code, reason)) => Close::new(Code(code), &reason),
+                        // 1005: the peer's close frame carried no code.
+                        None => Close::new(Code(1005), ""),
+                    };
+                    return Ok(Some(close.to_frame(Kind::Close, 0)));
                 }
             }
         }
