@@ -45,6 +45,12 @@ pub struct ConnectionConfig {
     pub write_batch: usize,
     /// How long a graceful close waits for queue space and for the peer's close frame before the
     /// connection is dropped. Default 5 s.
+    ///
+    /// Also how long a connection whose close frame went out keeps reading, and dropping, what
+    /// the peer still sends, until the peer closes too: dropping a TCP connection with unread
+    /// data resets it, and the reset can destroy the close frame before the peer reads it. The
+    /// drain holds the socket and no buffer; a longer timeout lets a slow peer see the close
+    /// code, a shorter one frees the socket sooner from a peer that never closes.
     pub close_timeout: Duration,
     /// Sets `TCP_NODELAY` (no Nagle delay on small frames). Default `true`.
     pub nodelay: bool,

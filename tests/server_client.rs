@@ -178,6 +178,61 @@ async fn forced_close_tells_the_peer_and_refuses_new_sends() {
     );
 }
 
+/// A peer closed while it is still sending gets the close frame and its code, over TCP and
+/// WebSocket: the closing end drains what keeps arriving instead of resetting the connection,
+/// which made the client's next write fail before it read the close frame.
+#[tokio::test]
+async fn a_forced_close_reaches_a_client_that_is_still_sending() {
+    let received = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let counter = received.clone();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .ws("127.0.0.1:0", "/truflux")
+        .protocol(protocol::from_fn(move |_peer, _message| {
+            counter.add_permits(1);
+            std::future::ready(())
+        }))
+        .start()
+        .await
+        .expect("server starts");
+    for (round, websocket) in [false, true].into_iter().cycle().take(8).enumerate() {
+        let builder = Client::builder().protocol(protocol::from_fn(|_, _| std::future::ready(())));
+        let client = if websocket {
+            builder.connect_ws(&server.ws_urls()[0]).await
+        } else {
+            builder.connect(server.local_addrs()[0]).await
+        }
+        .expect("client connects");
+        let flood = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let payload = Bytes::from(vec![0x5a; 32 * 1024]);
+                while client.send_raw(1, payload.clone()).await.is_ok() {}
+            }
+        });
+        // The server has taken some of the flood; more is in flight behind it.
+        within("flood arriving", received.acquire_many(16))
+            .await
+            .unwrap()
+            .forget();
+        let peer = server.peers().pop().unwrap();
+        peer.close_now(Code::POLICY_VIOLATION, "kicked");
+        let info = within("client close", client.closed()).await;
+        assert_eq!(
+            (info.code, info.reason.as_str()),
+            (Code::POLICY_VIOLATION, "kicked"),
+            "round {round}, websocket {websocket}"
+        );
+        within("flood ends", flood).await.unwrap();
+        within("server forgets the peer", async {
+            while server.num_connections() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn session_store_is_per_peer_and_typed() {
     #[derive(Clone, Debug, PartialEq)]

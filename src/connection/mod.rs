@@ -19,7 +19,10 @@
 //! A graceful close travels through the queue as the close frame itself, so everything queued
 //! before it is written first.
 //! A forced close (a call to `close_now`, a fatal error, a slow consumer) cancels the loops at
-//! once; a close frame is still sent if the stream is at a frame boundary.
+//! once; a close frame is still sent if the stream is at a frame boundary. Once our close frame
+//! is out and our direction shut, the connection reads on and drops what still arrives until the
+//! peer closes too (at most `close_timeout`): dropped with the peer's data unread, the socket
+//! would answer with a reset, which can destroy the close frame before the peer reads it.
 
 mod queue;
 mod read;
@@ -810,7 +813,7 @@ pub(crate) fn ends_session(code: Code) -> bool {
 pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     peer: Peer,
     start: Start,
-    reader: R,
+    mut reader: R,
     writer: W,
     hooks: Arc<dyn Hooks>,
 ) -> Outcome {
@@ -880,34 +883,42 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
             tokio::select! {
                 biased;
                 _ = conn.stop.cancelled() => {}
-                _ = connected => read::read_loop(&peer, &conn, reader, dispatch.as_mut(), hooks.as_ref()).await,
+                _ = connected => read::read_loop(&peer, &conn, &mut reader, dispatch.as_mut(), hooks.as_ref()).await,
             }
             conn.stop.cancel();
         };
         let writing = async {
-            write::write_loop(&peer, &conn, writer, replay, resecure, hooks.as_ref()).await;
+            let shut = write::write_loop(&peer, &conn, writer, replay, resecure, hooks.as_ref()).await;
             conn.stop.cancel();
+            shut
         };
         // The reader first, then the writer, in every pass: what the read loop queues is
         // written in the same pass, without a wake (see `queue::PollingReader`).
-        {
+        let shut = {
             let (mut reading, mut writing) = (std::pin::pin!(reading), std::pin::pin!(writing));
-            let (mut read_done, mut write_done) = (false, false);
+            let (mut read_done, mut shut) = (false, None);
             std::future::poll_fn(|cx| {
                 if !read_done {
                     let _polling = queue::PollingReader::enter(&peer.shared.queue);
                     read_done = std::future::Future::poll(reading.as_mut(), cx).is_ready();
                 }
-                if !write_done {
-                    write_done = std::future::Future::poll(writing.as_mut(), cx).is_ready();
+                if shut.is_none() {
+                    if let std::task::Poll::Ready(done) = std::future::Future::poll(writing.as_mut(), cx) {
+                        shut = Some(done);
+                    }
                 }
-                if read_done && write_done {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
+                match (read_done, shut) {
+                    (true, Some(shut)) => std::task::Poll::Ready(shut),
+                    _ => std::task::Poll::Pending,
                 }
             })
-            .await;
+            .await
+        };
+        if shut {
+            // Our close frame is out and our direction shut: read on, dropping what arrives,
+            // until the peer closes too. Closing with its data unread would reset the
+            // connection, and a reset can overtake the close frame.
+            tokio::spawn(linger(reader, peer.shared.config.close_timeout));
         }
 
         conn.record_end(Code::ABNORMAL, "connection ended", Initiator::Local);
@@ -940,6 +951,13 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     }
     .instrument(span)
     .await
+}
+
+/// Reads and drops what the peer still sends after our close, until it closes or `limit`
+/// passes; then the connection is dropped.
+async fn linger<R: FrameRead>(mut reader: R, limit: Duration) {
+    let drain = async { while let Ok(1..) = reader.discard().await {} };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 /// What the heartbeat does when its timer fires.

@@ -26,7 +26,7 @@ struct Incoming {
 pub(super) async fn read_loop<R: FrameRead>(
     peer: &Peer,
     conn: &Conn,
-    mut reader: R,
+    reader: &mut R,
     dispatch: &mut dyn Dispatch,
     hooks: &dyn Hooks,
 ) {

@@ -93,7 +93,8 @@ fn apply(
     }
 }
 
-/// Writes until the connection ends.
+/// Writes until the connection ends; returns whether it ended with our close frame written
+/// and the write direction shut, i.e. whether the peer will see a clean end from us.
 ///
 /// `replay` (a resumed session's frames the peer missed) goes out before anything from the
 /// queue. With `hold`, nothing but the lane goes out until the lane's `SEC_ON` has: a resumed
@@ -105,7 +106,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
     mut replay: Vec<Frame>,
     mut hold: bool,
     hooks: &dyn Hooks,
-) {
+) -> bool {
     let shared = &peer.shared;
     let resume = shared.resume.as_ref();
     let limit = shared.config.write_batch.max(1);
@@ -142,12 +143,10 @@ pub(super) async fn write_loop<W: FrameWrite>(
             biased;
             _ = conn.stop.cancelled() => {
                 // Forced: the stream is at a frame boundary here, so the peer can be told why.
-                write_close(peer, conn, &mut writer).await;
-                return;
+                return write_close(peer, conn, &mut writer).await;
             }
             _ = conn.peer_closed.cancelled() => {
-                write_close(peer, conn, &mut writer).await;
-                return;
+                return write_close(peer, conn, &mut writer).await;
             }
             _ = &mut tick, if heartbeat.is_some() => {
                 on_beat(peer, conn, &beat, tick.as_mut(), hooks);
@@ -157,7 +156,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
             _ = async { resume.map(|resume| resume.room.notified()).expect("resumable").await }, if !room => continue,
             received = shared.queue.pop_many(&mut batch, limit), if room && !hold => {
                 if received == 0 {
-                    return;
+                    return false;
                 }
                 received
             }
@@ -211,7 +210,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 tokio::select! {
                     biased;
                     // Cancelled mid-write: the stream may be inside a frame, so no close frame.
-                    _ = conn.stop.cancelled() => return,
+                    _ = conn.stop.cancelled() => return false,
                     written = &mut write => break written,
                     // A peer that stopped reading and answering is found even mid-write.
                     _ = &mut tick, if heartbeat.is_some() => on_beat(peer, conn, &beat, tick.as_mut(), hooks),
@@ -225,18 +224,18 @@ pub(super) async fn write_loop<W: FrameWrite>(
                 Initiator::Remote,
             );
             hooks.error(peer, &Error::Io(error));
-            return;
+            return false;
         }
         if close.is_some() {
             shared.queue.close();
-            let _ = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
+            let shut = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
             tokio::select! {
                 _ = conn.peer_closed.cancelled() => {}
                 _ = conn.stop.cancelled() => {}
                 _ = tokio::time::sleep(shared.config.close_timeout) => {}
             }
-            return;
+            return matches!(shut, Ok(Ok(())));
         }
     }
 }
@@ -276,17 +275,20 @@ fn on_beat(
 }
 
 /// Writes the close frame for the recorded end and shuts the write direction, bounded by
-/// `close_timeout`.
-async fn write_close<W: FrameWrite>(peer: &Peer, conn: &Conn, writer: &mut W) {
-    let Some(info) = conn.end_info() else { return };
+/// `close_timeout`; returns whether both happened.
+async fn write_close<W: FrameWrite>(peer: &Peer, conn: &Conn, writer: &mut W) -> bool {
+    let Some(info) = conn.end_info() else { return false };
     if info.code == Code::ABNORMAL {
         // Never sent on the wire: the connection is already gone.
-        return;
+        return false;
     }
     let frame = Close::new(info.code, info.reason).to_frame(Kind::Close, 0);
     let finish = async {
         writer.write_batch(std::slice::from_ref(&frame)).await?;
         writer.shutdown().await
     };
-    let _ = tokio::time::timeout(peer.shared.config.close_timeout, finish).await;
+    matches!(
+        tokio::time::timeout(peer.shared.config.close_timeout, finish).await,
+        Ok(Ok(()))
+    )
 }

@@ -58,6 +58,16 @@ pub trait FrameRead: Send + 'static {
     ///
     /// Cancel safe: dropping the future loses no frame.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Frame>, FrameError>> + Send;
+
+    /// Reads whatever arrives and drops it, returning how many octets (0: the end of the
+    /// stream). A connection that has written its close frame reads on this way until the peer
+    /// closes too, so that the peer's unread data does not make the close a reset, which can
+    /// lose the close frame on its way.
+    ///
+    /// The default reads nothing and reports the end at once (no draining).
+    fn discard(&mut self) -> impl Future<Output = io::Result<usize>> + Send {
+        std::future::ready(Ok(0))
+    }
 }
 
 /// The write half of a transport.

@@ -70,6 +70,12 @@ pub(crate) async fn read_more<R: AsyncRead + Unpin>(
     .await
 }
 
+/// Reads at most [`SCRATCH_LEN`] octets of `stream` and drops them; returns how many (0: the
+/// end of the stream).
+pub(crate) async fn discard<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read(stream, cx, SCRATCH_LEN, |filled| filled.len())).await
+}
+
 fn read_into<R: AsyncRead + Unpin, T>(
     space: &mut [u8],
     stream: &mut R,

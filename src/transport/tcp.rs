@@ -98,6 +98,11 @@ impl FrameRead for TcpReader {
             }
         }
     }
+
+    async fn discard(&mut self) -> io::Result<usize> {
+        self.buf = BytesMut::new();
+        scratch::discard(&mut self.stream).await
+    }
 }
 
 /// The write half of a [`TcpTransport`]: batches frames into vectored writes.

@@ -448,6 +448,11 @@ impl FrameRead for WsReader {
             }
         }
     }
+
+    async fn discard(&mut self) -> io::Result<usize> {
+        self.buf = BytesMut::new();
+        scratch::discard(&mut self.stream).await
+    }
 }
 
 /// Masking keys for a client's frames, drawn from the operating system's generator in blocks.
