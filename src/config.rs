@@ -48,7 +48,8 @@ pub struct ConnectionConfig {
     ///
     /// Also how long a connection whose close frame went out keeps reading, and dropping, what
     /// the peer still sends, until the peer closes too: dropping a TCP connection with unread
-    /// data resets it, and the reset can destroy the close frame before the peer reads it. The
+    /// data resets it, and the reset can cost the peer the close frame (its next write fails
+    /// before it reads the frame; some systems discard what it has not read). The
     /// drain holds the socket and no buffer; a longer timeout lets a slow peer see the close
     /// code, a shorter one frees the socket sooner from a peer that never closes.
     pub close_timeout: Duration,

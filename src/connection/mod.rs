@@ -22,7 +22,8 @@
 //! once; a close frame is still sent if the stream is at a frame boundary. Once our close frame
 //! is out and our direction shut, the connection reads on and drops what still arrives until the
 //! peer closes too (at most `close_timeout`): dropped with the peer's data unread, the socket
-//! would answer with a reset, which can destroy the close frame before the peer reads it.
+//! would answer with a reset, which fails the peer's next write (a peer that ends on that never
+//! reads the close frame waiting for it) and on some systems discards what it has not read.
 
 mod queue;
 mod read;
@@ -917,7 +918,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
         if shut {
             // Our close frame is out and our direction shut: read on, dropping what arrives,
             // until the peer closes too. Closing with its data unread would reset the
-            // connection, and a reset can overtake the close frame.
+            // connection, and the reset can cost the peer our close frame (module docs).
             tokio::spawn(linger(reader, peer.shared.config.close_timeout));
         }
 

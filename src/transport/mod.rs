@@ -61,8 +61,8 @@ pub trait FrameRead: Send + 'static {
 
     /// Reads whatever arrives and drops it, returning how many octets (0: the end of the
     /// stream). A connection that has written its close frame reads on this way until the peer
-    /// closes too, so that the peer's unread data does not make the close a reset, which can
-    /// lose the close frame on its way.
+    /// closes too, so that data of the peer's left unread does not turn the close into a reset
+    /// (see the connection module).
     ///
     /// The default reads nothing and reports the end at once (no draining).
     fn discard(&mut self) -> impl Future<Output = io::Result<usize>> + Send {
