@@ -52,6 +52,10 @@ pub struct ConnectionConfig {
     /// before it reads the frame; some systems discard what it has not read). The
     /// drain holds the socket and no buffer; a longer timeout lets a slow peer see the close
     /// code, a shorter one frees the socket sooner from a peer that never closes.
+    ///
+    /// And how long a connection whose write failed keeps reading for a close frame that may
+    /// have arrived before the failure (the read usually ends at once, at that frame or at
+    /// the reset).
     pub close_timeout: Duration,
     /// Sets `TCP_NODELAY` (no Nagle delay on small frames). Default `true`.
     pub nodelay: bool,

@@ -24,6 +24,9 @@
 //! peer closes too (at most `close_timeout`): dropped with the peer's data unread, the socket
 //! would answer with a reset, which fails the peer's next write (a peer that ends on that never
 //! reads the close frame waiting for it) and on some systems discards what it has not read.
+//! The other way round, a write that fails lets the read loop finish what arrived before the
+//! end is recorded (at most `close_timeout`), so that a close frame the peer sent before
+//! resetting decides the code.
 
 mod queue;
 mod read;

@@ -218,6 +218,17 @@ pub(super) async fn write_loop<W: FrameWrite>(
             }
         };
         if let Err(error) = written {
+            // A peer that closed and reset the connection fails our write before our reader
+            // has read its close frame, which may be waiting in the socket. The reader goes on
+            // (it ends at that frame, the end of the stream or the reset), bounded, so that the
+            // peer's code, not this failure, is the end recorded.
+            let reader_done = async {
+                tokio::select! {
+                    _ = conn.stop.cancelled() => {}
+                    _ = conn.peer_closed.cancelled() => {}
+                }
+            };
+            let _ = tokio::time::timeout(shared.config.close_timeout, reader_done).await;
             conn.record_end(
                 Code::ABNORMAL,
                 format!("write failed: {error}"),
