@@ -179,8 +179,9 @@ async fn forced_close_tells_the_peer_and_refuses_new_sends() {
 }
 
 /// A peer closed while it is still sending gets the close frame and its code, over TCP and
-/// WebSocket: the closing end drains what keeps arriving instead of resetting the connection,
-/// which made the client's next write fail before it read the close frame.
+/// WebSocket. Without care the closing end resets the connection under the client, whose next
+/// write fails before it reads the close frame: the closing end drains what keeps arriving,
+/// and a client whose write fails still reads what had arrived.
 #[tokio::test]
 async fn a_forced_close_reaches_a_client_that_is_still_sending() {
     let received = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
