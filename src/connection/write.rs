@@ -222,13 +222,7 @@ pub(super) async fn write_loop<W: FrameWrite>(
             // has read its close frame, which may be waiting in the socket. The reader goes on
             // (it ends at that frame, the end of the stream or the reset), bounded, so that the
             // peer's code, not this failure, is the end recorded.
-            let reader_done = async {
-                tokio::select! {
-                    _ = conn.stop.cancelled() => {}
-                    _ = conn.peer_closed.cancelled() => {}
-                }
-            };
-            let _ = tokio::time::timeout(shared.config.close_timeout, reader_done).await;
+            until_the_reader_ends(conn, shared.config.close_timeout).await;
             conn.record_end(
                 Code::ABNORMAL,
                 format!("write failed: {error}"),
@@ -241,14 +235,22 @@ pub(super) async fn write_loop<W: FrameWrite>(
             shared.queue.close();
             let shut = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
-            tokio::select! {
-                _ = conn.peer_closed.cancelled() => {}
-                _ = conn.stop.cancelled() => {}
-                _ = tokio::time::sleep(shared.config.close_timeout) => {}
-            }
+            until_the_reader_ends(conn, shared.config.close_timeout).await;
             return matches!(shut, Ok(Ok(())));
         }
     }
+}
+
+/// Waits, at most `limit`, until the read loop has read the peer's close frame or the
+/// connection is stopping (the reader ended, or a forced close).
+async fn until_the_reader_ends(conn: &Conn, limit: Duration) {
+    let ended = async {
+        tokio::select! {
+            _ = conn.peer_closed.cancelled() => {}
+            _ = conn.stop.cancelled() => {}
+        }
+    };
+    let _ = tokio::time::timeout(limit, ended).await;
 }
 
 /// The heartbeat's settings, as the writer's timer uses them.
