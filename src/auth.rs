@@ -1,10 +1,12 @@
 //! Authentication: the bearer token a client presents, and the server's validator.
 //!
-//! A token travels once per connection: over TCP in the client's hello (extension `AUTH`),
-//! over WebSocket in the upgrade request's `Authorization: Bearer` header, in the
-//! `Sec-WebSocket-Protocol` header as `truflux.bearer.<token>` (browsers cannot set
-//! `Authorization`), or in the hello like TCP. The server validates it before the peer exists;
-//! the identity the validator returns is stored in the peer's [`Session`].
+//! A token travels once per connection (PROTOCOL.md §11.1): in a keyed opening, inside the
+//! client's protected credentials hello, never in the clear; in a plain opening, in the
+//! client's hello (extension `AUTH`), or over WebSocket in the upgrade request's
+//! `Authorization: Bearer` header or its `Sec-WebSocket-Protocol` header as
+//! `truflux.bearer.<token>` (browsers cannot set `Authorization`). The server validates it
+//! before the peer exists; the identity the validator returns is stored in the peer's
+//! [`Session`], and a resume must present a token of the same identity.
 //!
 //! This module owns the token type (which never prints its value) and the validator's shape.
 //! It must not touch sockets or frames.
@@ -64,8 +66,34 @@ impl<T: Into<String>> From<T> for Rejection {
     }
 }
 
-/// Stores a validated identity into the new peer's session.
-pub(crate) type Identity = Box<dyn FnOnce(&Session) + Send>;
+/// A validated identity, its type erased: it can be stored in a session and compared with
+/// the one a session holds (a resume must present the session's own identity).
+pub(crate) struct Identity {
+    store: Box<dyn Fn(&Session) + Send + Sync>,
+    same: Box<dyn Fn(&Session) -> bool + Send + Sync>,
+}
+
+impl Identity {
+    fn new<I: Any + Send + Sync + Clone + PartialEq>(identity: I) -> Identity {
+        let stored = identity.clone();
+        Identity {
+            store: Box::new(move |session| {
+                session.insert(stored.clone());
+            }),
+            same: Box::new(move |session| session.get::<I>().as_ref() == Some(&identity)),
+        }
+    }
+
+    /// Puts the identity into a new session.
+    pub(crate) fn store(&self, session: &Session) {
+        (self.store)(session);
+    }
+
+    /// Whether `session` holds this same identity.
+    pub(crate) fn is_in(&self, session: &Session) -> bool {
+        (self.same)(session)
+    }
+}
 
 /// The validator, with the identity's type erased.
 pub(crate) type Validator =
@@ -75,17 +103,25 @@ pub(crate) fn validator<F, Fut, I>(validate: F) -> Validator
 where
     F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<I, Rejection>> + Send + 'static,
-    I: Any + Send + Sync,
+    I: Any + Send + Sync + Clone + PartialEq,
 {
     Arc::new(move |request| {
         let validated = validate(request);
-        Box::pin(async move {
-            let identity = validated.await?;
-            Ok(Box::new(move |session: &Session| {
-                session.insert(identity);
-            }) as Identity)
-        })
+        Box::pin(async move { Ok(Identity::new(validated.await?)) })
     })
+}
+
+/// Compares two tokens in constant time (for validators that check a token against a known
+/// value): SHA-256 of each, compared without an early exit, so neither the content nor the
+/// length of the expected token leaks through timing.
+pub fn tokens_match(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let (a, b) = (
+        Sha256::digest(presented.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// Reads a token from an `Authorization: Bearer <token>` value.

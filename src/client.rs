@@ -1,30 +1,33 @@
-//! The client: connect (with a timeout and the hello), then a [`Peer`] to the server.
+//! The client: connect (transport, opening within a timeout), then a [`Peer`] to the server,
+//! and with [`Reconnect`] a supervisor that resumes the session over new connections.
+//!
+//! This module owns how a client decides its opening (keyed or plain, where its token travels,
+//! which server keys it trusts) and the reconnection loop. What happens on a connection belongs
+//! to [`crate::connection`]; the opening itself to [`crate::opening`].
 
 use std::future::Future;
-use std::ops::Deref;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use tracing::debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tracing::debug;
 
 use crate::auth::Token;
 use crate::config::{ClientConfig, Reconnect};
-use crate::connection::resume::TOKEN_LEN;
-use crate::connection::{self, Hellos, Hooks, Outcome, PeerId, ResumeRefused};
-use crate::file::FileOffer;
-use crate::frame::control::Hello;
-use crate::hello;
+use crate::connection::engine::{ends_session, Engine};
+use crate::connection::{self, Hooks, KexPool, Outcome, Owner, Peer, ResumeRefused};
+use crate::error::{CloseInfo, Code, Error, Initiator, Timeout};
+use crate::file::{FileOffer, OfferFn, Router};
+use crate::opening::client::{Connected, Plan};
+use crate::opening::extensions::{Claim, Credentials};
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
-use crate::security::SecurityEvent;
+use crate::security::handshake::Pins;
+use crate::security::{Fingerprint, Opening, SecurityConfig, SecurityEvent, Trust};
 use crate::transport::{PeerInfo, TcpTransport, Transport};
-use crate::{CloseInfo, Code, Error, Initiator, Peer};
 
 type CloseFn = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
-type FileFn = Arc<dyn Fn(FileOffer) + Send + Sync>;
 type PeerFn = Arc<dyn Fn(&Peer) + Send + Sync>;
 type ReconnectFn = Arc<dyn Fn(&Peer, u32) + Send + Sync>;
 
@@ -36,7 +39,7 @@ struct ClientHooks {
     on_close: Option<CloseFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
-    on_file: Option<FileFn>,
+    on_file: Option<OfferFn>,
 }
 
 impl Hooks for ClientHooks {
@@ -48,7 +51,7 @@ impl Hooks for ClientHooks {
     }
 
     fn error(&self, _peer: &Peer, error: &Error) {
-        tracing::debug!(%error, "client connection error");
+        debug!(%error, "client connection error");
         if let Some(on_error) = &self.on_error {
             on_error(error);
         }
@@ -60,23 +63,17 @@ impl Hooks for ClientHooks {
         }
     }
 
-    fn file_offer(&self, _peer: &Peer, offer: FileOffer) {
-        // Without a handler the offer is dropped, which declines it.
-        if let Some(on_file) = &self.on_file {
-            on_file(offer);
-        }
-    }
-
     fn security(&self, _peer: &Peer, event: &SecurityEvent) {
-        tracing::debug!(?event, "security");
+        debug!(?event, "security");
         if let Some(on_security) = &self.on_security {
             on_security(event);
         }
     }
 }
 
-/// Where a WebSocket client puts its bearer token (see [`crate::auth`]). Over TCP the token
-/// always travels in the hello.
+/// Where a WebSocket client puts its bearer token in a plain opening (see [`crate::auth`]).
+/// In a keyed opening the token always travels in the protected hello; over TCP it travels in
+/// the hello.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenCarrier {
@@ -120,7 +117,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Where a WebSocket connection carries the token. Default [`TokenCarrier::Header`].
+    /// Where a WebSocket connection carries the token in a plain opening. Default
+    /// [`TokenCarrier::Header`].
     pub fn token_carrier(mut self, carrier: TokenCarrier) -> Self {
         self.carrier = carrier;
         self
@@ -159,8 +157,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Runs for every security event: handshake done, handshake failed without ending the
-    /// connection (`fail_secure`), the server's direction switched.
+    /// Runs for every security event: key exchange done, no common suite, either direction
+    /// switched.
     pub fn on_security(mut self, handler: impl Fn(&SecurityEvent) + Send + Sync + 'static) -> Self {
         self.hooks.on_security = Some(Arc::new(handler));
         self
@@ -168,21 +166,22 @@ impl ClientBuilder {
 
     /// Runs for every file the server offers (see [`crate::ServerBuilder::on_file`]).
     pub fn on_file(mut self, handler: impl Fn(FileOffer) + Send + Sync + 'static) -> Self {
-        self.hooks.on_file = Some(Arc::new(handler));
+        self.hooks.on_file = Some(Arc::new(move |_peer: &Peer, offer| handler(offer)));
         self
     }
 
-    /// Connects over TCP and completes the hello, within `connect_timeout`.
+    /// Connects over TCP and completes the opening, within `connect_timeout`.
     ///
     /// A server that refuses (connection limit, version) yields [`Error::Closed`] with its code;
-    /// a refused token yields [`Error::Unauthorized`].
+    /// a refused token yields [`Error::Unauthorized`]; a server key that is not trusted,
+    /// [`Error::Security`] with `UNTRUSTED_SERVER`.
     ///
     /// The address is resolved once; reconnections use the addresses it resolved to.
     pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
         let config = &self.config.connection;
         let (nodelay, max_payload) = (config.nodelay, config.max_payload);
         let addrs: Arc<[std::net::SocketAddr]> = tokio::net::lookup_host(addr).await?.collect();
-        let dial = move || {
+        let dial = move |_keyed: bool| {
             let addrs = addrs.clone();
             async move {
                 let stream = TcpStream::connect(&addrs[..]).await?;
@@ -193,64 +192,23 @@ impl ClientBuilder {
     }
 
     /// Connects over WebSocket to a `ws://host:port/path` URL (offering the `truflux`
-    /// subprotocol) and completes the hello, within `connect_timeout`. `wss://` is not
+    /// subprotocol) and completes the opening, within `connect_timeout`. `wss://` is not
     /// supported yet. A refused token (`401`) yields [`Error::Unauthorized`].
     pub async fn connect_ws(self, url: &str) -> Result<Client, Error> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(Error::Config(format!(
-                "unsupported URL scheme in {url:?}: only ws:// is supported"
-            )));
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::Config(format!("no host in {url:?}")))?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let target = crate::ws::client::Target::parse(url)?;
         let config = &self.config.connection;
-        let (nodelay, max_payload) = (config.nodelay, config.max_payload);
-        let read_buffer = config.ws_read_buffer;
-        let mut headers = http::HeaderMap::new();
-        let mut protocols = crate::ws::SUBPROTOCOL.to_owned();
-        match (&self.token, self.carrier) {
-            (Some(token), TokenCarrier::Header) => {
-                let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-                    .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
-                headers.insert(http::header::AUTHORIZATION, value);
-            }
-            (Some(token), TokenCarrier::Subprotocol) => {
-                protocols = format!(
-                    "{protocols}, {}{}",
-                    crate::auth::SUBPROTOCOL_PREFIX,
-                    token.as_str()
-                );
-            }
-            _ => {}
-        }
-        let protocols = http::HeaderValue::from_str(&protocols)
-            .map_err(|_| Error::Config("the token is not a valid subprotocol".into()))?;
-        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
-        let dial = move || {
-            let (uri, headers, host) = (uri.clone(), headers.clone(), host.clone());
-            async move {
-                let stream = TcpStream::connect((host.as_str(), port)).await?;
-                stream.set_nodelay(nodelay)?;
-                let info = crate::transport::PeerInfo {
-                    local: stream.local_addr()?,
-                    remote: stream.peer_addr()?,
-                    transport: crate::transport::TransportKind::WebSocket,
-                };
-                let stream = crate::ws::client_upgrade(stream, &uri, &headers).await?;
-                Ok::<_, Error>(crate::ws::WsTransport::new(
-                    stream,
-                    info,
-                    crate::ws::Role::Client,
-                    max_payload,
-                    read_buffer,
-                ))
-            }
+        let upgrade = crate::ws::client::Upgrade {
+            target,
+            token: self.token.clone(),
+            carrier: self.carrier,
+            nodelay: config.nodelay,
+            max_payload: config.max_payload,
+            read_buffer: config.ws_read_buffer,
+        };
+        let upgrade = Arc::new(upgrade);
+        let dial = move |keyed: bool| {
+            let upgrade = upgrade.clone();
+            async move { upgrade.dial(keyed).await }
         };
         let hello_token = self.carrier == TokenCarrier::Hello;
         self.open(dial, hello_token).await
@@ -261,107 +219,167 @@ impl ClientBuilder {
     async fn open<T, D, F>(self, dial: D, token_in_hello: bool) -> Result<Client, Error>
     where
         T: Transport,
-        D: Fn() -> F + Send + Sync + 'static,
+        D: Fn(bool) -> F + Send + Sync + 'static,
         F: Future<Output = Result<T, Error>> + Send + 'static,
     {
+        let security = Arc::new(self.config.connection.security.clone());
         let dialer = Dialer {
             dial,
             timeout: self.config.connect_timeout,
-            token: self.token.filter(|_| token_in_hello),
+            token: self.token,
+            token_in_hello,
+            security: security.clone(),
+            reconnect: self.config.reconnect.is_some(),
+            first_key: Arc::new(Mutex::new(None)),
+            pool: KexPool::new(2),
         };
-        let reconnect = self.config.reconnect.clone();
-        let mut hello = dialer.hello();
-        if reconnect.is_some() {
-            hello.extensions.push((hello::EXT_SESSION, Bytes::new()));
-        }
-        let (info, reader, writer, server_hello) = dialer.attempt(&hello).await?;
-        let resume_token = hello::extension(&server_hello, hello::EXT_SESSION)
-            .and_then(|value| <[u8; TOKEN_LEN]>::try_from(value.as_ref()).ok());
-        if reconnect.is_some() && resume_token.is_none() {
+        let (info, reader, writer, connected) = dialer.attempt(None).await?;
+        let resume_token = connected.answer.session;
+        if dialer.reconnect && resume_token.is_none() {
             tracing::warn!("the server keeps no sessions: this client will not reconnect");
         }
-        let hellos = Hellos {
-            client: hello,
-            server: server_hello,
+        let fell_back = connected.fell_back.clone();
+        let settings = connection::settings(&self.config.connection);
+        let engine = Engine::new(
+            settings,
+            connected.opened,
+            resume_token.is_some(),
+            std::time::Instant::now(),
+        );
+        let hooks = Arc::new(self.hooks);
+        let owner = Owner {
+            server: None,
+            kex: dialer.pool.clone(),
+            files: Arc::new(Router::new(hooks.on_file.clone())),
         };
-        let required = self.config.connection.security.required;
         let new = connection::new_peer(
-            PeerId::next(),
             info,
-            self.config.connection,
-            None,
-            &hellos,
+            self.config.connection.clone(),
+            engine,
+            owner,
             self.protocol.as_ref(),
             resume_token,
         );
         let peer = new.peer.clone();
-        let hooks = Arc::new(self.hooks);
+        dialer.remember_key(&peer);
+        if let Some(event) = fell_back {
+            hooks.security(&peer, &event);
+        }
+        let reconnect = self.config.reconnect.clone();
         tokio::spawn(supervise(
             new.peer, new.start, reader, writer, hooks, dialer, reconnect,
         ));
         let client = Client { peer };
-        if required {
-            // Secure before anything is sent: key exchange, then both directions on.
-            let secured = async {
-                client
-                    .set_own_security(true)
-                    .await?
-                    .set_peer_security(true)
-                    .await
-                    .map(drop)
-            };
-            match tokio::time::timeout(self.config.connect_timeout, secured).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    client.close_now(error.code(), "security could not be set up");
-                    return Err(error);
-                }
-                Err(_) => {
-                    client.close_now(Code::HANDSHAKE_FAILED, "security handshake timed out");
-                    return Err(Error::Timeout("security handshake"));
-                }
-            }
+        if security.required {
+            client.secured(self.config.connect_timeout).await?;
         }
         Ok(client)
     }
 }
 
-/// Opens transports to the server and runs the hello on them.
+/// Opens transports to the server and runs the opening on them.
 struct Dialer<D> {
     dial: D,
-    timeout: std::time::Duration,
-    /// The token, when it travels in the hello.
+    timeout: Duration,
     token: Option<Token>,
+    /// The token travels in the hello of a plain opening (not in a WebSocket upgrade).
+    token_in_hello: bool,
+    security: Arc<SecurityConfig>,
+    reconnect: bool,
+    /// The server key the first connection saw, pinned afterwards under `Trust::FirstUse`.
+    first_key: Arc<Mutex<Option<Fingerprint>>>,
+    pool: KexPool,
 }
 
 impl<T, D, F> Dialer<D>
 where
     T: Transport,
-    D: Fn() -> F + Send + Sync + 'static,
+    D: Fn(bool) -> F + Send + Sync + 'static,
     F: Future<Output = Result<T, Error>> + Send + 'static,
 {
-    fn hello(&self) -> Hello {
-        let mut hello = Hello::current();
-        if let Some(token) = &self.token {
-            hello
-                .extensions
-                .push((hello::EXT_AUTH, Bytes::copy_from_slice(token.as_str().as_bytes())));
+    /// Whether an opening exchanges keys first: when it carries something worth protecting.
+    fn keyed(&self, resume_secret: bool) -> bool {
+        let security = &self.security;
+        if !security.can_exchange() {
+            return false;
         }
-        hello
+        match security.opening {
+            Opening::Keyed => true,
+            Opening::Plain => resume_secret || security.required,
+            _ => {
+                resume_secret
+                    || security.required
+                    || self.token.is_some()
+                    || self.reconnect
+                    || security.trust != Trust::Anonymous
+            }
+        }
     }
 
-    /// One connection attempt: transport, our hello, the server's, within the timeout.
-    async fn attempt(&self, hello: &Hello) -> Result<(PeerInfo, T::Reader, T::Writer, Hello), Error> {
-        let handshake = async {
-            let transport = (self.dial)().await?;
+    fn pins(&self) -> Pins {
+        let fingerprints = match &self.security.trust {
+            Trust::Pinned(pins) => pins.clone(),
+            Trust::FirstUse => self
+                .first_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
+        Pins { fingerprints }
+    }
+
+    /// The plan of one opening: a fresh session, or a resume of `resume`.
+    fn plan(&self, resume: Option<(Claim, Option<crate::security::schedule::Secret>)>) -> Plan {
+        let (claim, secret) = match resume {
+            Some((claim, secret)) => (Some(claim), secret),
+            None => (None, None),
+        };
+        let keyed = self.keyed(secret.is_some());
+        let credentials = Credentials {
+            token: self.token.clone().filter(|_| keyed || self.token_in_hello),
+            session: self.reconnect && claim.is_none(),
+            resume: claim,
+            secure: self.security.required,
+        };
+        Plan {
+            credentials,
+            keyed,
+            security: self.security.clone(),
+            pins: self.pins(),
+            resume_secret: secret,
+        }
+    }
+
+    /// One connection attempt: transport, opening, within the timeout.
+    async fn attempt(
+        &self,
+        resume: Option<(Claim, Option<crate::security::schedule::Secret>)>,
+    ) -> Result<(PeerInfo, T::Reader, T::Writer, Connected), Error> {
+        let plan = self.plan(resume);
+        let opening = async {
+            let transport = (self.dial)(plan.keyed).await?;
             let info = transport.info();
             let (mut reader, mut writer) = transport.split();
-            let server_hello = hello::connect(&mut reader, &mut writer, hello).await?;
-            Ok::<_, Error>((info, reader, writer, server_hello))
+            let connected =
+                crate::opening::client::connect(&mut reader, &mut writer, plan, &self.pool).await?;
+            Ok::<_, Error>((info, reader, writer, connected))
         };
-        tokio::time::timeout(self.timeout, handshake)
+        tokio::time::timeout(self.timeout, opening)
             .await
-            .map_err(|_| Error::Timeout("connecting"))?
+            .map_err(|_| Error::Timeout(Timeout::Connect))?
+    }
+
+    /// Under `Trust::FirstUse`, the first key seen is pinned for every later connection.
+    fn remember_key(&self, peer: &Peer) {
+        if self.security.trust == Trust::FirstUse {
+            let mut first = self.first_key.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = peer.server_key();
+            }
+        }
     }
 }
 
@@ -377,10 +395,10 @@ async fn supervise<T, D, F>(
     reconnect: Option<Reconnect>,
 ) where
     T: Transport,
-    D: Fn() -> F + Send + Sync + 'static,
+    D: Fn(bool) -> F + Send + Sync + 'static,
     F: Future<Output = Result<T, Error>> + Send + 'static,
 {
-    let mut outcome = connection::run(peer.clone(), start, reader, writer, hooks.clone()).await;
+    let mut outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks.clone()).await;
     loop {
         let Outcome::Parked(lost) = outcome else { return };
         let (Some(policy), Some(token)) = (&reconnect, peer.resume_token()) else {
@@ -389,88 +407,95 @@ async fn supervise<T, D, F>(
         if let Some(on_disconnect) = &hooks.on_disconnect {
             on_disconnect(&lost);
         }
-        let mut attempts = 0;
-        let resumed = loop {
-            if policy.max_attempts.is_some_and(|max| attempts >= max) {
-                break None;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(policy.delay(attempts, random_fraction())) => {}
-                _ = peer.closed() => return,
-            }
-            attempts += 1;
-            let received = peer.resume_state().map_or(0, |resume| resume.received());
-            let mut hello = dialer.hello();
-            let mut value = token.to_vec();
-            value.extend_from_slice(&received.to_be_bytes());
-            hello.extensions.push((hello::EXT_RESUME, Bytes::from(value)));
-            match dialer.attempt(&hello).await {
-                Ok((info, reader, writer, server_hello)) => {
-                    let count = hello::extension(&server_hello, hello::EXT_RESUME)
-                        .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
-                        .map(u64::from_be_bytes);
-                    let hellos = Hellos {
-                        client: hello,
-                        server: server_hello,
-                    };
-                    let started = match count {
-                        Some(count) => peer.resume(info, &hellos, count),
-                        None => Err(ResumeRefused::Ended),
-                    };
-                    match started {
-                        Ok(start) => break Some((start, reader, writer)),
-                        Err(refused) => {
-                            let reason = match refused {
-                                ResumeRefused::Count(bad) => bad.to_string(),
-                                ResumeRefused::Ended => "the server did not resume the session".into(),
-                            };
-                            debug!(%reason, "resume refused");
-                            return peer.give_up(&CloseInfo {
-                                code: Code::RESUME_FAILED,
-                                reason,
-                                initiator: Initiator::Local,
-                            });
-                        }
-                    }
-                }
-                Err(error) if connection::ends_session(error.code()) => {
-                    debug!(%error, "reconnection refused");
-                    let reason = match &error {
-                        Error::Closed(info) => info.reason.clone(),
-                        error => error.to_string(),
-                    };
-                    return peer.give_up(&CloseInfo {
-                        code: error.code(),
-                        reason,
-                        initiator: Initiator::Remote,
-                    });
-                }
-                Err(error) => debug!(%error, attempts, "reconnection attempt failed"),
-            }
+        let Some((start, reader, writer, attempts)) =
+            reconnect_once(&peer, &dialer, policy, token, &lost).await
+        else {
+            return;
         };
-        let Some((start, reader, writer)) = resumed else {
-            return peer.give_up(&CloseInfo {
-                reason: format!("{} (reconnection gave up after {attempts} attempts)", lost.reason),
-                ..lost
-            });
-        };
+        dialer.remember_key(&peer);
         if let Some(on_reconnect) = &hooks.on_reconnect {
             on_reconnect(&peer, attempts);
         }
-        outcome = connection::run(peer.clone(), start, reader, writer, hooks.clone()).await;
+        outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks.clone()).await;
     }
+}
+
+/// Reconnects with backoff until the session resumes; `None` when it ended instead (given up,
+/// refused, or closed meanwhile).
+async fn reconnect_once<T, D, F>(
+    peer: &Peer,
+    dialer: &Dialer<D>,
+    policy: &Reconnect,
+    token: [u8; 32],
+    lost: &CloseInfo,
+) -> Option<(connection::Start, T::Reader, T::Writer, u32)>
+where
+    T: Transport,
+    D: Fn(bool) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let mut attempts = 0;
+    while policy.max_attempts.is_none_or(|max| attempts < max) {
+        tokio::select! {
+            _ = tokio::time::sleep(policy.delay(attempts, random_fraction())) => {}
+            _ = peer.closed() => return None,
+        }
+        attempts += 1;
+        let (count, secret) = {
+            let engine = peer.engine();
+            (engine.received(), engine.resume_secret().cloned())
+        };
+        let claim = Claim {
+            token,
+            count,
+            binder: None,
+        };
+        match dialer.attempt(Some((claim, secret))).await {
+            Ok((info, reader, writer, connected)) => {
+                let start = resume_on(peer, info, connected)?;
+                return Some((start, reader, writer, attempts));
+            }
+            Err(error) if ends_session(error.code()) => {
+                debug!(%error, "reconnection refused");
+                let reason = match &error {
+                    Error::Closed(info) => info.reason.clone(),
+                    error => error.to_string(),
+                };
+                peer.give_up(&CloseInfo::new(error.code(), reason, Initiator::Remote));
+                return None;
+            }
+            Err(error) => debug!(%error, attempts, "reconnection attempt failed"),
+        }
+    }
+    let reason = format!("{} (reconnection gave up after {attempts} attempts)", lost.reason);
+    peer.give_up(&CloseInfo::new(lost.code, reason, lost.initiator));
+    None
+}
+
+/// Attaches a new connection whose opening succeeded to the session; `None` when the server
+/// did not resume it (the session ends).
+fn resume_on(peer: &Peer, info: PeerInfo, connected: Connected) -> Option<connection::Start> {
+    let refused = match connected.answer.resume {
+        Some(count) => match peer.resume(info, connected.opened, count) {
+            Ok(start) => return Some(start),
+            Err(ResumeRefused::Count(bad)) => bad.to_string(),
+            Err(ResumeRefused::Ended) => "the session has ended".into(),
+        },
+        None => "the server did not resume the session".into(),
+    };
+    debug!(reason = %refused, "resume refused");
+    peer.give_up(&CloseInfo::new(Code::RESUME_FAILED, refused, Initiator::Local));
+    None
 }
 
 /// A random number in `[0, 1)` for the reconnection jitter.
 fn random_fraction() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
+    let bytes = crate::security::random_array::<8>();
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A connection to a server. Dereferences to its [`Peer`]: `send`, `close`, `info`, `session`.
+/// A connection to a server: its [`Peer`] (see [`Client::peer`]) for `send`, `close`, `info`,
+/// `session`, and the rest.
 ///
 /// Dropping the last `Client` handle closes the connection gracefully with `NORMAL` (1000);
 /// clones of its [`Peer`] do not keep it open.
@@ -499,9 +524,24 @@ impl Client {
     pub fn peer(&self) -> &Peer {
         &self.peer
     }
+
+    /// Waits until both directions are secure (what `SecurityConfig::required` promises
+    /// before `connect` returns), at most `limit`.
+    async fn secured(&self, limit: Duration) -> Result<(), Error> {
+        let both = self.peer.shared_security(|state| state.own && state.peer);
+        match tokio::time::timeout(limit, both).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                self.peer
+                    .close_now(Code::HANDSHAKE_TIMEOUT, "the connection did not become secure");
+                Err(Error::Timeout(Timeout::Security))
+            }
+        }
+    }
 }
 
-impl Deref for Client {
+impl std::ops::Deref for Client {
     type Target = Peer;
 
     fn deref(&self) -> &Peer {

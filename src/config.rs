@@ -5,22 +5,7 @@ use std::time::Duration;
 use crate::frame::DEFAULT_MAX_PAYLOAD;
 use crate::security::SecurityConfig;
 
-/// `setters!(Type { /// doc\n field: Type, ... })`: one chainable setter per field.
-macro_rules! setters {
-    ($ty:ty { $($(#[doc = $doc:literal])* $field:ident : $fty:ty,)* }) => {
-        impl $ty {
-            $(
-                $(#[doc = $doc])*
-                #[must_use]
-                pub fn $field(mut self, value: $fty) -> Self {
-                    self.$field = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-pub(crate) use setters;
+use crate::setters::setters;
 
 /// Settings of one connection, on either side.
 #[derive(Clone, Debug)]
@@ -168,15 +153,34 @@ pub enum SlowPeerPolicy {
 pub struct ServerConfig {
     /// Settings of each accepted connection.
     pub connection: ConnectionConfig,
-    /// How long a new peer has to send its hello. Default 10 s. When it runs out the peer is
-    /// sent a close with `HANDSHAKE_TIMEOUT` (4005) and dropped.
+    /// How long a new connection has for its whole opening (hello, key exchange,
+    /// credentials, token validation). Default 10 s. When it runs out the connection is sent a
+    /// close with `HANDSHAKE_TIMEOUT` (4005) and dropped.
     pub handshake_timeout: Duration,
-    /// Most peers connected at once. Default 65 536. A peer beyond it is sent a close with
-    /// `TRY_AGAIN_LATER` (1013) and dropped; its client reports that code. Sessions waiting to
-    /// resume count as connected.
+    /// Most peers connected at once, connections in their opening included. Default 65 536. A
+    /// connection beyond it is sent a close with `TRY_AGAIN_LATER` (1013) and dropped; its
+    /// client reports that code. Sessions waiting to resume count as connected.
     pub max_connections: usize,
     /// What broadcast does with a peer whose queue is full. Default [`SlowPeerPolicy::Close`].
     pub slow_peer: SlowPeerPolicy,
+    /// How many connections may be in their opening exchange at once (hello, key exchange,
+    /// credentials). Default 1024. They count against `max_connections` too; a connection
+    /// beyond either limit is sent a close with `TRY_AGAIN_LATER` (1013) before anything of
+    /// it is read.
+    pub max_opening: usize,
+    /// How many key exchanges compute at once. Default 2. They run on tokio's blocking pool,
+    /// never on the runtime's workers, so a flood of handshakes does not stall connected
+    /// peers; the others wait their turn within the handshake timeout.
+    pub max_handshakes: usize,
+    /// New connections accepted per source address per second; `None` (the default) for no
+    /// limit. Beyond it a connection is sent a close with `TRY_AGAIN_LATER` before its hello is
+    /// read. Behind a proxy every connection may come from one address: leave it off there.
+    pub connections_per_second: Option<u32>,
+    /// Whether a session that never exchanged keys may resume. Default `false`: its resume
+    /// token travelled in the clear, so whoever saw it could take the session over (see
+    /// SECURITY.md). A client that asks for a resumable session exchanges keys while
+    /// connecting by default, which makes its session resumable without this.
+    pub plain_resume: bool,
     /// How long the session of a client that asked for one (see [`Reconnect`]) is kept after
     /// its connection is lost, waiting for the client to resume it. Default 30 s;
     /// `Duration::ZERO` offers no resumable sessions.
@@ -194,6 +198,10 @@ impl Default for ServerConfig {
             connection: ConnectionConfig::default(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 65_536,
+            max_opening: 1024,
+            max_handshakes: 2,
+            connections_per_second: None,
+            plain_resume: false,
             slow_peer: SlowPeerPolicy::Close,
             resume_window: Duration::from_secs(30),
         }
@@ -207,6 +215,14 @@ setters!(ServerConfig {
     handshake_timeout: Duration,
     /// Sets [`ServerConfig::max_connections`].
     max_connections: usize,
+    /// Sets [`ServerConfig::max_opening`].
+    max_opening: usize,
+    /// Sets [`ServerConfig::max_handshakes`].
+    max_handshakes: usize,
+    /// Sets [`ServerConfig::connections_per_second`].
+    connections_per_second: Option<u32>,
+    /// Sets [`ServerConfig::plain_resume`].
+    plain_resume: bool,
     /// Sets [`ServerConfig::slow_peer`].
     slow_peer: SlowPeerPolicy,
     /// Sets [`ServerConfig::resume_window`].

@@ -90,19 +90,25 @@ codes! {
     NO_REPLY = 4012,
     /// 4013: never sent: reported locally when a request got no reply within its timeout.
     REQUEST_TIMEOUT = 4013,
-    /// 4020: the two sides share no security suite; the connection stays plain. Non-fatal.
+    /// 4020: the two sides share no security suite (carried in `KEX_FAIL`). Non-fatal by
+    /// itself; a side that did not opt into falling back closes with `SECURITY_REQUIRED`.
     NO_COMMON_SUITE = 4020,
-    /// 4021: security is required and the peer is not secure (no common suite: fatal; a plain
-    /// message: reported in an error frame).
+    /// 4021: security was needed and could not be had: no common suite without a configured
+    /// fallback, a plain opening to a server that requires security, a peer that must be
+    /// secure turning its direction off (fatal); a refused request to turn a direction off (in
+    /// an error frame).
     SECURITY_REQUIRED = 4021,
     /// 4022: the key exchange failed (malformed message, invalid public value, finished MAC
-    /// mismatch: tampering, downgrade or a wrong pre-shared key). Fatal.
+    /// mismatch: tampering or a downgrade). Fatal.
     HANDSHAKE_FAILED = 4022,
     /// 4023: a protected record failed to verify (tampered, replayed, reordered, dropped,
     /// truncated or injected). Fatal.
     BAD_RECORD = 4023,
-    /// 4024: a plain frame in a direction that is secure. Fatal.
+    /// 4024: a plain frame arrived where PROTOCOL.md §9.3 requires a protected one. Fatal.
     UNEXPECTED_PLAINTEXT = 4024,
+    /// 4025: the server's key is missing, not one the client pins, or its signature does not
+    /// verify. Fatal; the client does not reconnect.
+    UNTRUSTED_SERVER = 4025,
     /// 4030: the receiver declined a file offer. Ends the transfer only.
     FILE_DECLINED = 4030,
     /// 4031: a side cancelled a file transfer. Ends the transfer only.
@@ -151,6 +157,17 @@ pub struct CloseInfo {
     pub reason: String,
     /// Which side ended it.
     pub initiator: Initiator,
+}
+
+impl CloseInfo {
+    /// How a connection ended.
+    pub fn new(code: Code, reason: impl Into<String>, initiator: Initiator) -> CloseInfo {
+        CloseInfo {
+            code,
+            reason: reason.into(),
+            initiator,
+        }
+    }
 }
 
 impl fmt::Display for CloseInfo {
@@ -203,6 +220,132 @@ impl ProtocolError {
     }
 }
 
+/// An error the peer reported: its `ERROR` frame, or a `REPLY_ERROR` to our request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("peer reported {code} for {id}: {message}")]
+#[non_exhaustive]
+pub struct RemoteError {
+    /// The peer's std code.
+    pub code: Code,
+    /// The peer's text.
+    pub message: String,
+    /// The message id (an `ERROR`) or request id (a `REPLY_ERROR`) the peer named; 0 for none.
+    pub id: u32,
+}
+
+impl RemoteError {
+    pub(crate) fn new(code: Code, message: impl Into<String>, id: u32) -> RemoteError {
+        RemoteError {
+            code,
+            message: message.into(),
+            id,
+        }
+    }
+}
+
+/// Why a transfer did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("file transfer {code}: {reason}")]
+#[non_exhaustive]
+pub struct FileError {
+    /// The std code: `FILE_DECLINED`, `FILE_CANCELLED`, `FILE_INTEGRITY`, `FILE_FLOW_VIOLATION`,
+    /// `FILE_IO`, `TOO_MANY_TRANSFERS`, or the connection's close code.
+    pub code: Code,
+    /// Why.
+    pub reason: String,
+}
+
+impl FileError {
+    pub(crate) fn new(code: Code, reason: impl Into<String>) -> FileError {
+        FileError {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why the opening exchange (the hellos, PROTOCOL.md §4.1) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// The stream ended before the exchange finished.
+    #[error("the stream ended before the opening exchange finished")]
+    StreamEnded,
+    /// A frame other than the one the exchange expects next.
+    #[error("expected {expected}, got a {got:?} frame")]
+    Unexpected {
+        /// What the exchange waited for.
+        expected: &'static str,
+        /// What arrived.
+        got: crate::frame::Kind,
+    },
+    /// The hello is malformed (an extension of the wrong length, repeated, or not allowed
+    /// where it was).
+    #[error("malformed hello: {0}")]
+    Malformed(&'static str),
+    /// The peer speaks another protocol version.
+    #[error("peer speaks version {peer}, this endpoint {ours}")]
+    Version {
+        /// The peer's version.
+        peer: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// The WebSocket upgrade did not complete.
+    #[error("WebSocket upgrade failed: {0}")]
+    Upgrade(String),
+    /// The server closed a keyed opening without protection, where anyone on the path could
+    /// have forged the close: not believed, reported as a failed attempt (a reconnecting client
+    /// tries again).
+    #[error("unprotected close during a keyed opening ({code}: {reason}), not believed")]
+    UnprotectedClose {
+        /// The code it carried.
+        code: Code,
+        /// The reason it carried.
+        reason: String,
+    },
+}
+
+impl HelloError {
+    /// The std code a refusal for this error carries.
+    pub fn code(&self) -> Code {
+        match self {
+            HelloError::Version { .. } => Code::VERSION_MISMATCH,
+            HelloError::StreamEnded | HelloError::UnprotectedClose { .. } => Code::ABNORMAL,
+            _ => Code::PROTOCOL_ERROR,
+        }
+    }
+}
+
+/// What did not finish in its configured time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// Connecting: the transport and the opening exchange (`ClientConfig::connect_timeout`).
+    #[error("connecting")]
+    Connect,
+    /// The peer's hello, or the rest of the opening (`ServerConfig::handshake_timeout`).
+    #[error("waiting for the hello and the rest of the opening")]
+    Hello,
+    /// The token validator.
+    #[error("validating the token")]
+    Validation,
+    /// Making both directions secure after connecting (`SecurityConfig::required`).
+    #[error("making the connection secure")]
+    Security,
+}
+
+impl Timeout {
+    /// The std code: `HANDSHAKE_TIMEOUT` for the opening's steps, `ABNORMAL` (reported
+    /// locally) for a connect that did not complete.
+    pub fn code(self) -> Code {
+        match self {
+            Timeout::Connect => Code::ABNORMAL,
+            Timeout::Hello | Timeout::Validation | Timeout::Security => Code::HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
 /// Every error the public API returns or reports.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -216,22 +359,15 @@ pub enum Error {
     /// A registry refused a message.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// The peer reported an error with an error frame.
-    #[error("peer reported {code} for message {id}: {message}")]
-    Remote {
-        /// The peer's std code.
-        code: Code,
-        /// The peer's text.
-        message: String,
-        /// The message id the peer named (0 for none).
-        id: u32,
-    },
-    /// The opening hello failed (the peer's hello is missing, malformed or of another version).
-    #[error("hello failed: {0}")]
-    Handshake(String),
+    /// The peer reported an error: an error frame, or a failed request.
+    #[error(transparent)]
+    Remote(RemoteError),
+    /// The opening exchange failed.
+    #[error("opening exchange: {0}")]
+    Hello(#[from] HelloError),
     /// An operation did not finish in its configured time.
-    #[error("timed out: {0}")]
-    Timeout(&'static str),
+    #[error("timed out {0}")]
+    Timeout(Timeout),
     /// The connection is closed; nothing more can be sent on it.
     #[error("connection {0}")]
     Closed(CloseInfo),
@@ -243,7 +379,7 @@ pub enum Error {
     Config(String),
     /// A file transfer failed; the connection goes on.
     #[error(transparent)]
-    File(crate::file::FileError),
+    File(#[from] FileError),
     /// The server refused the credentials (`UNAUTHORIZED`); the reason never contains the token.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
@@ -253,29 +389,18 @@ pub enum Error {
     /// A request got no reply within its timeout.
     #[error("no reply within {0:?}")]
     RequestTimeout(std::time::Duration),
-    /// The security layer failed (see [`crate::security::SecurityError`] for the fatal kinds).
-    #[error("security {code}: {reason}")]
-    Security {
-        /// The std code.
+    /// The security layer failed: tampering, an invalid key exchange, an untrusted server,
+    /// security that was required and could not be had.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    /// The peer found no security suite in common (its `KEX_FAIL`).
+    #[error("the peer could not agree on security, {code}: {reason}")]
+    FailSecure {
+        /// The peer's code (`NO_COMMON_SUITE`).
         code: Code,
-        /// Why.
+        /// The peer's text.
         reason: String,
     },
-}
-
-impl From<crate::file::FileError> for Error {
-    fn from(error: crate::file::FileError) -> Self {
-        Error::File(error)
-    }
-}
-
-impl From<crate::security::SecurityError> for Error {
-    fn from(error: crate::security::SecurityError) -> Self {
-        Error::Security {
-            code: error.code(),
-            reason: error.to_string(),
-        }
-    }
 }
 
 impl Error {
@@ -285,13 +410,14 @@ impl Error {
             Error::Frame(e) => e.code(),
             Error::Io(_) => Code::ABNORMAL,
             Error::Protocol(e) => e.code,
-            Error::Remote { code, .. } => *code,
-            Error::Handshake(_) => Code::PROTOCOL_ERROR,
-            Error::Timeout(_) => Code::HANDSHAKE_TIMEOUT,
+            Error::Remote(e) => e.code,
+            Error::Hello(e) => e.code(),
+            Error::Timeout(t) => t.code(),
             Error::Closed(info) => info.code,
             Error::QueueFull => Code::SLOW_CONSUMER,
             Error::Config(_) => Code::INTERNAL_ERROR,
-            Error::Security { code, .. } => *code,
+            Error::Security(e) => e.code(),
+            Error::FailSecure { code, .. } => *code,
             Error::Unauthorized(_) => Code::UNAUTHORIZED,
             Error::HeartbeatTimeout(_) => Code::HEARTBEAT_TIMEOUT,
             Error::RequestTimeout(_) => Code::REQUEST_TIMEOUT,

@@ -26,8 +26,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Data flows one way: frame ([`frame`]) → transport ([`transport`]) → connection → protocol
-//! ([`protocol`]) → handler.
+//! Data flows one way: frame ([`frame`]) → transport → connection (engine and driver) →
+//! protocol ([`protocol`]) → handler.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -39,22 +39,26 @@ mod connection;
 mod error;
 pub mod file;
 pub mod frame;
-mod hello;
 pub mod http;
+mod opening;
 pub mod protocol;
 pub mod security;
 mod server;
 mod session;
-pub mod transport;
+mod setters;
+mod transport;
 pub mod ws;
 
 pub use client::{Client, ClientBuilder, TokenCarrier};
 pub use config::{ClientConfig, ConnectionConfig, Reconnect, ServerConfig, SlowPeerPolicy};
 pub use connection::{Peer, PeerId};
-pub use error::{CloseInfo, Code, Error, Initiator, ProtocolError};
+pub use error::{
+    CloseInfo, Code, Error, FileError, HelloError, Initiator, ProtocolError, RemoteError, Timeout,
+};
 pub use protocol::{Dispatch, Message, Protocol, Responder};
 pub use server::{BroadcastReport, Server, ServerBuilder, SessionStore};
 pub use session::Session;
+pub use transport::{PeerInfo, TransportKind};
 
 /// The README's examples, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{Code, Peer, ProtocolError};
+pub use crate::connection::request::Responder;
+use crate::connection::Peer;
+use crate::error::{Code, ProtocolError};
 
 /// A boxed, sendable future: what a [`Dispatch`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -62,87 +64,6 @@ pub trait Dispatch: Send + 'static {
         let _ = (peer, message);
         drop(responder);
         Box::pin(std::future::ready(Ok(())))
-    }
-}
-
-/// The way back to a peer that sent a request: reply once, or fail it with a code.
-///
-/// Dropping it unanswered sends `NO_REPLY` (4012) so the requester does not wait for its
-/// timeout.
-#[must_use = "an unanswered responder tells the requester NO_REPLY"]
-pub struct Responder {
-    peer: Option<Peer>,
-    request: u32,
-}
-
-impl Responder {
-    pub(crate) fn new(peer: Peer, request: u32) -> Responder {
-        Responder {
-            peer: Some(peer),
-            request,
-        }
-    }
-
-    /// The request id (unique among this peer's pending requests).
-    pub fn request_id(&self) -> u32 {
-        self.request
-    }
-
-    /// Queues the reply, waiting while the outbound queue is full. Fails like
-    /// [`Peer::send`] (payload too large, connection closed).
-    pub async fn reply(mut self, payload: impl Into<Bytes>) -> Result<(), crate::Error> {
-        let Some(peer) = self.peer.take() else {
-            return Ok(());
-        };
-        peer.send_frame(crate::frame::Frame {
-            kind: crate::frame::Kind::Reply,
-            id: self.request,
-            tag: None,
-            payload: payload.into(),
-        })
-        .await
-    }
-
-    /// Fails the request with the error's code and text and hands the error back, for a
-    /// dispatcher that refuses a request: `return responder.refuse(error).await`.
-    pub async fn refuse(self, error: ProtocolError) -> Result<(), ProtocolError> {
-        let _ = self.error(error.code, &error.message).await;
-        Err(error)
-    }
-
-    /// Fails the request with `code` and `reason` (the requester gets
-    /// [`Error::Remote`](crate::Error::Remote)).
-    pub async fn error(mut self, code: Code, reason: &str) -> Result<(), crate::Error> {
-        let Some(peer) = self.peer.take() else {
-            return Ok(());
-        };
-        peer.send_frame(reply_error(self.request, code, reason)).await
-    }
-}
-
-fn reply_error(request: u32, code: Code, reason: &str) -> crate::frame::Frame {
-    crate::frame::control::Close::new(code, reason).to_frame(crate::frame::Kind::ReplyError, request)
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        let Some(peer) = self.peer.take() else { return };
-        let frame = reply_error(self.request, Code::NO_REPLY, "the request was not answered");
-        if let Err(crate::Error::QueueFull) = peer.try_enqueue(frame.clone()) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = peer.enqueue(frame).await;
-                });
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("request", &self.request)
-            .finish()
     }
 }
 

@@ -521,7 +521,7 @@ async fn requests_get_replies_in_both_directions_and_typed_errors() {
             other => panic!("{via:?}: expected a timeout, got {other:?}"),
         }
         match client.request(ask(b"ignore")).await {
-            Err(Error::Remote { code, .. }) => assert_eq!(code, Code::NO_REPLY),
+            Err(Error::Remote(remote)) => assert_eq!(remote.code, Code::NO_REPLY),
             other => panic!("{via:?}: expected NO_REPLY, got {other:?}"),
         }
         // The connection ends while a request waits: a typed error, not a hang.
@@ -978,8 +978,9 @@ async fn hostile_resume_and_ack_frames_are_refused_with_documented_codes() {
     // Resuming a session nobody has, and a malformed resume value.
     let (_raw, answer) = raw_with(addr, vec![(3, Bytes::from(vec![7u8; 40]))]).await;
     assert_eq!(close_code(&answer), Code::RESUME_FAILED);
+    // A resume value of the wrong length is a malformed hello (PROTOCOL.md §4.1).
     let (_raw, answer) = raw_with(addr, vec![(3, Bytes::from_static(b"short"))]).await;
-    assert_eq!(close_code(&answer), Code::RESUME_FAILED);
+    assert_eq!(close_code(&answer), Code::PROTOCOL_ERROR);
 
     // An acknowledgement outside a resumable session.
     let (mut raw, answer) = raw_with(addr, vec![]).await;

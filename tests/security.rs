@@ -1,6 +1,7 @@
-//! In-band security: known-answer vectors, the record format of PROTOCOL.md byte for byte, the
-//! id mapping, handshakes and toggles over TCP and WebSocket, key rotation, and a man in the
-//! middle on loopback that tampers with records and handshakes.
+//! In-band security end to end: key exchanges and toggles over TCP and WebSocket, pinned server
+//! keys, key rotation, and a man in the middle on loopback that tampers with records,
+//! handshakes and openings. (Known-answer vectors and the record format live next to the code,
+//! in `src/security`.)
 
 mod common;
 
@@ -14,340 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use truflux::frame::{Frame, FrameCodec, Kind};
-use truflux::security::pht::Pht;
-use truflux::security::record::{Opener, Sealer};
-use truflux::security::{kex, schedule, RekeyPolicy, SecurityConfig, SecurityEvent, Suite};
+use truflux::security::{RekeyPolicy, SecurityConfig, SecurityEvent, Suite};
 use truflux::{
     protocol, Client, ClientConfig, Code, ConnectionConfig, Error, Message, Peer, Server, ServerConfig,
 };
-
-fn hex(text: &str) -> Vec<u8> {
-    let text: String = text.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-// ---- known-answer vectors for what the crates provide -----------------------------------------
-
-#[test]
-fn sha256_fips180_abc() {
-    assert_eq!(
-        schedule::hash(b"abc").to_vec(),
-        hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-    );
-}
-
-#[test]
-fn hmac_sha256_rfc4231_case_2() {
-    use hmac::{KeyInit, Mac};
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"Jefe").unwrap();
-    mac.update(b"what do ya want for nothing?");
-    assert_eq!(
-        mac.finalize().into_bytes().to_vec(),
-        hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-    );
-}
-
-#[test]
-fn hkdf_sha256_rfc5869_case_1() {
-    let ikm = [0x0bu8; 22];
-    let salt = hex("000102030405060708090a0b0c");
-    let info = hex("f0f1f2f3f4f5f6f7f8f9");
-    let (prk, hkdf) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(&salt), &ikm);
-    assert_eq!(
-        prk.to_vec(),
-        hex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
-    );
-    let mut okm = [0u8; 42];
-    hkdf.expand(&info, &mut okm).unwrap();
-    assert_eq!(
-        okm.to_vec(),
-        hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
-    );
-}
-
-#[test]
-fn aes256_cbc_sp800_38a_f25() {
-    use aes::cipher::block_padding::NoPadding;
-    use aes::cipher::{BlockModeEncrypt, KeyIvInit};
-    let key = hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
-    let iv = hex("000102030405060708090a0b0c0d0e0f");
-    let mut buf = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
-    let key: [u8; 32] = key.try_into().unwrap();
-    let iv: [u8; 16] = iv.try_into().unwrap();
-    let encryptor = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into());
-    let len = buf.len();
-    encryptor.encrypt_padded::<NoPadding>(&mut buf, len).unwrap();
-    assert_eq!(
-        buf,
-        hex("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d")
-    );
-}
-
-#[test]
-fn aes128_gcm_test_case_2_with_a_96_bit_tag() {
-    use aes_gcm::aead::consts::U12;
-    use aes_gcm::{AeadInOut, AesGcm, KeyInit};
-    // McGrew & Viega, GCM test case 2: zero key, zero IV, one zero block. A 96-bit tag is the
-    // first 12 octets of the 128-bit tag ab6e47d42cec13bdf53a67b21257bddf.
-    let aead = AesGcm::<aes::Aes128, U12, U12>::new(&[0u8; 16].into());
-    let mut buf = [0u8; 16];
-    let tag = aead
-        .encrypt_inout_detached(&[0u8; 12].into(), &[], (&mut buf[..]).into())
-        .unwrap();
-    assert_eq!(buf.to_vec(), hex("0388dace60b6a392f328c2b971b2fe78"));
-    assert_eq!(tag.to_vec(), hex("ab6e47d42cec13bdf53a67b2"));
-}
-
-#[test]
-fn p256_ecdh_rfc5903_section_8_1() {
-    let i = p256::SecretKey::from_slice(&hex(
-        "C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433",
-    ))
-    .unwrap();
-    let gr = hex(
-        "04D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
-         56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB",
-    );
-    let share = kex::KeyShare::Ecdh(i);
-    let z = share.agree(&gr).unwrap();
-    assert_eq!(
-        z.to_vec(),
-        hex("D6840F6B42F6EDAFD13116E0E12565202FEF8E9ECE7DCE03812464D04B9442DE")
-    );
-    // A point off the curve (last octet of y changed) is refused.
-    let mut bad = gr.clone();
-    bad[64] ^= 1;
-    assert!(share.agree(&bad).is_err());
-}
-
-#[test]
-fn ffdhe2048_generator_has_prime_order_and_bad_values_are_refused() {
-    use num_bigint_dig::BigUint;
-    let p = kex::ffdhe2048_p();
-    assert_eq!(p.bits(), 2048);
-    let q: BigUint = (&p - 1u32) >> 1usize;
-    // 2 generates the subgroup of prime order q: a typo in p would break this.
-    assert_eq!(BigUint::from(2u32).modpow(&q, &p), BigUint::from(1u32));
-    let fixed = |v: &BigUint| {
-        let b = v.to_bytes_be();
-        let mut out = vec![0u8; 256 - b.len()];
-        out.extend_from_slice(&b);
-        out
-    };
-    for bad in [
-        BigUint::from(0u32),
-        BigUint::from(1u32),
-        &p - 1u32,
-        p.clone(),
-        &p - 2u32,
-    ] {
-        // p − 2 = −2 is a quadratic non-residue: outside the subgroup.
-        assert!(
-            kex::validate_dh_public(&fixed(&bad), &p).is_err(),
-            "{bad:x} accepted"
-        );
-    }
-    assert!(
-        kex::validate_dh_public(&[1u8; 255], &p).is_err(),
-        "short value accepted"
-    );
-    let (share, public) = kex::KeyShare::generate(Suite::DhFfdhe2048Aes256CbcHmacSha256);
-    let (other, other_public) = kex::KeyShare::generate(Suite::DhFfdhe2048Aes256CbcHmacSha256);
-    assert!(kex::validate_dh_public(&public, &p).is_ok());
-    assert_eq!(
-        *share.agree(&other_public).unwrap(),
-        *other.agree(&public).unwrap()
-    );
-}
-
-// ---- our record format, byte for byte against PROTOCOL.md --------------------------------------
-
-fn fixed_secret() -> schedule::Secret {
-    let mut secret = [0u8; 32];
-    for (i, b) in secret.iter_mut().enumerate() {
-        *b = i as u8 + 1;
-    }
-    zeroize::Zeroizing::new(secret)
-}
-
-/// `<!-- sealed-vector: NAME -->` and the fenced hex that follows, from PROTOCOL.md.
-fn sealed_vector(name: &str) -> Vec<u8> {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
-    let marker = format!("<!-- sealed-vector: {name} -->");
-    let at = spec
-        .find(&marker)
-        .unwrap_or_else(|| panic!("{marker} missing from PROTOCOL.md"));
-    let rest = &spec[at..];
-    let start = rest.find("```").unwrap();
-    let body = &rest[start + rest[start..].find('\n').unwrap() + 1..];
-    let body = &body[..body.find("```").unwrap()];
-    hex(&body
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .collect::<String>())
-}
-
-fn wire(frame: &Frame) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    FrameCodec::default().encode(frame, &mut out).unwrap();
-    out.to_vec()
-}
-
-#[test]
-fn sealed_records_match_protocol_md_byte_for_byte() {
-    for (suite, name) in [
-        (Suite::EcdhP256Aes128Gcm, "gcm"),
-        (Suite::DhFfdhe2048Aes256CbcHmacSha256, "cbc"),
-    ] {
-        let mut sealer = Sealer::new(suite, fixed_secret());
-        let mut opener = Opener::new(suite, fixed_secret());
-        for seq in 0..2u32 {
-            let frame = Frame::message(7, Bytes::from_static(b"hi"));
-            let sealed = sealer.seal(frame.clone()).unwrap();
-            assert_eq!(
-                wire(&sealed),
-                sealed_vector(&format!("{name}-seq{seq}")),
-                "{name} record {seq}"
-            );
-            assert_eq!(opener.open(sealed).unwrap(), frame);
-        }
-    }
-    let pht = Pht::new(&[0u8; 16]);
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
-    let line = format!("maps id 7 to 0x{:08x}", pht.map(7));
-    assert!(spec.contains(&line), "PROTOCOL.md must say: {line}");
-}
-
-#[test]
-fn sealing_and_opening_never_change_bytes_another_handle_shares() {
-    for suite in Suite::ALL {
-        let original = vec![0x5au8; 1000];
-        let payload = Bytes::from(original.clone());
-        let mut sealer = Sealer::new(suite, fixed_secret());
-        let sealed = sealer.seal(Frame::message(1, payload.clone())).unwrap();
-        assert_eq!(payload, original, "{suite}: the sender's copy stays plain");
-        assert_ne!(
-            sealed.payload[..16],
-            original[..16],
-            "{suite}: the record is encrypted"
-        );
-
-        let ciphertext = sealed.payload.to_vec();
-        let kept = sealed.payload.clone();
-        let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
-        assert_eq!(opened.payload, original, "{suite}: opens to the plaintext");
-        assert_eq!(kept, ciphertext, "{suite}: another holder still sees the record");
-
-        // Nothing else holds these: sealed and opened in their own memory, still correct.
-        let mut sealer = Sealer::new(suite, fixed_secret());
-        let sealed = sealer
-            .seal(Frame::message(1, Bytes::from(original.clone())))
-            .unwrap();
-        assert_eq!(
-            sealed.payload, ciphertext,
-            "{suite}: in place seals the same record"
-        );
-        let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
-        assert_eq!(
-            opened.payload, original,
-            "{suite}: in place opens the same plaintext"
-        );
-    }
-}
-
-#[test]
-fn records_are_bound_to_their_sequence_header_and_key() {
-    for suite in Suite::ALL {
-        let mut sealer = Sealer::new(suite, fixed_secret());
-        let first = sealer
-            .seal(Frame::message(1, Bytes::from_static(b"first")))
-            .unwrap();
-        let second = sealer
-            .seal(Frame::message(1, Bytes::from_static(b"second")))
-            .unwrap();
-        // Out of order: the second record under the first sequence number.
-        assert!(
-            Opener::new(suite, fixed_secret()).open(second).is_err(),
-            "{suite}: reorder"
-        );
-        // A changed header (the id) breaks the tag.
-        let mut moved = first.clone();
-        moved.id ^= 1;
-        assert!(
-            Opener::new(suite, fixed_secret()).open(moved).is_err(),
-            "{suite}: header"
-        );
-        // Another kind with the same bytes.
-        let mut rekinded = first.clone();
-        rekinded.kind = Kind::Error;
-        assert!(
-            Opener::new(suite, fixed_secret()).open(rekinded).is_err(),
-            "{suite}: kind"
-        );
-        // Another key.
-        let other = zeroize::Zeroizing::new([9u8; 32]);
-        assert!(
-            Opener::new(suite, other).open(first.clone()).is_err(),
-            "{suite}: key"
-        );
-        // After a rekey both sides move on together.
-        let mut sealer = Sealer::new(suite, fixed_secret()).next();
-        let mut opener = Opener::new(suite, fixed_secret());
-        opener.advance();
-        assert!(
-            opener
-                .open(sealer.seal(Frame::message(3, Bytes::new())).unwrap())
-                .is_ok(),
-            "{suite}: rekey"
-        );
-    }
-}
-
-// ---- the id mapping ------------------------------------------------------------------------------
-
-#[test]
-fn pht_is_a_bijection_over_the_whole_31_bit_range() {
-    let pht = Pht::new(&[
-        0x5a, 0x13, 0xc4, 0x09, 0xff, 0x00, 0x71, 0x2e, 0x88, 0x41, 0x3b, 0xd0, 0x06, 0x99, 0xe7, 0x52,
-    ]);
-    // unmap ∘ map = identity on the whole finite domain, so map is injective, hence bijective;
-    // map never leaves the domain. Split over two threads.
-    let halves: Vec<_> = (0..2u32)
-        .map(|half| {
-            let pht = pht.clone();
-            std::thread::spawn(move || {
-                let (start, end) = (half << 30, (half << 30) | ((1 << 30) - 1));
-                for id in start..=end {
-                    let mapped = pht.map(id);
-                    if mapped > truflux::frame::MAX_ID || pht.unmap(mapped) != id {
-                        return Err(id);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for half in halves {
-        assert_eq!(half.join().unwrap(), Ok(()));
-    }
-}
-
-#[test]
-fn the_same_id_maps_differently_in_different_sessions() {
-    // Two sessions' traffic secrets differ, and so do their mappings.
-    let mut a = Sealer::new(Suite::EcdhP256Aes128Gcm, zeroize::Zeroizing::new([1u8; 32]));
-    let mut b = Sealer::new(Suite::EcdhP256Aes128Gcm, zeroize::Zeroizing::new([2u8; 32]));
-    let differing = (0..100u32)
-        .filter(|&id| {
-            a.seal(Frame::message(id, Bytes::new())).unwrap().id
-                != b.seal(Frame::message(id, Bytes::new())).unwrap().id
-        })
-        .count();
-    assert!(differing >= 99, "only {differing} of 100 ids map differently");
-}
 
 // ---- end to end ---------------------------------------------------------------------------------
 
@@ -384,7 +55,7 @@ impl SecurityEvents for Events {
             SecurityEvent::FailSecure { code, .. } => *code,
             _ => Code::NORMAL,
         };
-        let error = Error::Security {
+        let error = Error::FailSecure {
             code,
             reason: format!("event {event:?}"),
         };
@@ -517,31 +188,38 @@ async fn toggling_both_directions_under_a_stream_keeps_order_and_mode() {
 }
 
 #[tokio::test]
-async fn no_common_suite_fails_secure_and_stays_usable_in_plain() {
+async fn no_common_suite_closes_with_security_required_unless_both_sides_fall_back() {
+    let only_dh = SecurityConfig::default().suites([Suite::DhFfdhe2048Aes256CbcHmacSha256]);
+    let only_ecdh = SecurityConfig::default().suites([Suite::EcdhP256Aes128Gcm]);
+    // No fallback configured: the failed negotiation ends the connection.
     let events = Events::default();
-    let server = relay_server(
-        SecurityConfig::default().suites([Suite::DhFfdhe2048Aes256CbcHmacSha256]),
-        &events,
-    )
-    .await;
-    let (a, _a_rx, a_events) = client(
-        &server,
-        false,
-        SecurityConfig::default().suites([Suite::EcdhP256Aes128Gcm]),
-    )
-    .await
-    .unwrap();
-    let (_b, mut b_rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
+    let server = relay_server(only_dh.clone(), &events).await;
+    let (a, _a_rx, a_events) = client(&server, false, only_ecdh.clone()).await.unwrap();
     match a.set_own_security(true).await {
-        Err(Error::Security { code, .. }) => assert_eq!(code, Code::NO_COMMON_SUITE),
+        Err(Error::FailSecure { code, .. }) => assert_eq!(code, Code::NO_COMMON_SUITE),
         other => panic!("expected fail_secure, got {other:?}"),
     }
+    assert_eq!(
+        within("the close", a.closed()).await.code,
+        Code::SECURITY_REQUIRED
+    );
     assert!(matches!(
         a_events.lock().unwrap()[..],
         [SecurityEvent::FailSecure {
             code: Code::NO_COMMON_SUITE,
             ..
         }]
+    ));
+    // Both sides opted in: reported, and the connection goes on in plain.
+    let events = Events::default();
+    let server = relay_server(only_dh.fallback_plain(true), &events).await;
+    let (a, _a_rx, _) = client(&server, false, only_ecdh.fallback_plain(true))
+        .await
+        .unwrap();
+    let (_b, mut b_rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
+    assert!(matches!(
+        a.set_own_security(true).await,
+        Err(Error::FailSecure { .. })
     ));
     let (text, code) = events.error_event().await;
     assert_eq!(code, Code::NO_COMMON_SUITE, "{text}");
@@ -554,21 +232,28 @@ async fn no_common_suite_fails_secure_and_stays_usable_in_plain() {
 }
 
 #[tokio::test]
-async fn a_server_that_requires_security_closes_when_no_suite_is_common() {
+async fn a_server_that_requires_security_refuses_plain_openings_and_closes_when_no_suite_is_common() {
     let events = Events::default();
     let required = SecurityConfig::default()
         .suites([Suite::DhFfdhe2048Aes256CbcHmacSha256])
         .required(true);
     let server = relay_server(required, &events).await;
-    let (a, _rx, _) = client(
+    let plain = client(
         &server,
         false,
-        SecurityConfig::default().suites([Suite::EcdhP256Aes128Gcm]),
+        SecurityConfig::default().opening(truflux::security::Opening::Plain),
     )
-    .await
-    .unwrap();
-    let info = within("the close", a.closed()).await;
-    assert_eq!(info.code, Code::SECURITY_REQUIRED);
+    .await;
+    assert_eq!(plain.err().map(|e| e.code()), Some(Code::SECURITY_REQUIRED));
+    let keyed = client(
+        &server,
+        false,
+        SecurityConfig::default()
+            .suites([Suite::EcdhP256Aes128Gcm])
+            .opening(truflux::security::Opening::Keyed),
+    )
+    .await;
+    assert_eq!(keyed.err().map(|e| e.code()), Some(Code::SECURITY_REQUIRED));
 }
 
 #[tokio::test]
@@ -579,46 +264,63 @@ async fn required_security_on_both_sides_is_in_place_before_connect_returns() {
         let (a, mut a_rx, _) = client(&server, ws, SecurityConfig::default().required(true))
             .await
             .unwrap();
-        assert!(a.is_secure());
+        assert!(a.is_secure() && a.is_peer_secure());
         let (b, _b_rx, _) = client(&server, ws, SecurityConfig::default().required(true))
             .await
             .unwrap();
         b.send_raw(3, &b"x"[..]).await.unwrap();
         let (message, protected) = within("relayed", a_rx.recv()).await.unwrap();
         assert_eq!((message.id, protected), (3, true));
+        assert!(
+            matches!(a.set_own_security(false).await, Err(Error::Security(_))),
+            "never off"
+        );
     }
-    // A plain client's messages are refused with SECURITY_REQUIRED until its direction is secure.
-    let (plain, _rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
-    plain.send_raw(4, &b"too early"[..]).await.unwrap();
-    let refused = events
-        .until(|e| match e {
-            common::Event::Error(_, text, Code::SECURITY_REQUIRED) => Some(text),
-            _ => None,
-        })
-        .await;
-    assert!(
-        refused.contains("before the sender's direction was secure"),
-        "{refused}"
-    );
+    // A client that does not ask for security still gets both directions secure from the
+    // opening: the server requires it.
+    let (c, mut c_rx, _) = client(
+        &server,
+        false,
+        SecurityConfig::default().opening(truflux::security::Opening::Keyed),
+    )
+    .await
+    .unwrap();
+    let (d, _d_rx, _) = client(&server, false, SecurityConfig::default().required(true))
+        .await
+        .unwrap();
+    d.send_raw(4, &b"y"[..]).await.unwrap();
+    let (message, protected) = within("relayed", c_rx.recv()).await.unwrap();
+    assert_eq!((message.id, protected), (4, true));
+    within("the client's own direction", async {
+        while !c.is_secure() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
-async fn a_pre_shared_key_must_match() {
+async fn a_pinned_server_key_authenticates_the_server_and_any_other_is_untrusted() {
     let events = Events::default();
-    let server = relay_server(SecurityConfig::default().psk(&b"token-123"[..]), &events).await;
-    let (good, _rx, _) = client(&server, false, SecurityConfig::default().psk(&b"token-123"[..]))
+    let key = truflux::security::ServerKey::generate();
+    let server = relay_server(SecurityConfig::default().server_key(key.clone()), &events).await;
+    let (good, _rx, _) = client(&server, false, SecurityConfig::default().pin(key.fingerprint()))
         .await
         .unwrap();
-    assert!(good.handshake().await.is_ok());
-    let (bad, _rx, _) = client(&server, false, SecurityConfig::default().psk(&b"guess"[..]))
-        .await
-        .unwrap();
-    assert!(
-        bad.handshake().await.is_err(),
-        "a wrong PSK must fail the handshake"
-    );
-    let info = within("close", bad.closed()).await;
-    assert_eq!(info.code, Code::HANDSHAKE_FAILED);
+    assert!(good.server_authenticated());
+    assert_eq!(good.server_key(), Some(key.fingerprint()));
+    let other = truflux::security::ServerKey::generate();
+    let wrong = client(&server, false, SecurityConfig::default().pin(other.fingerprint())).await;
+    assert_eq!(wrong.err().map(|e| e.code()), Some(Code::UNTRUSTED_SERVER));
+    // Without a pin the exchange is anonymous, and the API says so.
+    let (anonymous, _rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
+    anonymous.handshake().await.unwrap();
+    assert!(!anonymous.server_authenticated());
+    assert_eq!(anonymous.server_key(), Some(key.fingerprint()));
+    // A server without a key cannot satisfy a pin.
+    let keyless = relay_server(SecurityConfig::default(), &Events::default()).await;
+    let pinned = client(&keyless, true, SecurityConfig::default().pin(key.fingerprint())).await;
+    assert_eq!(pinned.err().map(|e| e.code()), Some(Code::UNTRUSTED_SERVER));
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ async fn info_reports_both_addresses() {
     assert_eq!(peer.info().remote, client.info().local);
     assert_eq!(peer.info().local, client.info().remote);
     assert!(!peer.is_websocket());
-    assert_eq!(peer.info().transport, truflux::transport::TransportKind::Tcp);
+    assert_eq!(peer.info().transport, truflux::TransportKind::Tcp);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -126,29 +126,38 @@ impl Queue {
     /// Moves up to `limit` frames into `batch`, waiting until there is at least one; returns
     /// how many, or 0 once the queue is closed and empty. Cancel safe: frames are only taken
     /// when the call returns. Only one task (the writer) may call it at a time.
+    #[cfg(test)]
     pub(crate) async fn pop_many(&self, batch: &mut Vec<Frame>, limit: usize) -> usize {
-        std::future::poll_fn(|cx| {
-            // Registered before looking, so a frame queued after the look wakes us.
-            self.ready.register(cx.waker());
-            let taken = {
-                let mut state = self.lock();
-                let n = state.frames.len().min(limit.max(1));
-                batch.extend(state.frames.drain(..n));
-                if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
-                    state.frames = VecDeque::new();
-                }
-                if n == 0 && state.closed {
-                    return Poll::Ready(0);
-                }
-                n
-            };
-            if taken == 0 {
-                return Poll::Pending;
+        std::future::poll_fn(|cx| self.poll_pop_many(cx, batch, limit)).await
+    }
+
+    /// [`Queue::pop_many`] as a poll: `Pending` (the writer is woken by the next frame) while
+    /// the queue is empty and open.
+    pub(crate) fn poll_pop_many(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Frame>,
+        limit: usize,
+    ) -> Poll<usize> {
+        // Registered before looking, so a frame queued after the look wakes us.
+        self.ready.register(cx.waker());
+        let taken = {
+            let mut state = self.lock();
+            let n = state.frames.len().min(limit.max(1));
+            batch.extend(state.frames.drain(..n));
+            if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
+                state.frames = VecDeque::new();
             }
-            self.space.add_permits(taken);
-            Poll::Ready(taken)
-        })
-        .await
+            if n == 0 && state.closed {
+                return Poll::Ready(0);
+            }
+            n
+        };
+        if taken == 0 {
+            return Poll::Pending;
+        }
+        self.space.add_permits(taken);
+        Poll::Ready(taken)
     }
 
     /// Refuses every later frame and fails waiting senders; frames already queued stay for

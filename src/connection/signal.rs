@@ -78,6 +78,7 @@ impl<T: Clone> Signal<T> {
     }
 
     /// Replaces the value and wakes every waiter.
+    #[cfg(test)]
     pub(crate) fn set(&self, value: T) {
         *self.lock() = value;
         self.changed.notify_waiters();

@@ -1,33 +1,39 @@
-//! File streaming: offers, senders, receivers, credit flow control, integrity.
+//! File streaming: offers, senders, receivers, credit, integrity.
 //!
-//! This module owns file transfers on one connection: the table of transfers in both
-//! directions, the sender task that reads a source within the receiver's credit, the receiver
-//! task that writes a destination and returns credit, and the integrity check at the end. It
-//! sends and receives only through the connection's queue and read loop (so chunks are sealed
-//! like any record, and interleave fairly with messages); it must not touch sockets or the
-//! security layer.
+//! This module owns file transfers above the connection: the sender task that reads a source
+//! within the receiver's credit, the receiver task that writes a destination and returns
+//! credit, the integrity check at the end, and the routing of file frames to those tasks
+//! (`Router`). The rules a hostile peer could break (offers beyond the limit, content before
+//! acceptance or beyond the credit, unknown transfers) are the connection engine's; this module
+//! talks to the connection only through its narrow `Link`, sends through the session's queue
+//! (so chunks are sealed like any record and interleave fairly with messages), and must not
+//! touch sockets or the security layer.
 //!
 //! A receiver grants a window of credit (default 256 KiB) when it accepts and returns credit as
 //! it writes, so memory on both sides is bounded by the window, whatever the file's size. The
-//! content goes to `<destination>.partial` and is renamed to the destination only after its size
-//! and SHA-256 match the sender's; any failure removes the partial file.
+//! content goes to `<destination>.partial`, created new (never over an existing file), and is
+//! linked to the destination only after its size and SHA-256 match the sender's; any failure
+//! removes the partial file.
 
+mod names;
 mod receive;
 mod send;
-mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
+pub use crate::error::FileError;
 pub use receive::FileReceive;
 pub use send::FileSend;
 
-use crate::frame::{Frame, Kind};
-use crate::{Code, Error, Peer};
+use crate::connection::engine::files::FileEvent;
+use crate::connection::link::{FileSink, Link, Refusal};
+use crate::error::{Code, Error};
+use crate::frame::file as wire;
 
 /// File transfer settings of a connection.
 #[derive(Clone, Debug)]
@@ -54,7 +60,7 @@ impl Default for FileConfig {
     }
 }
 
-crate::config::setters!(FileConfig {
+crate::setters::setters!(FileConfig {
     /// Sets [`FileConfig::chunk`].
     chunk: u32,
     /// Sets [`FileConfig::window`].
@@ -100,30 +106,15 @@ impl FileStatus {
     }
 }
 
-/// Why a transfer did not complete.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("file transfer {code}: {reason}")]
-pub struct FileError {
-    /// The std code: `FILE_DECLINED`, `FILE_CANCELLED`, `FILE_INTEGRITY`, `FILE_FLOW_VIOLATION`,
-    /// `FILE_IO`, `TOO_MANY_TRANSFERS`, or the connection's close code.
-    pub code: Code,
-    /// Why.
-    pub reason: String,
-}
+/// Runs for every offer a peer makes.
+pub(crate) type OfferFn = Arc<dyn Fn(&crate::connection::Peer, FileOffer) + Send + Sync>;
 
-impl FileError {
-    pub(crate) fn new(code: Code, reason: impl Into<String>) -> FileError {
-        FileError {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// A file the peer offers. Decide with [`FileOffer::accept`], [`FileOffer::accept_writer`] or
-/// [`FileOffer::decline`]; an offer dropped undecided is declined.
+/// A file the peer offers. Decide with [`FileOffer::accept`], [`FileOffer::accept_into`],
+/// [`FileOffer::accept_writer`] or [`FileOffer::decline`]; an offer dropped undecided is
+/// declined.
 pub struct FileOffer {
-    peer: Peer,
+    link: Link,
+    router: Router,
     id: u32,
     name: String,
     size: Option<u64>,
@@ -152,13 +143,13 @@ impl FileOffer {
         &self.name
     }
 
-    /// The name reduced to a plain file name (no directories, no `..`, no leading dots or
-    /// control characters), or `None` if nothing usable is left.
+    /// The name reduced to a plain file name that is safe on every system, or `None` if
+    /// nothing usable is left: no directories, no `..`, no leading dots, no control
+    /// characters, no trailing dots or spaces, and refused outright when it holds a `:` (a
+    /// Windows drive-relative path or an alternate data stream) or is a reserved device name
+    /// (`CON`, `NUL`, `COM1`, … with any extension).
     pub fn safe_name(&self) -> Option<String> {
-        let last = self.name.rsplit(['/', '\\']).next().unwrap_or("");
-        let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
-        let cleaned = cleaned.trim_start_matches('.').trim();
-        (!cleaned.is_empty()).then(|| cleaned.to_owned())
+        names::safe_name(&self.name)
     }
 
     /// The announced size; `None` for a stream of unknown length.
@@ -171,12 +162,14 @@ impl FileOffer {
         self.size.is_none()
     }
 
-    /// Accepts into `path`: content goes to `path` + `.partial` and is renamed to `path` only
-    /// once verified. Fails if the partial file cannot be created (the offer is then declined).
+    /// Accepts into `path`: content goes to a new `.partial` file beside it and becomes the
+    /// file only once verified. An existing file is never overwritten: when `path` (or its
+    /// partial file) is taken, the first free name of `stem (1).ext`, `stem (2).ext`, … is
+    /// used; [`FileReceive::path`] tells which. Fails if no partial file can be created (the
+    /// offer is then refused with `FILE_IO`).
     pub async fn accept(mut self, path: impl Into<PathBuf>) -> Result<FileReceive, Error> {
         self.decided = true;
-        let path = path.into();
-        match receive::Destination::create(path).await {
+        match receive::Destination::create(path.into()).await {
             Ok(destination) => self.start(destination).await,
             Err(error) => {
                 self.refuse(Code::FILE_IO, &format!("cannot create the destination: {error}"));
@@ -213,7 +206,7 @@ impl FileOffer {
     }
 
     async fn start(&mut self, destination: receive::Destination) -> Result<FileReceive, Error> {
-        receive::start(&self.peer, self.id, self.size, destination).await
+        receive::start(&self.link, &self.router, self.id, self.size, destination).await
     }
 
     /// Declines with a reason.
@@ -223,8 +216,8 @@ impl FileOffer {
     }
 
     fn refuse(&self, code: Code, reason: &str) {
-        self.peer.shared_files().remove_incoming(self.id);
-        let _ = self.peer.try_enqueue(wire::refuse(self.id, code, reason));
+        self.link.end_incoming(self.id);
+        let _ = self.link.try_enqueue(wire::refuse(self.id, code, reason));
     }
 }
 
@@ -236,14 +229,14 @@ impl Drop for FileOffer {
     }
 }
 
-/// What the read loop hands a receiver task.
+/// What the router hands a receiver task.
 pub(crate) enum Inbound {
     Chunk(Bytes),
     End { size: u64, sha256: [u8; 32] },
     Abort(FileError),
 }
 
-/// State shared between a sender task and the read loop.
+/// State shared between a sender task and the router.
 pub(crate) struct Outgoing {
     state: Mutex<OutState>,
     notify: Notify,
@@ -257,78 +250,6 @@ struct OutState {
     paused: bool,
     done: Option<[u8; 32]>,
     ended: Option<FileError>,
-}
-
-/// An accepted incoming transfer, as the read loop sees it.
-struct Accepted {
-    tx: mpsc::Sender<Inbound>,
-    /// Content octets the sender may still send: granted minus received.
-    credit: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// One connection's transfers in both directions.
-#[derive(Default)]
-pub(crate) struct Table {
-    inner: Mutex<TableInner>,
-}
-
-#[derive(Default)]
-struct TableInner {
-    next_id: u32,
-    outgoing: HashMap<u32, Arc<Outgoing>>,
-    /// `None` while offered, `Some` once accepted.
-    incoming: HashMap<u32, Option<Accepted>>,
-    /// Recently ended incoming ids: chunks still in flight for them are expected.
-    recent: VecDeque<u32>,
-    closed: bool,
-}
-
-/// How many ended incoming transfers are remembered to recognise late chunks.
-const RECENT: usize = 64;
-
-impl Table {
-    fn lock(&self) -> MutexGuard<'_, TableInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn new_outgoing(&self) -> Option<(u32, Arc<Outgoing>)> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return None;
-        }
-        let id = inner.next_id & crate::frame::MAX_ID;
-        inner.next_id = inner.next_id.wrapping_add(1);
-        let outgoing = Arc::new(Outgoing {
-            state: Mutex::new(OutState::default()),
-            notify: Notify::new(),
-        });
-        inner.outgoing.insert(id, outgoing.clone());
-        Some((id, outgoing))
-    }
-
-    pub(crate) fn remove_outgoing(&self, id: u32) {
-        self.lock().outgoing.remove(&id);
-    }
-
-    fn remove_incoming(&self, id: u32) {
-        let mut inner = self.lock();
-        if inner.incoming.remove(&id).is_some() {
-            inner.recent.push_back(id);
-            if inner.recent.len() > RECENT {
-                inner.recent.pop_front();
-            }
-        }
-    }
-
-    /// Ends every transfer: the connection is over.
-    pub(crate) fn close(&self, reason: &FileError) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        inner.incoming.clear();
-        for (_, outgoing) in inner.outgoing.drain() {
-            outgoing.end(reason.clone());
-        }
-    }
 }
 
 impl Outgoing {
@@ -348,206 +269,175 @@ impl Outgoing {
     }
 }
 
-/// A file-frame error the read loop reports; `fatal` is never set: files never end the
-/// connection.
-pub(crate) struct FrameOutcome {
-    pub(crate) reply: Option<Frame>,
-    pub(crate) error: Option<Error>,
-    pub(crate) offer: Option<FileOffer>,
+/// Routes a session's file frames to the tasks of its transfers.
+#[derive(Clone)]
+pub(crate) struct Router {
+    inner: Arc<RouterInner>,
 }
 
-impl FrameOutcome {
-    fn none() -> FrameOutcome {
-        FrameOutcome {
-            reply: None,
-            error: None,
-            offer: None,
+struct RouterInner {
+    on_offer: Option<OfferFn>,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    outgoing: HashMap<u32, Arc<Outgoing>>,
+    incoming: HashMap<u32, mpsc::Sender<Inbound>>,
+}
+
+impl Router {
+    /// A router that hands offers to `on_offer` (without one, every offer is declined).
+    pub(crate) fn new(on_offer: Option<OfferFn>) -> Router {
+        Router {
+            inner: Arc::new(RouterInner {
+                on_offer,
+                routes: Mutex::new(Routes::default()),
+            }),
         }
     }
 
-    fn error(error: FileError, reply: Option<Frame>) -> FrameOutcome {
-        FrameOutcome {
-            reply,
-            error: Some(Error::File(error)),
-            offer: None,
-        }
+    /// The router of the session `link` belongs to.
+    pub(crate) fn of(link: &Link) -> Option<Router> {
+        link.sink().as_any().downcast_ref::<Router>().cloned()
     }
-}
 
-/// Handles one file frame from the read loop. Never blocks: chunks go to the receiver task's
-/// bounded channel, whose room the credit guarantees.
-pub(crate) fn on_frame(peer: &Peer, frame: Frame) -> FrameOutcome {
-    let table = peer.shared_files();
-    let id = frame.id;
-    match frame.kind {
-        Kind::FileOffer => {
-            let Ok((size, name)) = wire::parse_offer(&frame.payload) else {
-                let error = FileError::new(Code::FILE_FLOW_VIOLATION, "malformed file offer");
-                return FrameOutcome::error(
-                    error,
-                    Some(wire::refuse(id, Code::FILE_FLOW_VIOLATION, "malformed offer")),
-                );
-            };
-            let mut inner = table.lock();
-            if inner.incoming.contains_key(&id) {
-                drop(inner);
-                let error = FileError::new(Code::FILE_FLOW_VIOLATION, format!("transfer {id} offered twice"));
-                return FrameOutcome::error(error, None);
-            }
-            if inner.incoming.len() >= peer.max_incoming_files() {
-                drop(inner);
-                let error = FileError::new(
-                    Code::TOO_MANY_TRANSFERS,
-                    format!("offer {id} beyond the limit of concurrent transfers"),
-                );
-                let reply = wire::refuse(id, Code::TOO_MANY_TRANSFERS, "too many concurrent transfers");
-                return FrameOutcome::error(error, Some(reply));
-            }
-            inner.incoming.insert(id, None);
-            drop(inner);
-            let offer = FileOffer {
-                peer: peer.clone(),
-                id,
-                name,
-                size,
-                decided: false,
-            };
-            FrameOutcome {
-                reply: None,
-                error: None,
-                offer: Some(offer),
-            }
-        }
-        Kind::FileChunk | Kind::FileEnd | Kind::FileAbort => {
-            let inbound = match frame.kind {
-                Kind::FileChunk => Inbound::Chunk(frame.payload),
-                Kind::FileEnd => match wire::parse_end(&frame.payload) {
-                    Ok((size, sha256)) => Inbound::End { size, sha256 },
-                    Err(()) => {
-                        Inbound::Abort(FileError::new(Code::FILE_FLOW_VIOLATION, "malformed file end"))
-                    }
-                },
-                _ => Inbound::Abort(wire::parse_reason(&frame.payload, Code::FILE_CANCELLED)),
-            };
-            let inner = table.lock();
-            match inner.incoming.get(&id) {
-                Some(Some(accepted)) => {
-                    let (tx, credit) = (accepted.tx.clone(), accepted.credit.clone());
-                    drop(inner);
-                    let len = match &inbound {
-                        Inbound::Chunk(bytes) => bytes.len() as u64,
-                        _ => 0,
-                    };
-                    let within_credit = credit
-                        .fetch_update(
-                            std::sync::atomic::Ordering::AcqRel,
-                            std::sync::atomic::Ordering::Acquire,
-                            |c| c.checked_sub(len),
-                        )
-                        .is_ok();
-                    if within_credit {
-                        match tx.try_send(inbound) {
-                            Ok(()) => return FrameOutcome::none(),
-                            // The transfer is ending: this frame was in flight.
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
-                                let error = FileError::new(
-                                    Code::UNKNOWN_TRANSFER,
-                                    format!("late {:?} for ended transfer {id}", frame.kind),
-                                );
-                                return FrameOutcome {
-                                    reply: None,
-                                    error: Some(Error::File(error)),
-                                    offer: None,
-                                };
-                            }
-                            Err(mpsc::error::TrySendError::Full(_)) => {}
-                        }
-                    }
-                    // Octets are bounded by the credit, chunks by the channel's room.
-                    let error = FileError::new(
-                        Code::FILE_FLOW_VIOLATION,
-                        format!("transfer {id}: more than the credit"),
-                    );
-                    table.remove_incoming(id);
-                    let reply = wire::refuse(id, Code::FILE_FLOW_VIOLATION, "more than the credit");
-                    FrameOutcome::error(error, Some(reply))
-                }
-                Some(None) => {
-                    drop(inner);
-                    if let Inbound::Abort(_) = inbound {
-                        // Withdrawn before the application decided: forget the offer.
-                        table.remove_incoming(id);
-                        return FrameOutcome::none();
-                    }
-                    let error = FileError::new(
-                        Code::FILE_FLOW_VIOLATION,
-                        format!("transfer {id}: content before acceptance"),
-                    );
-                    FrameOutcome::error(
-                        error,
-                        Some(wire::refuse(
-                            id,
-                            Code::FILE_FLOW_VIOLATION,
-                            "content before acceptance",
-                        )),
-                    )
-                }
-                None if inner.recent.contains(&id) => {
-                    drop(inner);
-                    // In flight when the transfer ended: expected, reported, dropped.
-                    let error = FileError::new(
-                        Code::UNKNOWN_TRANSFER,
-                        format!("late {:?} for ended transfer {id}", frame.kind),
-                    );
-                    FrameOutcome {
-                        reply: None,
-                        error: Some(Error::File(error)),
-                        offer: None,
-                    }
-                }
-                None => {
-                    drop(inner);
-                    let error = FileError::new(
-                        Code::UNKNOWN_TRANSFER,
-                        format!("{:?} for unknown transfer {id}", frame.kind),
-                    );
-                    let reply = crate::frame::control::Close::new(Code::UNKNOWN_TRANSFER, "unknown transfer")
-                        .to_frame(Kind::Error, id);
-                    FrameOutcome::error(error, Some(reply))
-                }
-            }
-        }
-        // Receiver → sender frames: about a transfer we send.
-        _ => {
-            let Some(outgoing) = table.lock().outgoing.get(&id).cloned() else {
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.inner.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new outgoing transfer; `None` once the connection is over.
+    fn new_outgoing(&self, link: &Link) -> Option<(u32, Arc<Outgoing>)> {
+        let mut routes = self.routes();
+        let id = link.new_outgoing()?;
+        let outgoing = Arc::new(Outgoing {
+            state: Mutex::new(OutState::default()),
+            notify: Notify::new(),
+        });
+        routes.outgoing.insert(id, outgoing.clone());
+        Some((id, outgoing))
+    }
+
+    fn remove_outgoing(&self, link: &Link, id: u32) {
+        self.routes().outgoing.remove(&id);
+        link.end_outgoing(id);
+    }
+
+    fn register_incoming(&self, id: u32, tx: mpsc::Sender<Inbound>) {
+        self.routes().incoming.insert(id, tx);
+    }
+
+    fn remove_incoming(&self, link: &Link, id: u32) {
+        self.routes().incoming.remove(&id);
+        link.end_incoming(id);
+    }
+
+    fn to_receiver(&self, link: &Link, id: u32, inbound: Inbound) -> Result<(), Refusal> {
+        let tx = self.routes().incoming.get(&id).cloned();
+        let Some(tx) = tx else {
+            // Ended between the engine's check and here: in flight, dropped, reported.
+            let error = FileError::new(
+                Code::UNKNOWN_TRANSFER,
+                format!("late frame for ended transfer {id}"),
+            );
+            return Err(Refusal { reply: None, error });
+        };
+        match tx.try_send(inbound) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 let error = FileError::new(
                     Code::UNKNOWN_TRANSFER,
-                    format!("{:?} for unknown outgoing transfer {id}", frame.kind),
+                    format!("late frame for ended transfer {id}"),
                 );
-                return FrameOutcome {
-                    reply: None,
-                    error: Some(Error::File(error)),
-                    offer: None,
-                };
-            };
-            match frame.kind {
-                Kind::FileAccept | Kind::FileCredit => match wire::parse_u32(&frame.payload) {
-                    Ok(credit) => outgoing.update(|state| {
-                        state.accepted = true;
-                        state.credit = state.credit.saturating_add(u64::from(credit));
-                    }),
-                    Err(()) => outgoing.end(FileError::new(Code::FILE_FLOW_VIOLATION, "malformed credit")),
-                },
-                Kind::FilePause => outgoing.update(|state| state.paused = true),
-                Kind::FileResume => outgoing.update(|state| state.paused = false),
-                Kind::FileDone => match <[u8; 32]>::try_from(&frame.payload[..]) {
-                    Ok(sha256) => outgoing.update(|state| state.done = Some(sha256)),
-                    Err(_) => outgoing.end(FileError::new(Code::FILE_FLOW_VIOLATION, "malformed done")),
-                },
-                _ => outgoing.end(wire::parse_reason(&frame.payload, Code::FILE_CANCELLED)),
+                Err(Refusal { reply: None, error })
             }
-            FrameOutcome::none()
+            // Octets are bounded by the credit, chunks by the channel's room.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.remove_incoming(link, id);
+                let reply = wire::refuse(id, Code::FILE_FLOW_VIOLATION, "too many chunks in flight");
+                let error = FileError::new(
+                    Code::FILE_FLOW_VIOLATION,
+                    format!("transfer {id}: too many chunks in flight"),
+                );
+                Err(Refusal {
+                    reply: Some(reply),
+                    error,
+                })
+            }
         }
+    }
+
+    fn to_sender(&self, id: u32, change: impl FnOnce(&mut OutState)) {
+        let outgoing = self.routes().outgoing.get(&id).cloned();
+        if let Some(outgoing) = outgoing {
+            outgoing.update(change);
+        }
+    }
+}
+
+impl FileSink for Router {
+    fn on_event(&self, link: &Link, event: FileEvent) -> Result<(), Refusal> {
+        match event {
+            FileEvent::Offer { id, size, name } => {
+                let offer = FileOffer {
+                    link: link.clone(),
+                    router: self.clone(),
+                    id,
+                    name,
+                    size,
+                    decided: false,
+                };
+                // Without a handler the offer is dropped, which declines it.
+                if let Some(on_offer) = &self.inner.on_offer {
+                    on_offer(&link.peer(), offer);
+                }
+                Ok(())
+            }
+            FileEvent::Chunk { id, bytes } => self.to_receiver(link, id, Inbound::Chunk(bytes)),
+            FileEvent::End { id, size, sha256 } => self.to_receiver(link, id, Inbound::End { size, sha256 }),
+            FileEvent::Abort { id, code, reason } => {
+                let routed = self.to_receiver(link, id, Inbound::Abort(FileError::new(code, reason)));
+                // Withdrawn before the application decided: nothing waits for it.
+                routed.or(Ok(()))
+            }
+            FileEvent::Credit { id, credit, .. } => {
+                self.to_sender(id, |state| {
+                    state.accepted = true;
+                    state.credit = state.credit.saturating_add(u64::from(credit));
+                });
+                Ok(())
+            }
+            FileEvent::Pause { id, paused } => {
+                self.to_sender(id, |state| state.paused = paused);
+                Ok(())
+            }
+            FileEvent::Done { id, sha256 } => {
+                self.to_sender(id, |state| state.done = Some(sha256));
+                Ok(())
+            }
+            FileEvent::Refused { id, code, reason } => {
+                self.to_sender(id, |state| {
+                    state.ended.get_or_insert(FileError::new(code, reason));
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn connection_ended(&self, _link: &Link, error: FileError) {
+        let routes = std::mem::take(&mut *self.routes());
+        for (_, outgoing) in routes.outgoing {
+            outgoing.end(error.clone());
+        }
+        for (_, tx) in routes.incoming {
+            // Room is likely (the task drains as it writes); without it the task finds the
+            // channel closed and reports the end of the session instead.
+            let _ = tx.try_send(Inbound::Abort(error.clone()));
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

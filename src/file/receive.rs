@@ -1,16 +1,16 @@
 //! The receiving side of a transfer: writes the destination and returns credit.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::{status_channel, wire, Accepted, FileError, FileStatus, Inbound, Progress};
+use super::{names, status_channel, wire, FileError, FileStatus, Inbound, Progress, Router};
+use crate::connection::link::Link;
+use crate::error::{Code, Error};
 use crate::frame::Kind;
-use crate::{Code, Error, Peer};
 
 /// Where accepted content goes.
 pub(crate) enum Destination {
@@ -25,12 +25,40 @@ pub(crate) enum Destination {
 }
 
 impl Destination {
+    /// A new partial file for `path`, or for the first free numbered name beside it: never
+    /// over an existing file.
     pub(crate) async fn create(path: PathBuf) -> std::io::Result<Destination> {
-        let mut partial = path.clone().into_os_string();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let file = tokio::fs::File::create(&partial).await?;
-        Ok(Destination::File { path, partial, file })
+        for n in 0..=names::MAX_SUFFIX {
+            let candidate = if n == 0 {
+                path.clone()
+            } else {
+                names::numbered(&path, n)
+            };
+            if tokio::fs::try_exists(&candidate).await? {
+                continue;
+            }
+            let partial = names::partial(&candidate);
+            match tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)
+                .await
+            {
+                Ok(file) => {
+                    return Ok(Destination::File {
+                        path: candidate,
+                        partial,
+                        file,
+                    })
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "every numbered name beside the destination is taken",
+        ))
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -40,7 +68,8 @@ impl Destination {
         }
     }
 
-    /// Makes the content durable and visible under its final name.
+    /// Makes the content durable and visible under its final name, which is never one that
+    /// exists already; returns that name.
     async fn commit(self) -> std::io::Result<Option<PathBuf>> {
         match self {
             Destination::File {
@@ -51,8 +80,9 @@ impl Destination {
                 file.flush().await?;
                 file.sync_all().await?;
                 drop(file);
-                tokio::fs::rename(&partial, &path).await?;
-                Ok(Some(path))
+                let stored = link_new(&partial, &path).await?;
+                tokio::fs::remove_file(&partial).await?;
+                Ok(Some(stored))
             }
             Destination::Writer(mut writer) => {
                 writer.flush().await?;
@@ -71,6 +101,32 @@ impl Destination {
     }
 }
 
+/// Gives `partial`'s content the name `path`, or the first free numbered name beside it if
+/// `path` appeared meanwhile: a hard link fails instead of replacing an existing file.
+async fn link_new(partial: &std::path::Path, path: &std::path::Path) -> std::io::Result<PathBuf> {
+    for n in 0..=names::MAX_SUFFIX {
+        let candidate = if n == 0 {
+            path.to_path_buf()
+        } else {
+            names::numbered(path, n)
+        };
+        match tokio::fs::hard_link(partial, &candidate).await {
+            Ok(()) => return Ok(candidate),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
+                // No hard links here: the name was free when chosen.
+                tokio::fs::copy(partial, &candidate).await?;
+                return Ok(candidate);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "every numbered name beside the destination is taken",
+    ))
+}
+
 #[derive(Default)]
 struct Requests {
     paused: bool,
@@ -87,6 +143,7 @@ struct Control {
 pub struct FileReceive {
     control: Arc<Control>,
     progress: Progress,
+    stored: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl std::fmt::Debug for FileReceive {
@@ -131,56 +188,55 @@ impl FileReceive {
     pub fn cancel(&self) {
         self.request(|r| r.cancel = true);
     }
+
+    /// Where the file was stored, once the transfer finished (a numbered name when the chosen
+    /// one was taken); `None` before that, and for a writer.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Starts receiving an accepted offer.
 pub(crate) async fn start(
-    peer: &Peer,
+    link: &Link,
+    router: &Router,
     id: u32,
     size: Option<u64>,
     destination: Destination,
 ) -> Result<FileReceive, Error> {
-    let config = peer.file_config();
-    let window = config.window.max(1);
-    let credit = Arc::new(AtomicU64::new(u64::from(window)));
+    let window = link.files_config().window.max(1);
     // Octets are bounded by the credit; this bounds how many chunks carry them.
     let (tx, rx) = mpsc::channel((window / 512) as usize + 16);
-    let registered = match peer.shared_files().lock().incoming.get_mut(&id) {
-        Some(slot @ None) => {
-            *slot = Some(Accepted {
-                tx,
-                credit: credit.clone(),
-            });
-            true
-        }
-        _ => false,
-    };
-    if !registered {
+    if !link.accept(id, window) {
         destination.discard().await;
         return Err(Error::File(FileError::new(
             Code::FILE_CANCELLED,
             "the offer was withdrawn",
         )));
     }
+    router.register_incoming(id, tx);
     let control = Arc::new(Control {
         requests: Mutex::new(Requests::default()),
         notify: Notify::new(),
     });
     let (status_tx, status) = status_channel();
     status_tx.send_replace(FileStatus::Transferring { bytes: 0 });
-    peer.enqueue(wire::credit(Kind::FileAccept, id, window)).await?;
+    link.enqueue(wire::credit(Kind::FileAccept, id, window)).await?;
+    let stored = Arc::new(Mutex::new(None));
     let task = Receiver {
-        peer: peer.clone(),
+        link: link.clone(),
+        router: router.clone(),
         id,
         size,
-        credit,
         control: control.clone(),
         status: status_tx,
+        stored: stored.clone(),
     };
     tokio::spawn(task.run(rx, destination));
     Ok(FileReceive {
         control,
         progress: Progress::new(id, status),
+        stored,
     })
 }
 
@@ -203,19 +259,23 @@ impl Ending {
 }
 
 struct Receiver {
-    peer: Peer,
+    link: Link,
+    router: Router,
     id: u32,
     size: Option<u64>,
-    credit: Arc<AtomicU64>,
     control: Arc<Control>,
     status: watch::Sender<FileStatus>,
+    stored: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl Receiver {
     async fn run(self, rx: mpsc::Receiver<Inbound>, mut destination: Destination) {
         let result = match self.receive(rx, &mut destination).await {
             Ok((size, sha256)) => match destination.commit().await {
-                Ok(_) => Ok((size, sha256)),
+                Ok(stored) => {
+                    *self.stored.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+                    Ok((size, sha256))
+                }
                 Err(error) => Err(Ending::tell(FileError::new(
                     Code::FILE_IO,
                     format!("storing the file: {error}"),
@@ -228,17 +288,17 @@ impl Receiver {
         };
         // Cleaned up and forgotten before the peer hears of the end: its frames still in flight
         // are then late, and no partial file outlives the news.
-        self.peer.shared_files().remove_incoming(self.id);
+        self.router.remove_incoming(&self.link, self.id);
         let status = match result {
             Ok((size, sha256)) => {
                 let done = wire::frame(Kind::FileDone, self.id, bytes::Bytes::copy_from_slice(&sha256));
-                let _ = self.peer.enqueue(done).await;
+                let _ = self.link.enqueue(done).await;
                 FileStatus::Finished { size, sha256 }
             }
             Err(Ending { error, tell }) => {
                 if tell {
                     let _ = self
-                        .peer
+                        .link
                         .enqueue(wire::refuse(self.id, error.code, &error.reason))
                         .await;
                 }
@@ -248,13 +308,13 @@ impl Receiver {
         self.status.send_replace(status);
     }
 
-    /// Grants `n` more octets: recorded before the frame goes out, so the read loop never sees
+    /// Grants `n` more octets: recorded before the frame goes out, so the engine never sees
     /// a chunk it does not know is allowed.
     async fn grant(&self, n: u64) {
-        self.credit.fetch_add(n, Ordering::AcqRel);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.link.grant(self.id, n);
         let _ = self
-            .peer
+            .link
             .enqueue(wire::credit(Kind::FileCredit, self.id, n))
             .await;
     }
@@ -284,13 +344,13 @@ impl Receiver {
                 paused = want_paused;
                 if paused {
                     let _ = self
-                        .peer
+                        .link
                         .enqueue(wire::frame(Kind::FilePause, self.id, bytes::Bytes::new()))
                         .await;
                     self.status.send_replace(FileStatus::Paused { bytes: total });
                 } else {
                     let _ = self
-                        .peer
+                        .link
                         .enqueue(wire::frame(Kind::FileResume, self.id, bytes::Bytes::new()))
                         .await;
                     if withheld > 0 {
@@ -306,7 +366,7 @@ impl Receiver {
             };
             match item {
                 None => {
-                    let info = self.peer.closed().await;
+                    let info = self.link.closed().await;
                     return Err(Ending::quiet(FileError::new(
                         info.code,
                         format!("connection ended: {}", info.reason),

@@ -9,9 +9,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use super::{status_channel, wire, FileError, FileStatus, Outgoing, Progress};
+use super::{status_channel, wire, FileError, FileStatus, Outgoing, Progress, Router};
+use crate::connection::link::Link;
+use crate::connection::Peer;
+use crate::error::{Code, Error};
 use crate::frame::Kind;
-use crate::{Code, Error, Peer};
 
 /// A transfer we send: its [`Progress`], and [`FileSend::cancel`]. Dropping the handle does
 /// not stop the transfer.
@@ -68,18 +70,21 @@ impl Peer {
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        let (id, outgoing) = self
-            .shared_files()
-            .new_outgoing()
-            .ok_or_else(|| self.closed_error())?;
-        self.enqueue(wire::offer(id, name, size)).await?;
+        let link = self.link();
+        let router = Router::of(&link).ok_or_else(|| self.closed_error())?;
+        let (id, outgoing) = router.new_outgoing(&link).ok_or_else(|| self.closed_error())?;
+        if let Err(error) = link.enqueue(wire::offer(id, name, size)).await {
+            router.remove_outgoing(&link, id);
+            return Err(error);
+        }
         let (tx, status) = status_channel();
         let task = Sender {
-            peer: self.clone(),
+            chunk: link.files_config().chunk.max(1),
+            link,
+            router,
             id,
             outgoing: outgoing.clone(),
             status: tx,
-            chunk: self.file_config().chunk.max(1),
         };
         tokio::spawn(task.run(source, size));
         Ok(FileSend {
@@ -90,7 +95,8 @@ impl Peer {
 }
 
 struct Sender {
-    peer: Peer,
+    link: Link,
+    router: Router,
     id: u32,
     outgoing: Arc<Outgoing>,
     status: watch::Sender<FileStatus>,
@@ -105,7 +111,7 @@ enum Wait {
 impl Sender {
     async fn run<R: AsyncRead + Unpin>(self, source: R, size: Option<u64>) {
         let result = self.transfer(source, size).await;
-        self.peer.shared_files().remove_outgoing(self.id);
+        self.router.remove_outgoing(&self.link, self.id);
         self.status.send_replace(match result {
             Ok((size, sha256)) => FileStatus::Finished { size, sha256 },
             Err(error) => FileStatus::Failed(error),
@@ -115,7 +121,7 @@ impl Sender {
     /// Gives up: tells the receiver, returns the error.
     async fn abort(&self, error: FileError) -> FileError {
         let _ = self
-            .peer
+            .link
             .enqueue(wire::abort(self.id, error.code, &error.reason))
             .await;
         error
@@ -206,7 +212,7 @@ impl Sender {
             total += n as u64;
             self.outgoing.update(|state| state.credit -= n as u64);
             let chunk = wire::frame(Kind::FileChunk, self.id, buf.freeze());
-            if let Err(error) = self.peer.enqueue(chunk).await {
+            if let Err(error) = self.link.enqueue(chunk).await {
                 return Err(FileError::new(error.code(), error.to_string()));
             }
             self.status
@@ -221,7 +227,7 @@ impl Sender {
                 .await);
         }
         let sha256: [u8; 32] = hasher.finalize().into();
-        if let Err(error) = self.peer.enqueue(wire::end(self.id, total, &sha256)).await {
+        if let Err(error) = self.link.enqueue(wire::end(self.id, total, &sha256)).await {
             return Err(FileError::new(error.code(), error.to_string()));
         }
         match self.wait(|state| state.done.map(Wait::Done)).await? {

@@ -1,7 +1,7 @@
 //! The wire format: the fixed frame header, control payloads and the codec.
 //!
 //! This module owns the byte layout of a truflux frame and nothing else. It never touches IO
-//! (see [`crate::transport`]), never decides what a message id means (see [`crate::protocol`])
+//! (see the transport module), never decides what a message id means (see [`crate::protocol`])
 //! and never verifies or produces authentication tags (the security layer does; the codec only
 //! carries the 12 tag octets of a protected frame).
 //!
@@ -16,6 +16,7 @@
 
 mod codec;
 pub mod control;
+pub(crate) mod file;
 
 pub use codec::{decode_exact, FrameCodec};
 
@@ -173,9 +174,9 @@ pub enum FrameError {
     /// The transport delivered data truflux does not carry (a WebSocket text message).
     #[error("unsupported data: {0}")]
     UnsupportedData(&'static str),
-    /// The WebSocket layer refused the peer's input.
+    /// The peer broke RFC 6455's framing.
     #[error("websocket: {0}")]
-    WebSocket(String),
+    WebSocket(#[from] WsViolation),
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame ({buffered} octets buffered)")]
     Truncated {
@@ -197,6 +198,43 @@ impl FrameError {
             _ => crate::Code::PROTOCOL_ERROR,
         }
     }
+}
+
+/// A WebSocket framing violation (RFC 6455 §5), found by the WebSocket transport before any
+/// truflux frame is decoded. Each ends the connection with `PROTOCOL_ERROR` (1002).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WsViolation {
+    /// A reserved bit is set, and no extension was negotiated.
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    /// A reserved opcode.
+    #[error("reserved opcode 0x{0:x}")]
+    ReservedOpcode(u8),
+    /// A client's frame without a mask.
+    #[error("unmasked frame from a client")]
+    UnmaskedFromClient,
+    /// A server's frame with a mask.
+    #[error("masked frame from a server")]
+    MaskedFromServer,
+    /// A control frame that is fragmented or longer than 125 octets.
+    #[error("control frame fragmented or longer than 125 octets")]
+    OversizedControl,
+    /// A continuation frame with no fragmented message under way.
+    #[error("continuation frame outside a fragmented message")]
+    OrphanContinuation,
+    /// A new data message inside a fragmented one.
+    #[error("new message inside a fragmented one")]
+    NestedMessage,
+    /// A close frame whose payload is one octet.
+    #[error("close frame with a 1-octet payload")]
+    ShortClose,
+    /// A close code WebSocket does not allow on the wire.
+    #[error("close code {0} is not allowed on the wire")]
+    CloseCode(u16),
+    /// A close reason that is not UTF-8.
+    #[error("close reason is not UTF-8")]
+    CloseReason,
 }
 
 /// One truflux frame: a kind, an id, an optional authentication tag and a payload.
@@ -252,12 +290,18 @@ impl Frame {
     }
 
     /// Checks the frame against the wire's rules before it is sent: id within 31 bits,
-    /// payload within `max_payload`.
+    /// payload within `max_payload` (and the 16 octets of padding a protected frame may add,
+    /// as the decoder allows).
     pub fn check(&self, max_payload: u32) -> Result<(), FrameError> {
         if self.id > MAX_ID {
             return Err(FrameError::ReservedIdBit(self.id));
         }
-        if self.payload.len() as u64 > u64::from(max_payload) {
+        let limit = if self.tag.is_some() {
+            u64::from(max_payload) + u64::from(SEAL_OVERHEAD)
+        } else {
+            u64::from(max_payload)
+        };
+        if self.payload.len() as u64 > limit {
             return Err(FrameError::PayloadTooLarge {
                 len: self.payload.len() as u64,
                 max: max_payload,

@@ -70,3 +70,58 @@ fn rotate_left(x: u32) -> u32 {
 fn rotate_right(x: u32) -> u32 {
     ((x >> ROTATE) | (x << (31 - ROTATE))) & MAX_ID
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zero_key_maps_7_as_protocol_md_says() {
+        assert_eq!(Pht::new(&[0u8; 16]).map(7), 0x4013600c);
+    }
+
+    #[test]
+    fn pht_is_a_bijection_over_the_whole_31_bit_range() {
+        let pht = Pht::new(&[
+            0x5a, 0x13, 0xc4, 0x09, 0xff, 0x00, 0x71, 0x2e, 0x88, 0x41, 0x3b, 0xd0, 0x06, 0x99, 0xe7, 0x52,
+        ]);
+        // unmap ∘ map = identity on the whole finite domain, so map is injective, hence bijective;
+        // map never leaves the domain. Split over two threads.
+        let halves: Vec<_> = (0..2u32)
+            .map(|half| {
+                let pht = pht.clone();
+                std::thread::spawn(move || {
+                    let (start, end) = (half << 30, (half << 30) | ((1 << 30) - 1));
+                    for id in start..=end {
+                        let mapped = pht.map(id);
+                        if mapped > MAX_ID || pht.unmap(mapped) != id {
+                            return Err(id);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for half in halves {
+            assert_eq!(half.join().unwrap(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_same_id_maps_differently_in_different_sessions() {
+        // Two sessions' traffic secrets differ, and so do their mappings.
+        use crate::frame::Frame;
+        use crate::security::record::Sealer;
+        use crate::security::Suite;
+        use bytes::Bytes;
+        let mut a = Sealer::new(Suite::EcdhP256Aes128Gcm, zeroize::Zeroizing::new([1u8; 32]));
+        let mut b = Sealer::new(Suite::EcdhP256Aes128Gcm, zeroize::Zeroizing::new([2u8; 32]));
+        let differing = (0..100u32)
+            .filter(|&id| {
+                a.seal(Frame::message(id, Bytes::new())).unwrap().id
+                    != b.seal(Frame::message(id, Bytes::new())).unwrap().id
+            })
+            .count();
+        assert!(differing >= 99, "only {differing} of 100 ids map differently");
+    }
+}

@@ -1,7 +1,7 @@
 //! Record protection: sealing and opening whole frames with a direction's traffic secret.
 //!
 //! A protected frame keeps the 9-octet header, with the protected bit set, the id mapped by
-//! [`Pht`] and the length of the *ciphertext*; a 12-octet tag follows (21 octets in all). The
+//! `Pht` and the length of the *ciphertext*; a 12-octet tag follows (21 octets in all). The
 //! sequence number is implicit: both sides count the records of a direction from 0 under each
 //! key, so a replayed, reordered, dropped or injected record fails to verify.
 //!
@@ -274,5 +274,177 @@ impl Opener {
             tag: None,
             payload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameCodec, Kind};
+    use crate::security::test_support::hex;
+    use tokio_util::codec::Encoder;
+
+    #[test]
+    fn aes256_cbc_sp800_38a_f25() {
+        use aes::cipher::block_padding::NoPadding;
+        use aes::cipher::{BlockModeEncrypt, KeyIvInit};
+        let key = hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
+        let iv = hex("000102030405060708090a0b0c0d0e0f");
+        let mut buf = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let key: [u8; 32] = key.try_into().unwrap();
+        let iv: [u8; 16] = iv.try_into().unwrap();
+        let encryptor = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into());
+        let len = buf.len();
+        encryptor.encrypt_padded::<NoPadding>(&mut buf, len).unwrap();
+        assert_eq!(
+            buf,
+            hex("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d")
+        );
+    }
+
+    #[test]
+    fn aes128_gcm_test_case_2_with_a_96_bit_tag() {
+        use aes_gcm::aead::consts::U12;
+        use aes_gcm::{AeadInOut, AesGcm, KeyInit};
+        // McGrew & Viega, GCM test case 2: zero key, zero IV, one zero block. A 96-bit tag is the
+        // first 12 octets of the 128-bit tag ab6e47d42cec13bdf53a67b21257bddf.
+        let aead = AesGcm::<aes::Aes128, U12, U12>::new(&[0u8; 16].into());
+        let mut buf = [0u8; 16];
+        let tag = aead
+            .encrypt_inout_detached(&[0u8; 12].into(), &[], (&mut buf[..]).into())
+            .unwrap();
+        assert_eq!(buf.to_vec(), hex("0388dace60b6a392f328c2b971b2fe78"));
+        assert_eq!(tag.to_vec(), hex("ab6e47d42cec13bdf53a67b2"));
+    }
+
+    fn fixed_secret() -> Secret {
+        let mut secret = [0u8; 32];
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        zeroize::Zeroizing::new(secret)
+    }
+
+    fn sealed_vector(name: &str) -> Vec<u8> {
+        crate::security::test_support::vector("sealed-vector", name)
+    }
+
+    fn wire(frame: &Frame) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        FrameCodec::default().encode(frame, &mut out).unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn sealed_records_match_protocol_md_byte_for_byte() {
+        for (suite, name) in [
+            (Suite::EcdhP256Aes128Gcm, "gcm"),
+            (Suite::DhFfdhe2048Aes256CbcHmacSha256, "cbc"),
+        ] {
+            let mut sealer = Sealer::new(suite, fixed_secret());
+            let mut opener = Opener::new(suite, fixed_secret());
+            for seq in 0..2u32 {
+                let frame = Frame::message(7, Bytes::from_static(b"hi"));
+                let sealed = sealer.seal(frame.clone()).unwrap();
+                assert_eq!(
+                    wire(&sealed),
+                    sealed_vector(&format!("{name}-seq{seq}")),
+                    "{name} record {seq}"
+                );
+                assert_eq!(opener.open(sealed).unwrap(), frame);
+            }
+        }
+        let mapped = Sealer::new(Suite::EcdhP256Aes128Gcm, fixed_secret())
+            .seal(Frame::message(7, Bytes::new()))
+            .unwrap()
+            .id;
+        let line = format!("The id 7 maps to 0x{mapped:08x} under this secret.");
+        let spec = crate::security::test_support::protocol_md();
+        assert!(spec.contains(&line), "PROTOCOL.md must say: {line}");
+    }
+
+    #[test]
+    fn sealing_and_opening_never_change_bytes_another_handle_shares() {
+        for suite in Suite::ALL {
+            let original = vec![0x5au8; 1000];
+            let payload = Bytes::from(original.clone());
+            let mut sealer = Sealer::new(suite, fixed_secret());
+            let sealed = sealer.seal(Frame::message(1, payload.clone())).unwrap();
+            assert_eq!(payload, original, "{suite}: the sender's copy stays plain");
+            assert_ne!(
+                sealed.payload[..16],
+                original[..16],
+                "{suite}: the record is encrypted"
+            );
+
+            let ciphertext = sealed.payload.to_vec();
+            let kept = sealed.payload.clone();
+            let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
+            assert_eq!(opened.payload, original, "{suite}: opens to the plaintext");
+            assert_eq!(kept, ciphertext, "{suite}: another holder still sees the record");
+
+            // Nothing else holds these: sealed and opened in their own memory, still correct.
+            let mut sealer = Sealer::new(suite, fixed_secret());
+            let sealed = sealer
+                .seal(Frame::message(1, Bytes::from(original.clone())))
+                .unwrap();
+            assert_eq!(
+                sealed.payload, ciphertext,
+                "{suite}: in place seals the same record"
+            );
+            let opened = Opener::new(suite, fixed_secret()).open(sealed).unwrap();
+            assert_eq!(
+                opened.payload, original,
+                "{suite}: in place opens the same plaintext"
+            );
+        }
+    }
+
+    #[test]
+    fn records_are_bound_to_their_sequence_header_and_key() {
+        for suite in Suite::ALL {
+            let mut sealer = Sealer::new(suite, fixed_secret());
+            let first = sealer
+                .seal(Frame::message(1, Bytes::from_static(b"first")))
+                .unwrap();
+            let second = sealer
+                .seal(Frame::message(1, Bytes::from_static(b"second")))
+                .unwrap();
+            // Out of order: the second record under the first sequence number.
+            assert!(
+                Opener::new(suite, fixed_secret()).open(second).is_err(),
+                "{suite}: reorder"
+            );
+            // A changed header (the id) breaks the tag.
+            let mut moved = first.clone();
+            moved.id ^= 1;
+            assert!(
+                Opener::new(suite, fixed_secret()).open(moved).is_err(),
+                "{suite}: header"
+            );
+            // Another kind with the same bytes.
+            let mut rekinded = first.clone();
+            rekinded.kind = Kind::Error;
+            assert!(
+                Opener::new(suite, fixed_secret()).open(rekinded).is_err(),
+                "{suite}: kind"
+            );
+            // Another key.
+            let other = zeroize::Zeroizing::new([9u8; 32]);
+            assert!(
+                Opener::new(suite, other).open(first.clone()).is_err(),
+                "{suite}: key"
+            );
+            // After a rekey both sides move on together.
+            let mut sealer = Sealer::new(suite, fixed_secret()).next();
+            let mut opener = Opener::new(suite, fixed_secret());
+            opener.advance();
+            assert!(
+                opener
+                    .open(sealer.seal(Frame::message(3, Bytes::new())).unwrap())
+                    .is_ok(),
+                "{suite}: rekey"
+            );
+        }
     }
 }

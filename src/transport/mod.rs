@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-pub use tcp::{TcpReader, TcpTransport, TcpWriter};
+pub(crate) use tcp::TcpTransport;
 
 use crate::frame::{Frame, FrameError};
 

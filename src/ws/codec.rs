@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::frame::FrameError;
+use crate::frame::{FrameError, WsViolation};
 
 /// The most octets a control frame (close, ping, pong) may carry.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -68,8 +68,8 @@ struct Header {
     len: usize,
 }
 
-fn violation(what: impl Into<String>) -> FrameError {
-    FrameError::WebSocket(what.into())
+fn violation(what: WsViolation) -> FrameError {
+    FrameError::WebSocket(what)
 }
 
 /// Decodes WebSocket frames into messages for one role, within a message size limit.
@@ -100,7 +100,7 @@ impl Decoder {
         };
         let fin = first & 0x80 != 0;
         if first & 0x70 != 0 {
-            return Err(violation("reserved bits set without a negotiated extension"));
+            return Err(violation(WsViolation::ReservedBits));
         }
         let opcode = first & 0x0f;
         let control = opcode & 0x08 != 0;
@@ -113,12 +113,12 @@ impl Decoder {
                 | opcode::PING
                 | opcode::PONG
         ) {
-            return Err(violation(format!("reserved opcode 0x{opcode:x}")));
+            return Err(violation(WsViolation::ReservedOpcode(opcode)));
         }
         let masked = second & 0x80 != 0;
         match (self.role, masked) {
-            (Role::Server, false) => return Err(violation("unmasked frame from a client")),
-            (Role::Client, true) => return Err(violation("masked frame from a server")),
+            (Role::Server, false) => return Err(violation(WsViolation::UnmaskedFromClient)),
+            (Role::Client, true) => return Err(violation(WsViolation::MaskedFromServer)),
             _ => {}
         }
         let (len, mut at) = match second & 0x7f {
@@ -133,7 +133,7 @@ impl Decoder {
             short => (u64::from(short), 2),
         };
         if control && (!fin || len > MAX_CONTROL_PAYLOAD as u64) {
-            return Err(violation("control frame fragmented or longer than 125 octets"));
+            return Err(violation(WsViolation::OversizedControl));
         }
         if !control {
             let before = self.partial.as_ref().map_or(0, |(_, buf)| buf.len()) as u64;
@@ -193,7 +193,7 @@ impl Decoder {
                 opcode::PONG => Incoming::Pong(payload.freeze()),
                 opcode::CONTINUATION => {
                     let Some((_, buf)) = self.partial.as_mut() else {
-                        return Err(violation("continuation frame outside a fragmented message"));
+                        return Err(violation(WsViolation::OrphanContinuation));
                     };
                     buf.extend_from_slice(&payload);
                     if !header.fin {
@@ -206,7 +206,7 @@ impl Decoder {
                 }
                 opcode => {
                     if self.partial.is_some() {
-                        return Err(violation("new message inside a fragmented one"));
+                        return Err(violation(WsViolation::NestedMessage));
                     }
                     if !header.fin {
                         self.partial = Some((opcode, payload));
@@ -236,13 +236,13 @@ pub fn is_wire_close_code(code: u16) -> bool {
 fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, FrameError> {
     match payload {
         [] => Ok(None),
-        [_] => Err(violation("close frame with a 1-octet payload")),
+        [_] => Err(violation(WsViolation::ShortClose)),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
             if !is_wire_close_code(code) {
-                return Err(violation(format!("close code {code} is not allowed on the wire")));
+                return Err(violation(WsViolation::CloseCode(code)));
             }
-            let reason = std::str::from_utf8(reason).map_err(|_| violation("close reason is not UTF-8"))?;
+            let reason = std::str::from_utf8(reason).map_err(|_| violation(WsViolation::CloseReason))?;
             Ok(Some((code, reason.to_owned())))
         }
     }

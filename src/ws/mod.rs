@@ -4,12 +4,13 @@
 //! `400`), the client side (the request, checking the `101`), the framing ([`codec`]), the
 //! transport that carries one truflux frame per binary message, and the mapping between truflux
 //! close frames and WebSocket close frames. It must not know about servers, peers or protocols:
-//! the connection engine drives it through [`FrameRead`] and [`FrameWrite`] like any transport.
+//! the connection engine drives it through the transport traits like any transport.
 //!
 //! Close codes travel unchanged: truflux std codes *are* WebSocket close codes. A code that
 //! WebSocket forbids on the wire (below 1000, 1004–1006, 1015–2999, 5000 and above) is sent as
 //! `POLICY_VIOLATION` (1008).
 
+pub(crate) mod client;
 pub mod codec;
 
 use std::io;
@@ -26,11 +27,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHa
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::error::Code;
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
 use crate::transport::gather::{Gather, COALESCE_LIMIT};
 use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
-use crate::Code;
 pub use codec::Role;
 use codec::{opcode, Decoder, Incoming};
 
@@ -181,7 +182,7 @@ const REFUSAL_BODY_LIMIT: usize = 4096;
 /// `Sec-WebSocket-Accept`.
 ///
 /// A `401` is [`Error::Unauthorized`](crate::Error::Unauthorized) with the response's text;
-/// any other answer, or a wrong accept key, is [`Error::Handshake`](crate::Error::Handshake).
+/// any other answer, or a wrong accept key, is [`HelloError::Upgrade`](crate::HelloError::Upgrade).
 pub async fn client_upgrade<S>(
     stream: S,
     uri: &http::Uri,
@@ -192,7 +193,7 @@ where
 {
     use http_body_util::BodyExt;
 
-    let failed = |what: String| crate::Error::Handshake(format!("WebSocket upgrade failed: {what}"));
+    let failed = |what: String| crate::Error::Hello(crate::error::HelloError::Upgrade(what));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;

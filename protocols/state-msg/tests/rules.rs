@@ -83,7 +83,7 @@ async fn client(server: &Server) -> (Client, mpsc::UnboundedReceiver<Result<Said
     let client = Client::builder()
         .protocol(registry)
         .on_error(move |error| {
-            if let Error::Remote { code, .. } = error {
+            if let Error::Remote(truflux::RemoteError { code, .. }) = error {
                 let _ = errors.send(Err(*code));
             }
         })
@@ -237,14 +237,14 @@ async fn typed_requests_follow_the_rules_and_get_typed_replies() {
     let server = server().await;
     let (client, _rx) = client(&server).await;
     match WHOAMI.request(&client, &(), YOU_ARE).await {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::UNMET_DEPENDENCY),
+        Err(Error::Remote(truflux::RemoteError { code, .. })) => assert_eq!(code, Code::UNMET_DEPENDENCY),
         other => panic!("expected UNMET_DEPENDENCY, got {other:?}"),
     }
     LOGIN.send(&client, &Login { name: "ada".into() }).await.unwrap();
     assert_eq!(WHOAMI.request(&client, &(), YOU_ARE).await.unwrap(), "ada");
     // A message that takes no requests, and a reply of the wrong type.
     match CHAT.request(&client, &Chat { text: "hi".into() }, YOU_ARE).await {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, Code::NO_REPLY),
+        Err(Error::Remote(truflux::RemoteError { code, .. })) => assert_eq!(code, Code::NO_REPLY),
         other => panic!("expected NO_REPLY, got {other:?}"),
     }
     match WHOAMI.request(&client, &(), Msg::<u64>::named("number")).await {

@@ -2,10 +2,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::FileError;
-use crate::frame::control::Close;
-use crate::frame::{Frame, Kind};
-use crate::Code;
+use super::control::Close;
+use super::{Frame, Kind};
+use crate::error::Code;
 
 /// The size field of an offer for a stream of unknown length.
 pub(crate) const UNKNOWN_SIZE: u64 = u64::MAX;
@@ -79,9 +78,7 @@ pub(crate) fn abort(id: u32, code: Code, reason: &str) -> Frame {
 }
 
 /// The code and reason of an abort or refusal; a malformed one reads as `default`.
-pub(crate) fn parse_reason(payload: &[u8], default: Code) -> FileError {
-    match Close::parse(Kind::FileRefuse, payload) {
-        Ok(close) => FileError::new(close.code, close.reason),
-        Err(_) => FileError::new(default, "transfer ended by the peer"),
-    }
+pub(crate) fn parse_reason(payload: &[u8], default: Code) -> Close {
+    Close::parse(Kind::FileRefuse, payload)
+        .unwrap_or_else(|_| Close::new(default, "transfer ended by the peer"))
 }

@@ -1,7 +1,13 @@
-//! The server: listeners, the table of connected peers, broadcast, shutdown.
+//! The server: listeners, admission, the table of connected peers, broadcast, shutdown.
 //!
-//! This module owns accepting connections (limit, hello, registration) and the set of live
-//! peers. What happens on a connection after its hello belongs to [`crate::connection`].
+//! This module owns accepting connections ([`admission`]: limits, the opening, tokens,
+//! sessions new and resumed), the set of live peers, the session store ([`store`]) and
+//! broadcast. What happens on a connection after its opening belongs to
+//! [`crate::connection`].
+
+mod admission;
+mod limits;
+mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -15,32 +21,32 @@ use tracing::{debug, warn};
 
 use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
 use crate::config::{ServerConfig, SlowPeerPolicy};
-use crate::connection::resume::{Resume, TOKEN_LEN};
-use crate::connection::{self, Hellos, Hooks, Outcome, PeerId, ResumeRefused};
-use crate::file::FileOffer;
-use crate::frame::control::Hello;
+use crate::connection::{self, Hooks, KexPool, Peer, PeerId};
+use crate::error::{CloseInfo, Code, Error};
+use crate::file::{FileOffer, OfferFn};
 use crate::frame::Frame;
-use crate::hello;
 use crate::protocol::{BoxFuture, Message, NoMessages, Protocol};
-use crate::security::SecurityEvent;
-use crate::transport::{FrameWrite, PeerInfo, TcpTransport, Transport};
-use crate::{CloseInfo, Code, Error, Initiator, Peer};
+use crate::security::{SecurityConfig, SecurityEvent};
+use crate::transport::{PeerInfo, TcpTransport, Transport};
+pub use store::SessionStore;
 
 type ConnectFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, ()> + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(Option<&Peer>, &Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&Peer, &SecurityEvent) + Send + Sync>;
-type FileFn = Arc<dyn Fn(&Peer, FileOffer) + Send + Sync>;
 
 /// The state shared by a server's listeners, connections and handles.
 pub(crate) struct Hub {
     config: ServerConfig,
+    security: Arc<SecurityConfig>,
+    kex: KexPool,
+    limits: limits::Limits,
     protocol: Arc<dyn Protocol>,
     on_connect: Option<ConnectFn>,
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
-    on_file: Option<FileFn>,
+    on_file: Option<OfferFn>,
     auth: Option<Validator>,
     store: SessionStore,
     peers: RwLock<HashMap<PeerId, Peer>>,
@@ -66,184 +72,6 @@ impl Hub {
         }
         if let Some(on_error) = &self.on_error {
             on_error(peer, error);
-        }
-    }
-
-    /// Takes a transport through the hello, authentication and, for a resumed session, the
-    /// resume; if all pass, runs it as a peer. `identity` is set when the token was already
-    /// validated (in the WebSocket upgrade).
-    async fn admit<T: Transport>(self: Arc<Self>, transport: T, identity: Option<Identity>) {
-        let info = transport.info();
-        let (mut reader, mut writer) = transport.split();
-        if self.shutdown.is_cancelled() {
-            return hello::refuse(&mut writer, Code::GOING_AWAY, "server is shutting down").await;
-        }
-        if self.peers().len() >= self.config.max_connections {
-            debug!(remote = %info.remote, "refused: connection limit");
-            return hello::refuse(
-                &mut writer,
-                Code::TRY_AGAIN_LATER,
-                "server is at its connection limit",
-            )
-            .await;
-        }
-        let client_hello = match hello::accept(&mut reader, &mut writer, self.config.handshake_timeout).await
-        {
-            Ok(hello) => hello,
-            Err(error) => return self.report(None, &error),
-        };
-        let identity = match (identity, &self.auth) {
-            (Some(identity), _) => Some(identity),
-            (None, None) => None,
-            (None, Some(validate)) => {
-                let token = hello::extension(&client_hello, hello::EXT_AUTH)
-                    .and_then(|value| std::str::from_utf8(value).ok())
-                    .map(Token::new);
-                match self.authenticate(validate, token, &info).await {
-                    Ok(identity) => Some(identity),
-                    Err(error) => {
-                        hello::refuse(&mut writer, error.code(), &error.to_string()).await;
-                        return self.report(None, &error);
-                    }
-                }
-            }
-        };
-        let (peer, start, server_hello) = match hello::extension(&client_hello, hello::EXT_RESUME) {
-            Some(value) => match self.resume(value, client_hello.clone(), info.clone()).await {
-                Ok(resumed) => resumed,
-                Err(error) => {
-                    hello::refuse(&mut writer, error.code(), &error.to_string()).await;
-                    return self.report(None, &error);
-                }
-            },
-            None => {
-                let wants_session = hello::extension(&client_hello, hello::EXT_SESSION).is_some();
-                let token = if wants_session && !self.config.resume_window.is_zero() {
-                    match Resume::new_token() {
-                        Ok(token) => Some(token),
-                        Err(error) => return self.report(None, &Error::Io(error)),
-                    }
-                } else {
-                    None
-                };
-                let mut server_hello = Hello::current();
-                if let Some(token) = token {
-                    server_hello
-                        .extensions
-                        .push((hello::EXT_SESSION, Bytes::copy_from_slice(&token)));
-                }
-                let hellos = Hellos {
-                    client: client_hello,
-                    server: server_hello.clone(),
-                };
-                let new = connection::new_peer(
-                    PeerId::next(),
-                    info,
-                    self.config.connection.clone(),
-                    Some(Arc::downgrade(&self)),
-                    &hellos,
-                    self.protocol.as_ref(),
-                    token,
-                );
-                if let Some(token) = token {
-                    self.store.insert(token, new.peer.clone());
-                }
-                (new.peer, new.start, server_hello)
-            }
-        };
-        if let Some(identity) = identity {
-            identity(peer.session());
-        }
-        // Registered before our hello goes out: once the client is open, the server counts it.
-        peer.set_server(Arc::downgrade(&self));
-        self.peers_mut().insert(peer.id(), peer.clone());
-        if let Err(error) = writer.write_batch(&[server_hello.to_frame()]).await {
-            self.peers_mut().remove(&peer.id());
-            peer.close_now(Code::ABNORMAL, "the hello could not be sent");
-            return self.report(None, &Error::Io(error));
-        }
-        let hooks: Arc<dyn Hooks> = self.clone();
-        if let Outcome::Parked(info) = connection::run(peer.clone(), start, reader, writer, hooks).await {
-            // Kept for the resume window; a resume replaces the connection before it runs out.
-            let lost = peer.conn();
-            tokio::time::sleep(self.config.resume_window).await;
-            if Arc::ptr_eq(&lost, &peer.conn()) {
-                debug!(peer = %peer.id(), "resume window over");
-                peer.give_up(&info);
-            }
-        }
-    }
-
-    /// Runs the validator on `token`, within the handshake timeout.
-    async fn authenticate(
-        &self,
-        validate: &Validator,
-        token: Option<Token>,
-        info: &PeerInfo,
-    ) -> Result<Identity, Error> {
-        let token = token.ok_or_else(|| Error::Unauthorized("no bearer token".into()))?;
-        if token.as_str().len() > crate::auth::MAX_TOKEN_LEN {
-            return Err(Error::Unauthorized("token too long".into()));
-        }
-        let request = AuthRequest {
-            token,
-            info: info.clone(),
-        };
-        match tokio::time::timeout(self.config.handshake_timeout, validate(request)).await {
-            Ok(Ok(identity)) => Ok(identity),
-            Ok(Err(rejection)) => Err(Error::Unauthorized(rejection.0)),
-            Err(_) => Err(Error::Timeout("validating the token")),
-        }
-    }
-
-    /// Resumes the session named in a client's `RESUME` extension.
-    async fn resume(
-        &self,
-        value: &Bytes,
-        client_hello: Hello,
-        info: PeerInfo,
-    ) -> Result<(Peer, connection::Start, Hello), Error> {
-        let refused =
-            |reason: String| Error::Protocol(crate::ProtocolError::local(Code::RESUME_FAILED, None, reason));
-        let (token, count) = match value.len() {
-            40 => {
-                let mut token = [0u8; TOKEN_LEN];
-                token.copy_from_slice(&value[..TOKEN_LEN]);
-                let mut count = [0u8; 8];
-                count.copy_from_slice(&value[TOKEN_LEN..]);
-                (token, u64::from_be_bytes(count))
-            }
-            _ => return Err(refused("malformed resume extension".into())),
-        };
-        let peer = self
-            .store
-            .get(&token)
-            .ok_or_else(|| refused("unknown or expired session".into()))?;
-        peer.take_over().await;
-        let received = peer.resume_state().map_or(0, |resume| resume.received());
-        let mut server_hello = Hello::current();
-        server_hello
-            .extensions
-            .push((hello::EXT_RESUME, Bytes::copy_from_slice(&received.to_be_bytes())));
-        let hellos = Hellos {
-            client: client_hello,
-            server: server_hello.clone(),
-        };
-        match peer.resume(info, &hellos, count) {
-            Ok(start) => {
-                debug!(peer = %peer.id(), "session resumed");
-                Ok((peer, start, server_hello))
-            }
-            Err(ResumeRefused::Ended) => Err(refused("the session has ended".into())),
-            Err(ResumeRefused::Count(bad)) => {
-                let error = refused(bad.to_string());
-                peer.give_up(&CloseInfo {
-                    code: Code::RESUME_FAILED,
-                    reason: bad.to_string(),
-                    initiator: Initiator::Remote,
-                });
-                Err(error)
-            }
         }
     }
 
@@ -337,12 +165,13 @@ impl Hooks for Hub {
             on_security(peer, event);
         }
     }
+}
 
-    fn file_offer(&self, peer: &Peer, offer: FileOffer) {
-        // Without a handler the offer is dropped, which declines it.
-        if let Some(on_file) = &self.on_file {
-            on_file(peer, offer);
-        }
+impl Peer {
+    /// The server this peer is connected to, when the peer was accepted by one.
+    pub fn server(&self) -> Option<Server> {
+        let hub = self.owner()?.downcast::<Hub>().ok()?;
+        Some(Server { hub })
     }
 }
 
@@ -355,7 +184,7 @@ pub struct ServerBuilder {
     on_disconnect: Option<DisconnectFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
-    on_file: Option<FileFn>,
+    on_file: Option<OfferFn>,
     tcp: Vec<String>,
     ws: Vec<(String, String)>,
     auth: Option<Validator>,
@@ -434,15 +263,16 @@ impl ServerBuilder {
     /// exists (see [`crate::auth`] for how the token travels).
     ///
     /// The identity `validate` returns is stored in the peer's [`Session`](crate::Session)
-    /// (read it with `peer.session().get::<I>()`); each resume of a session validates again
-    /// and replaces it. A missing, oversized (over 4 KiB) or refused token closes the
-    /// connection with `UNAUTHORIZED` (4008), or answers the WebSocket upgrade with `401`;
-    /// the client does not retry. Validation counts against the handshake timeout.
+    /// (read it with `peer.session().get::<I>()`). Each resume of a session validates its
+    /// token again, and is refused with `RESUME_FAILED` unless the identity equals the
+    /// session's. A missing, oversized (over 4 KiB) or refused token closes the connection
+    /// with `UNAUTHORIZED` (4008), or answers the WebSocket upgrade with `401`; the client does
+    /// not retry. Validation counts against the handshake timeout.
     pub fn authenticate<F, Fut, I>(mut self, validate: F) -> Self
     where
         F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<I, Rejection>> + Send + 'static,
-        I: std::any::Any + Send + Sync,
+        I: std::any::Any + Send + Sync + Clone + PartialEq,
     {
         self.auth = Some(crate::auth::validator(validate));
         self
@@ -462,7 +292,11 @@ impl ServerBuilder {
     /// Binds every listener and starts accepting. A server without listeners is fine: it gets
     /// its peers through [`crate::http`] bindings.
     pub async fn start(self) -> Result<Server, Error> {
+        let security = Arc::new(self.config.connection.security.clone());
         let hub = Arc::new(Hub {
+            kex: KexPool::new(self.config.max_handshakes),
+            limits: limits::Limits::default(),
+            security,
             config: self.config,
             protocol: self.protocol,
             on_connect: self.on_connect,
@@ -508,54 +342,6 @@ async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
     Ok(TcpListener::bind(addr).await?)
 }
 
-/// Where a server keeps resumable sessions, by resume token. Cheap to clone; clones share the
-/// store. See [`ServerBuilder::session_store`].
-#[derive(Clone, Default)]
-pub struct SessionStore {
-    sessions: Arc<std::sync::Mutex<HashMap<[u8; TOKEN_LEN], Peer>>>,
-}
-
-impl SessionStore {
-    /// An empty store.
-    pub fn new() -> SessionStore {
-        SessionStore::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; TOKEN_LEN], Peer>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, token: [u8; TOKEN_LEN], peer: Peer) {
-        self.lock().insert(token, peer);
-    }
-
-    fn get(&self, token: &[u8; TOKEN_LEN]) -> Option<Peer> {
-        self.lock().get(token).cloned()
-    }
-
-    fn remove(&self, token: &[u8; TOKEN_LEN]) {
-        self.lock().remove(token);
-    }
-
-    /// How many sessions the store holds (connected or waiting to resume).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether the store holds no session.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-}
-
-impl std::fmt::Debug for SessionStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionStore")
-            .field("sessions", &self.len())
-            .finish()
-    }
-}
-
 /// Which peers a broadcast reached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BroadcastReport {
@@ -598,10 +384,6 @@ impl Server {
         }
     }
 
-    pub(crate) fn from_hub(hub: Arc<Hub>) -> Server {
-        Server { hub }
-    }
-
     /// The addresses the listeners are bound to, in the order they were given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.hub
@@ -634,9 +416,7 @@ impl Server {
         info: &PeerInfo,
     ) -> Result<Option<Identity>, Error> {
         match (&self.hub.auth, token) {
-            (Some(validate), Some(token)) => {
-                self.hub.authenticate(validate, Some(token), info).await.map(Some)
-            }
+            (Some(_), Some(token)) => self.hub.authenticate(Some(token), info).await.map(Some),
             _ => Ok(None),
         }
     }
@@ -733,7 +513,7 @@ impl Server {
         self.hub.shutdown.cancel();
         let peers = self.peers();
         futures_util::future::join_all(peers.iter().map(|peer| async move {
-            if peer.is_resumable() && !connection::ends_session(code) {
+            if peer.is_resumable() && !connection::engine::ends_session(code) {
                 peer.disconnect(code, reason).await;
             } else {
                 peer.close(code, reason).await;
@@ -748,7 +528,7 @@ impl Server {
     pub fn close_now(&self, code: Code, reason: &str) {
         self.hub.shutdown.cancel();
         for peer in self.peers() {
-            if peer.is_resumable() && !connection::ends_session(code) {
+            if peer.is_resumable() && !connection::engine::ends_session(code) {
                 tokio::spawn(async move { peer.disconnect(code, "server closed").await });
             } else {
                 peer.close_now(code, reason);

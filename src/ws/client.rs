@@ -1,0 +1,96 @@
+//! A client's WebSocket transport: parse the URL, connect, upgrade, with the token where the
+//! opening wants it.
+//!
+//! This module owns the client side of dialing a WebSocket server; the upgrade itself is
+//! [`super::client_upgrade`]. It must not run the truflux opening.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::{client_upgrade, Role, WsTransport, SUBPROTOCOL};
+use crate::auth::{Token, SUBPROTOCOL_PREFIX};
+use crate::client::TokenCarrier;
+use crate::error::Error;
+use crate::transport::{PeerInfo, TransportKind};
+
+/// Where a `ws://` URL points.
+pub(crate) struct Target {
+    uri: http::Uri,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    /// Parses a `ws://host[:port]/path` URL.
+    pub(crate) fn parse(url: &str) -> Result<Target, Error> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(Error::Config(format!(
+                "unsupported URL scheme in {url:?}: only ws:// is supported"
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("no host in {url:?}")))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Target { uri, host, port })
+    }
+}
+
+/// Everything one dial needs.
+pub(crate) struct Upgrade {
+    pub(crate) target: Target,
+    pub(crate) token: Option<Token>,
+    pub(crate) carrier: TokenCarrier,
+    pub(crate) nodelay: bool,
+    pub(crate) max_payload: u32,
+    pub(crate) read_buffer: usize,
+}
+
+impl Upgrade {
+    /// The upgrade request's headers: the subprotocol, and the token where a plain opening
+    /// carries it (a keyed opening carries it protected, never here).
+    fn headers(&self, keyed: bool) -> Result<http::HeaderMap, Error> {
+        let mut headers = http::HeaderMap::new();
+        let mut protocols = SUBPROTOCOL.to_owned();
+        match (&self.token, self.carrier) {
+            (Some(token), TokenCarrier::Header) if !keyed => {
+                let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+                    .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            (Some(token), TokenCarrier::Subprotocol) if !keyed => {
+                protocols = format!("{protocols}, {SUBPROTOCOL_PREFIX}{}", token.as_str());
+            }
+            _ => {}
+        }
+        let protocols = http::HeaderValue::from_str(&protocols)
+            .map_err(|_| Error::Config("the token is not a valid subprotocol".into()))?;
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
+        Ok(headers)
+    }
+
+    /// Connects and upgrades.
+    pub(crate) async fn dial(self: Arc<Self>, keyed: bool) -> Result<WsTransport, Error> {
+        let headers = self.headers(keyed)?;
+        let stream = TcpStream::connect((self.target.host.as_str(), self.target.port)).await?;
+        stream.set_nodelay(self.nodelay)?;
+        let info = PeerInfo {
+            local: stream.local_addr()?,
+            remote: stream.peer_addr()?,
+            transport: TransportKind::WebSocket,
+        };
+        let stream = client_upgrade(stream, &self.target.uri, &headers).await?;
+        Ok(WsTransport::new(
+            stream,
+            info,
+            Role::Client,
+            self.max_payload,
+            self.read_buffer,
+        ))
+    }
+}
