@@ -1,0 +1,60 @@
+// The package as a page and a Node program see it: its entry points, their types, what a
+// browser bundle of each contains, and what it does not.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+
+/** A minified browser bundle of `contents`, as a page would build it. */
+async function bundle(contents) {
+  const result = await build({ stdin: { contents, resolveDir: root }, bundle: true, minify: true, format: 'esm', platform: 'browser', write: false, logLevel: 'silent' });
+  return result.outputFiles[0].text;
+}
+
+test('every entry point resolves by its package name and has its types', async () => {
+  for (const [path, target] of Object.entries(manifest.exports)) {
+    if (path === './package.json') continue;
+    const name = path === '.' ? 'truflux' : `truflux/${path.slice(2)}`;
+    const module = await import(name);
+    assert.ok(Object.keys(module).length > 0, `${name} exports something`);
+    assert.ok(existsSync(new URL(`../${target.types}`, import.meta.url)), `${name} has ${target.types}`);
+  }
+});
+
+test('no runtime dependency; ws is optional and loaded only by truflux/node', () => {
+  assert.equal(manifest.dependencies, undefined);
+  assert.deepEqual(Object.keys(manifest.optionalDependencies ?? {}), ['ws']);
+  assert.equal(manifest.type, 'module');
+  assert.equal(manifest.sideEffects, false);
+  for (const file of ['index.js', 'transport.js', 'security/index.js', 'files/index.js']) {
+    assert.doesNotMatch(readFileSync(new URL(`../dist/${file}`, import.meta.url), 'utf8'), /from ['"](ws|node:)/, file);
+  }
+});
+
+test('core, security and files bundle for the browser with nothing from Node', async () => {
+  const everything = await bundle(`export * from 'truflux'; export * from 'truflux/security'; export * from 'truflux/files';`);
+  assert.doesNotMatch(everything, /node:|require\(/);
+  await assert.rejects(bundle(`export * from 'truflux/node';`), 'truflux/node is for Node only');
+});
+
+test('a page ships only what it uses: no files code without files, no stream splitter, no security', async () => {
+  const core = await bundle(`import * as core from 'truflux'; globalThis.kept = core;`);
+  const withSecurity = await bundle(`import * as core from 'truflux'; import * as s from 'truflux/security'; globalThis.kept = [core, s];`);
+  const withFiles = await bundle(`import { Sha256 } from 'truflux/files'; globalThis.kept = Sha256;`);
+  // Markers: the SHA-256 constants' computation, the splitter's error, the GCM record code.
+  const sha = /\*\*\(1\/[a-z]\)|SHA-256 already finished/;
+  assert.match(withFiles, sha);
+  assert.doesNotMatch(core, sha);
+  assert.doesNotMatch(withSecurity, sha);
+  assert.doesNotMatch(core, /stream ended inside a frame/);
+  assert.match(withSecurity, /AES-GCM/);
+  assert.doesNotMatch(core, /AES-GCM/);
+  // A page that only encodes MessagePack ships neither frames nor transports.
+  const msgpackOnly = await bundle(`import { encode } from 'truflux'; globalThis.kept = encode;`);
+  assert.doesNotMatch(msgpackOnly, /arraybuffer|FrameError|TFLX/);
+});
