@@ -501,3 +501,95 @@ async fn a_flood_of_security_requests_spawns_no_pile_of_tasks() {
     f.events.disconnect().await;
     f.assert_healthy().await;
 }
+
+/// The `echo` example, built beside this test binary by `cargo test`.
+fn echo_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    dir.join("examples")
+        .join(format!("echo{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The address space of a process, in KiB (`VmSize`), or its peak (`VmPeak`).
+fn address_space(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("the field")
+}
+
+#[tokio::test]
+async fn two_thousand_headers_announcing_16_mib_cannot_exhaust_a_server_under_an_address_space_limit() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // The server runs in a child process whose address space is limited to 2 GiB: reserving
+    // each announced 16 MiB frame would need 32 GiB and abort it.
+    let echo = echo_example();
+    assert!(echo.exists(), "{} is built by `cargo test`", echo.display());
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 2097152 && exec \"$0\" --serve --addr 127.0.0.1:0")
+        .arg(&echo)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the echo server");
+    let pid = child.id().expect("a pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = within("the server to listen", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line");
+    let addr: std::net::SocketAddr = line
+        .trim_start_matches("listening on ")
+        .parse()
+        .expect("an address");
+
+    let (tx, mut echoes) = mpsc::unbounded_channel();
+    let bystander = Client::connect(
+        addr,
+        protocol::from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message.payload);
+            std::future::ready(())
+        }),
+    )
+    .await
+    .unwrap();
+    let mut hostile = Vec::new();
+    for i in 0..2000u32 {
+        let mut peer = RawPeer::open(addr).await;
+        // A header announcing 16 MiB, then 91 octets of it: 100 octets in all.
+        let mut bytes = header(Kind::Message as u8, 1, 16 << 20);
+        bytes.extend_from_slice(&[0u8; 91]);
+        peer.write(&bytes).await;
+        hostile.push(peer);
+        if i % 500 == 499 {
+            bystander
+                .send_raw(2, Bytes::from(format!("after {}", i + 1)))
+                .await
+                .unwrap();
+            let echo = within("the bystander's echo", echoes.recv()).await.unwrap();
+            assert_eq!(echo, format!("after {}", i + 1));
+        }
+    }
+    // Every hostile peer's 100 octets have reached the server once a later bystander message
+    // has been echoed after all of them were written.
+    bystander.send_raw(2, &b"last"[..]).await.unwrap();
+    assert_eq!(
+        within("the last echo", echoes.recv()).await.unwrap(),
+        &b"last"[..]
+    );
+    let size = address_space(pid, "VmSize:");
+    let peak = address_space(pid, "VmPeak:");
+    assert!(
+        peak < 1024 * 1024,
+        "address space peaked at {peak} KiB (now {size} KiB)"
+    );
+    drop(hostile);
+    bystander.close(Code::NORMAL, "done").await;
+    let _ = child.kill().await;
+}

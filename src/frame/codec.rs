@@ -5,12 +5,17 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::{Frame, FrameError, Kind, HEADER_LEN, MAX_ID, PROTECTED_BIT, SEAL_OVERHEAD, TAG_LEN};
 
+/// How far ahead of what arrived the decoder asks the buffer to grow: this, or as much as has
+/// arrived.
+const GROW_STEP: usize = 64 * 1024;
+
 /// Decodes and encodes truflux frames.
 ///
-/// The decoder reads the 9-octet header, rejects an unknown kind, a set reserved id bit or a
-/// length above the maximum *before* it reserves any memory, then waits until the whole frame
-/// is buffered and splits the payload off without copying. It is a loop-free state machine:
-/// no recursion, no panics, whatever the input.
+/// The decoder reads the 9-octet header and rejects an unknown kind, a set reserved id bit or
+/// a length above the maximum before it reserves any memory; while a frame is incomplete it
+/// asks the buffer to grow by at most 64 KiB or what has arrived, never by the announced
+/// length; once the whole frame is buffered it splits the payload off without copying. It is
+/// a loop-free state machine: no recursion, no panics, whatever the input.
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
     max_payload: u32,
@@ -54,7 +59,10 @@ impl Decoder for FrameCodec {
         // Bounded by max_payload + 21, checked by `Header::parse`.
         let total = header.header_len + header.len;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // A hint for the reader, never far ahead of what arrived: a header alone must not
+            // make anyone allocate its announced length.
+            let ahead = (total - src.len()).min(GROW_STEP.max(src.len()));
+            src.reserve(ahead);
             return Ok(None);
         }
         src.advance(HEADER_LEN);

@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// The scratch's size: the most one read through it can return.
@@ -40,34 +40,119 @@ fn poll_read<R: AsyncRead + Unpin, T>(
 /// Growth of a buffer that holds part of a frame whose length is not known yet.
 const GROW: usize = 4096;
 
-/// Reads more of `stream` into `buf`; returns how many octets arrived (0: the end).
+/// The most a frame's buffer is grown beyond what has arrived: this, or as much as has arrived
+/// (doubling keeps a large frame's reallocations few, and reallocation of large buffers moves
+/// pages rather than copying them).
+pub(crate) const STEP: usize = 64 * 1024;
+
+/// What a reader holds of a stream: octets that arrived and are not frames yet.
 ///
-/// With nothing pending, reads at most `limit` octets (at most [`SCRATCH_LEN`]) through the
-/// scratch and takes memory only for what arrived: its size, or room for the whole first frame
-/// when `frame_len` can tell that frame's length and it is longer. With something pending,
-/// reads into `buf`, growing it by 4 KiB when it is full (a decoder reserves a whole frame
-/// once it knows its length).
-pub(crate) async fn read_more<R: AsyncRead + Unpin>(
-    stream: &mut R,
-    buf: &mut BytesMut,
-    limit: usize,
-    frame_len: impl Fn(&[u8]) -> Option<usize>,
-) -> io::Result<usize> {
-    if !buf.is_empty() {
-        if buf.capacity() == buf.len() {
-            buf.reserve(GROW);
-        }
-        return stream.read_buf(buf).await;
+/// Memory is taken only as octets arrive: a header announcing a large frame reserves nothing
+/// by itself, and a frame's buffer grows at most [`STEP`] or its own size beyond what
+/// arrived, with fallible allocation, so that a peer that announces 16 MiB and sends 100
+/// octets costs 64 KiB, and running out of memory ends that connection (an error), not the
+/// process.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// What to decode from.
+    pub(crate) buf: BytesMut,
+    /// A frame whose length is known and which has not all arrived: its octets so far, and
+    /// its whole length.
+    large: Option<(Vec<u8>, usize)>,
+}
+
+impl Pending {
+    /// Holding octets that arrived elsewhere (what the HTTP layer read past an upgrade).
+    pub(crate) fn holding(buf: BytesMut) -> Pending {
+        Pending { buf, large: None }
     }
-    std::future::poll_fn(|cx| {
-        poll_read(stream, cx, limit, |filled| {
-            let first = frame_len(filled).unwrap_or(GROW);
-            buf.reserve(first.max(filled.len()));
-            buf.extend_from_slice(filled);
-            filled.len()
+
+    /// Drops what is held (the connection no longer decodes).
+    pub(crate) fn clear(&mut self) {
+        *self = Pending::default();
+    }
+
+    /// Reads more of `stream`; returns how many octets arrived (0: the end of the stream, with
+    /// whatever had arrived of an unfinished frame back in `buf`).
+    ///
+    /// With nothing pending, reads at most `limit` octets (at most [`SCRATCH_LEN`]) through the
+    /// scratch and keeps only what arrived. Once `frame_len` can tell the length of the frame
+    /// that has begun, that frame alone is read into a buffer of its own that grows as above.
+    pub(crate) async fn read_more<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        limit: usize,
+        frame_len: impl Fn(&[u8]) -> Option<usize>,
+    ) -> io::Result<usize> {
+        if self.large.is_none() {
+            match frame_len(&self.buf) {
+                Some(total) if total > self.buf.len() => self.begin_large(total)?,
+                _ if self.buf.is_empty() => return self.read_scratch(stream, limit).await,
+                _ => {
+                    if self.buf.capacity() == self.buf.len() {
+                        self.buf.reserve(GROW);
+                    }
+                    return stream.read_buf(&mut self.buf).await;
+                }
+            }
+        }
+        self.read_large(stream).await
+    }
+
+    async fn read_scratch<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        limit: usize,
+    ) -> io::Result<usize> {
+        let buf = &mut self.buf;
+        std::future::poll_fn(|cx| {
+            poll_read(stream, cx, limit, |filled| {
+                buf.reserve(filled.len());
+                buf.extend_from_slice(filled);
+                filled.len()
+            })
         })
-    })
-    .await
+        .await
+    }
+
+    /// Moves the start of a frame of `total` octets out of `buf` into its own buffer.
+    fn begin_large(&mut self, total: usize) -> io::Result<()> {
+        let mut frame = Vec::new();
+        reserve_towards(&mut frame, self.buf.len(), total)?;
+        frame.extend_from_slice(&self.buf);
+        self.buf = BytesMut::new();
+        self.large = Some((frame, total));
+        Ok(())
+    }
+
+    async fn read_large<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
+        let Some((frame, total)) = self.large.as_mut() else {
+            return Ok(0);
+        };
+        let total = *total;
+        if frame.len() == frame.capacity() {
+            reserve_towards(frame, frame.len(), total)?;
+        }
+        let room = (frame.capacity() - frame.len()).min(total - frame.len());
+        let read = stream.read_buf(&mut (&mut *frame).limit(room)).await?;
+        if read == 0 || frame.len() == total {
+            // Done, or the stream ended inside the frame: what arrived is decoded (or reported
+            // truncated) from `buf`.
+            if let Some((frame, _)) = self.large.take() {
+                self.buf = BytesMut::from(bytes::Bytes::from(frame));
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// Grows `frame` (holding `held` octets of a frame of `total`) by at most [`STEP`] or `held`,
+/// whichever is more, and never past `total`; fails instead of aborting when memory runs out.
+fn reserve_towards(frame: &mut Vec<u8>, held: usize, total: usize) -> io::Result<()> {
+    let target = total.min(held + STEP.max(held));
+    frame
+        .try_reserve_exact(target.saturating_sub(frame.len()))
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the frame being read"))
 }
 
 /// Reads at most [`SCRATCH_LEN`] octets of `stream` and drops them; returns how many (0: the
@@ -85,4 +170,90 @@ fn read_into<R: AsyncRead + Unpin, T>(
     let mut read = ReadBuf::new(space);
     ready!(Pin::new(stream).poll_read(cx, &mut read))?;
     Poll::Ready(Ok(take(read.filled())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, FrameCodec};
+    use bytes::Bytes;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn wire(frame: &Frame) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        FrameCodec::new(32 << 20).encode(frame, &mut out).unwrap();
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_header_announcing_16_mib_costs_what_arrived_plus_a_step() {
+        let codec = FrameCodec::new(32 << 20);
+        let (mut peer, mut stream) = tokio::io::duplex(1 << 16);
+        let mut head = wire(&Frame::message(1, Bytes::from(vec![0u8; 16 << 20])));
+        head.truncate(109);
+        peer.write_all(&head).await.unwrap();
+        let mut pending = Pending::default();
+        let mut arrived = 0;
+        while arrived < 109 {
+            arrived += pending
+                .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+                .await
+                .unwrap();
+        }
+        let held = pending.large.as_ref().map_or(0, |(frame, _)| frame.capacity()) + pending.buf.capacity();
+        assert!(held <= 109 + STEP, "{held} octets held for 109 that arrived");
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_in_small_pieces_arrives_whole_and_the_next_one_after_it() {
+        let mut codec = FrameCodec::new(32 << 20);
+        let payload = Bytes::from((0..3_000_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let mut bytes = wire(&Frame::message(1, payload.clone()));
+        bytes.extend(wire(&Frame::message(2, Bytes::from_static(b"next"))));
+        let (mut peer, mut stream) = tokio::io::duplex(7919);
+        let writer = tokio::spawn(async move {
+            for piece in bytes.chunks(10_007) {
+                peer.write_all(piece).await.unwrap();
+            }
+        });
+        let mut pending = Pending::default();
+        let mut frames = Vec::new();
+        while frames.len() < 2 {
+            if let Some(frame) = codec.decode(&mut pending.buf).unwrap() {
+                frames.push(frame);
+                continue;
+            }
+            let read = pending
+                .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+                .await
+                .unwrap();
+            assert!(read > 0, "the stream ended early");
+        }
+        writer.await.unwrap();
+        assert_eq!(frames[0].payload, payload);
+        assert_eq!(&frames[1].payload[..], b"next");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_large_frame_leaves_what_arrived_to_report() {
+        let mut codec = FrameCodec::new(32 << 20);
+        let mut bytes = wire(&Frame::message(1, Bytes::from(vec![5u8; 500_000])));
+        bytes.truncate(200_000);
+        let (mut peer, mut stream) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            peer.write_all(&bytes).await.unwrap();
+        });
+        let mut pending = Pending::default();
+        while pending
+            .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+            .await
+            .unwrap()
+            > 0
+        {}
+        assert!(matches!(
+            codec.decode_eof(&mut pending.buf),
+            Err(crate::frame::FrameError::Truncated { buffered: 200_000 })
+        ));
+    }
 }

@@ -56,7 +56,7 @@ impl Transport for TcpTransport {
         let reader = TcpReader {
             stream: read,
             codec: FrameCodec::new(self.max_payload),
-            buf: BytesMut::new(),
+            pending: scratch::Pending::default(),
         };
         (
             reader,
@@ -73,34 +73,36 @@ impl Transport for TcpTransport {
 pub struct TcpReader {
     stream: OwnedReadHalf,
     codec: FrameCodec,
-    buf: BytesMut,
+    pending: scratch::Pending,
 }
 
 impl FrameRead for TcpReader {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        // Cancel safe: everything read is kept in `self.buf` before the future can be dropped.
+        // Cancel safe: everything read is kept in `self.pending` before the future can be
+        // dropped.
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf)? {
-                if self.buf.is_empty() {
+            let buf = &mut self.pending.buf;
+            if let Some(frame) = self.codec.decode(buf)? {
+                if buf.is_empty() {
                     // Drained: let the frames keep their memory, hold none ourselves.
-                    self.buf = BytesMut::new();
+                    *buf = BytesMut::new();
                 }
                 return Ok(Some(frame));
             }
             // An idle peer holds no buffer: memory is taken once data has arrived.
             let codec = &self.codec;
-            let read = scratch::read_more(&mut self.stream, &mut self.buf, READ_BUFFER, |filled| {
-                codec.frame_len(filled)
-            })
-            .await?;
+            let read = self
+                .pending
+                .read_more(&mut self.stream, READ_BUFFER, |filled| codec.frame_len(filled))
+                .await?;
             if read == 0 {
-                return self.codec.decode_eof(&mut self.buf);
+                return self.codec.decode_eof(&mut self.pending.buf);
             }
         }
     }
 
     async fn discard(&mut self) -> io::Result<usize> {
-        self.buf = BytesMut::new();
+        self.pending.clear();
         scratch::discard(&mut self.stream).await
     }
 }
@@ -162,10 +164,10 @@ mod tests {
 
         // Nothing more has been sent: waiting for it takes no memory.
         assert!(reader.read_frame().now_or_never().is_none());
-        assert_eq!(reader.buf.capacity(), 0);
+        assert_eq!(reader.pending.buf.capacity(), 0);
 
         writer.write_batch(&frames[..1]).await.unwrap();
         assert_eq!(reader.read_frame().await.unwrap().unwrap().id, 1);
-        assert_eq!(reader.buf.capacity(), 0);
+        assert_eq!(reader.pending.buf.capacity(), 0);
     }
 }

@@ -315,7 +315,7 @@ impl Transport for WsTransport {
             WsReader {
                 stream: read,
                 // What the HTTP layer read past the upgrade is the start of the WebSocket stream.
-                buf: BytesMut::from(&pending[..]),
+                pending: scratch::Pending::holding(BytesMut::from(&pending[..])),
                 decoder: Decoder::new(self.role, max_message(self.max_payload)),
                 max_payload: self.max_payload,
                 read_buffer: self.read_buffer.clamp(1024, scratch::SCRATCH_LEN),
@@ -391,7 +391,7 @@ impl AsyncWrite for WriteSide {
 /// The read half of a [`WsTransport`].
 pub struct WsReader {
     stream: ReadSide,
-    buf: BytesMut,
+    pending: scratch::Pending,
     decoder: Decoder,
     max_payload: u32,
     read_buffer: usize,
@@ -401,31 +401,33 @@ pub struct WsReader {
 
 impl FrameRead for WsReader {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        // Cancel safe for reading: everything read is kept in `self.buf`. A pong cut off by a
-        // cancellation leaves the write side torn, and every later write fails rather than
+        // Cancel safe for reading: everything read is kept in `self.pending`. A pong cut off by
+        // a cancellation leaves the write side torn, and every later write fails rather than
         // continue inside a frame.
         loop {
-            let Some(message) = self.decoder.decode(&mut self.buf)? else {
+            let Some(message) = self.decoder.decode(&mut self.pending.buf)? else {
                 let decoder = &self.decoder;
-                let read = scratch::read_more(&mut self.stream, &mut self.buf, self.read_buffer, |filled| {
-                    decoder.frame_len(filled)
-                })
-                .await?;
+                let read = self
+                    .pending
+                    .read_more(&mut self.stream, self.read_buffer, |filled| {
+                        decoder.frame_len(filled)
+                    })
+                    .await?;
                 if read == 0 {
-                    return if self.buf.is_empty() {
+                    return if self.pending.buf.is_empty() {
                         // The TCP connection ended without a close frame.
                         Ok(None)
                     } else {
                         Err(FrameError::Truncated {
-                            buffered: self.buf.len(),
+                            buffered: self.pending.buf.len(),
                         })
                     };
                 }
                 continue;
             };
-            if self.buf.is_empty() {
+            if self.pending.buf.is_empty() {
                 // Drained: let the frames keep their memory, hold none ourselves.
-                self.buf = BytesMut::new();
+                self.pending.buf = BytesMut::new();
             }
             match message {
                 Incoming::Binary(bytes) => return decode_exact(bytes, self.max_payload).map(Some),
@@ -451,7 +453,7 @@ impl FrameRead for WsReader {
     }
 
     async fn discard(&mut self) -> io::Result<usize> {
-        self.buf = BytesMut::new();
+        self.pending.clear();
         scratch::discard(&mut self.stream).await
     }
 }
