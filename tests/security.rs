@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
+use truflux::frame::control::Close;
 use truflux::frame::{Frame, FrameCodec, Kind};
 use truflux::security::{RekeyPolicy, SecurityConfig, SecurityEvent, Suite};
 use truflux::{
@@ -721,4 +722,574 @@ async fn file_chunks_are_sealed_like_any_record_in_a_secure_direction() {
         tap.count(Direction::Up, |f| f.kind.is_file() && f.tag.is_none()),
         0
     );
+}
+
+// ---- the review's findings, each through a man in the middle -----------------------------------
+
+/// A server that answers a message `go N` (id 1) with N numbered messages (id 2) and otherwise
+/// relays like `relay_server`.
+async fn counting_server(security: SecurityConfig, resume: bool, events: &Events) -> Server {
+    let config = ServerConfig::default()
+        .resume_window(if resume {
+            std::time::Duration::from_secs(30)
+        } else {
+            std::time::Duration::ZERO
+        })
+        .connection(ConnectionConfig::default().security(security));
+    Server::builder()
+        .tcp("127.0.0.1:0")
+        .ws("127.0.0.1:0", "/s")
+        .config(config)
+        .protocol(protocol::from_fn(|peer, message: Message| async move {
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            let Some(n) = text.strip_prefix("go ").and_then(|n| n.parse::<u32>().ok()) else {
+                return;
+            };
+            for i in 0..n {
+                let _ = peer.send_raw(2, Bytes::copy_from_slice(&i.to_be_bytes())).await;
+            }
+        }))
+        .on_connect(events.connected())
+        .on_disconnect(events.disconnected())
+        .on_error(events.error())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn required() -> SecurityConfig {
+    SecurityConfig::default().required(true)
+}
+
+/// Injects `frame` once, right after the first frame in `direction` that satisfies `after`.
+fn inject_after(
+    direction: Direction,
+    after: impl Fn(&Frame) -> bool + Send + 'static,
+    frame: Frame,
+) -> impl FnMut(Direction, Frame) -> Vec<Frame> + Send + 'static {
+    let mut pending = Some(frame);
+    move |d, seen| {
+        if d == direction && after(&seen) {
+            if let Some(injected) = pending.take() {
+                return vec![seen, injected];
+            }
+        }
+        vec![seen]
+    }
+}
+
+fn protected_message(frame: &Frame) -> bool {
+    frame.kind == Kind::Message && frame.tag.is_some()
+}
+
+fn security_frame(id: u32, payload: &'static [u8]) -> Frame {
+    Frame {
+        kind: Kind::Security,
+        id,
+        tag: None,
+        payload: Bytes::from_static(payload),
+    }
+}
+
+/// The numbers of the messages `go N` brought back, in arrival order, until `n` arrived.
+async fn numbers(rx: &mut Received, n: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let (message, protected) = within("a numbered message", rx.recv()).await.expect("a message");
+        assert!(protected, "message {} arrived in the clear", out.len());
+        out.push(u32::from_be_bytes(message.payload[..4].try_into().unwrap()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn finding_1_a_forged_plain_request_to_turn_security_off_closes_and_nothing_goes_out_plain() {
+    let events = Events::default();
+    let server = counting_server(required(), false, &events).await;
+    // One plain REQUEST 00 injected right after the client's first protected message.
+    let forged = security_frame(10, &[0]);
+    let tap = Tap::start(
+        server.local_addrs()[0],
+        inject_after(Direction::Up, protected_message, forged),
+    )
+    .await;
+    let (client, _rx, _) = client_via(tap.addr, required()).await;
+    assert!(client.is_secure() && client.is_peer_secure());
+    client.send_raw(1, &b"go 20"[..]).await.unwrap();
+    let (_, info) = events.disconnect().await;
+    assert_eq!(info.code, Code::UNEXPECTED_PLAINTEXT);
+    assert_eq!(
+        tap.count(Direction::Down, |f| f.kind == Kind::Message && f.tag.is_none()),
+        0,
+        "no message of the server's crossed in the clear"
+    );
+    assert_eq!(
+        within("the client's end", client.closed()).await.code,
+        Code::UNEXPECTED_PLAINTEXT
+    );
+}
+
+/// The values of every plain hello's SESSION and RESUME extensions seen by `tap`.
+fn plain_session_tokens(tap: &Tap) -> Vec<Bytes> {
+    let seen = tap.seen.lock().unwrap();
+    seen.iter()
+        .filter(|(_, f)| f.kind == Kind::Hello && f.tag.is_none())
+        .filter_map(|(_, f)| truflux::frame::control::Hello::parse(&f.payload).ok())
+        .flat_map(|hello| hello.extensions)
+        .filter(|(ty, value)| (*ty == 2 || *ty == 3) && value.len() >= 32)
+        .map(|(_, value)| value)
+        .collect()
+}
+
+fn reconnecting(security: SecurityConfig) -> ClientConfig {
+    ClientConfig::default()
+        .reconnect(Some(
+            truflux::Reconnect::default().initial_delay(std::time::Duration::from_millis(5)),
+        ))
+        .connection(ConnectionConfig::default().security(security))
+}
+
+#[tokio::test]
+async fn finding_2_a_keyed_session_never_shows_its_resume_token_and_a_stolen_one_resumes_nothing() {
+    let events = Events::default();
+    let server = counting_server(SecurityConfig::default(), true, &events).await;
+    let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
+    // A resumable client exchanges keys while connecting: its token travels protected.
+    let keyed = Client::builder()
+        .config(reconnecting(SecurityConfig::default()))
+        .connect(tap.addr)
+        .await
+        .unwrap();
+    assert!(keyed.is_resumable());
+    assert!(
+        plain_session_tokens(&tap).is_empty(),
+        "a resume token in the clear"
+    );
+
+    // A session opened plain shows its token; once it has exchanged keys, the token alone is
+    // worth nothing: a resume needs the binder only the client can make.
+    let plain = SecurityConfig::default().opening(truflux::security::Opening::Plain);
+    let (builder, mut rx, _) = collecting_builder(plain.clone());
+    let victim = builder
+        .config(reconnecting(plain))
+        .connect(tap.addr)
+        .await
+        .unwrap();
+    victim
+        .set_own_security(true)
+        .await
+        .unwrap()
+        .set_peer_security(true)
+        .await
+        .unwrap();
+    let stolen = plain_session_tokens(&tap)
+        .pop()
+        .expect("the plain session's token");
+    let mut claim = stolen.to_vec();
+    claim.extend_from_slice(&0u64.to_be_bytes());
+    let mut attacker = common::RawPeer::connect(server.local_addrs()[0]).await;
+    let hello = truflux::frame::control::Hello {
+        extensions: vec![(3, Bytes::from(claim))],
+        ..truflux::frame::control::Hello::current()
+    };
+    attacker.write_frame(&hello.to_frame()).await;
+    assert_eq!(attacker.expect_close().await.code, Code::RESUME_FAILED);
+    // The victim was not disturbed.
+    victim.send_raw(1, &b"go 3"[..]).await.unwrap();
+    within("the victim's numbers", async {
+        while !victim.is_peer_secure() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(numbers(&mut rx, 3).await, [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn finding_2_a_resume_presenting_another_identity_is_refused() {
+    let events = Events::default();
+    let config = ServerConfig::default().plain_resume(true);
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(config)
+        .authenticate(|request: truflux::auth::AuthRequest| async move {
+            match request.token.as_str() {
+                "alice-token" => Ok("alice".to_owned()),
+                "bob-token" => Ok("bob".to_owned()),
+                _ => Err(truflux::auth::Rejection::from("unknown")),
+            }
+        })
+        .on_disconnect(events.disconnected())
+        .start()
+        .await
+        .unwrap();
+    let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
+    let plain = SecurityConfig::default().opening(truflux::security::Opening::Plain);
+    let alice = Client::builder()
+        .token("alice-token")
+        .config(reconnecting(plain))
+        .connect(tap.addr)
+        .await
+        .unwrap();
+    let stolen = plain_session_tokens(&tap)
+        .pop()
+        .expect("alice's token, in the clear");
+    let mut claim = stolen.to_vec();
+    claim.extend_from_slice(&0u64.to_be_bytes());
+    let mut bob = common::RawPeer::connect(server.local_addrs()[0]).await;
+    let hello = truflux::frame::control::Hello {
+        extensions: vec![(1, Bytes::from_static(b"bob-token")), (3, Bytes::from(claim))],
+        ..truflux::frame::control::Hello::current()
+    };
+    bob.write_frame(&hello.to_frame()).await;
+    assert_eq!(bob.expect_close().await.code, Code::RESUME_FAILED);
+    assert!(alice.is_connected(), "alice's session is untouched");
+}
+
+/// A relay that records every octet the client sends.
+async fn byte_tap(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = TcpStream::connect(upstream).await.unwrap();
+            let (mut in_read, mut in_write) = inbound.into_split();
+            let (mut out_read, mut out_write) = outbound.into_split();
+            let log = log.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = in_read.read(&mut buf).await {
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if out_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn finding_3_the_bearer_token_never_travels_in_the_clear_when_keys_are_exchanged() {
+    const TOKEN: &str = "a-very-secret-bearer-token-42";
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .ws("127.0.0.1:0", "/s")
+        .authenticate(|request: truflux::auth::AuthRequest| async move {
+            if truflux::auth::tokens_match(request.token.as_str(), TOKEN) {
+                Ok(())
+            } else {
+                Err(truflux::auth::Rejection::from("unknown"))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let ws_addr: SocketAddr = server.ws_urls()[0]
+        .trim_start_matches("ws://")
+        .trim_end_matches("/s")
+        .parse()
+        .unwrap();
+    for (upstream, ws) in [(server.local_addrs()[0], false), (ws_addr, true)] {
+        let (addr, seen) = byte_tap(upstream).await;
+        let builder = Client::builder()
+            .token(TOKEN)
+            .token_carrier(truflux::TokenCarrier::Subprotocol);
+        let client = if ws {
+            builder.connect_ws(&format!("ws://{addr}/s")).await.unwrap()
+        } else {
+            builder.connect(addr).await.unwrap()
+        };
+        assert!(client.suite().is_some(), "a keyed opening (ws={ws})");
+        client.close(Code::NORMAL, "done").await;
+        let seen = seen.lock().unwrap();
+        assert!(
+            !seen.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token crossed in the clear (ws={ws})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn finding_4_a_rewritten_offer_or_a_forged_kex_fail_ends_in_security_required_not_plain() {
+    let events = Events::default();
+    let server = counting_server(SecurityConfig::default(), false, &events).await;
+    let keyed = SecurityConfig::default().opening(truflux::security::Opening::Keyed);
+    // Every suite id of the offer rewritten to one nobody knows: no common suite.
+    let unknown_suite = rewrite_offer(|payload: &mut Vec<u8>| {
+        let mut at = 33;
+        for _ in 0..payload[32] {
+            let len = usize::from(u16::from_be_bytes([payload[at + 1], payload[at + 2]]));
+            payload[at] = 0x7f;
+            at += 3 + len;
+        }
+    });
+    let tap = Tap::start(server.local_addrs()[0], unknown_suite).await;
+    let refused = collecting_builder(keyed.clone()).0.connect(tap.addr).await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(Code::SECURITY_REQUIRED));
+    // The server's reply replaced by a forged KEX_FAIL.
+    let forged = Close::new(Code::NO_COMMON_SUITE, "none").to_frame(Kind::Security, 3);
+    let tap = Tap::start(server.local_addrs()[0], move |direction, frame| {
+        if direction == Direction::Down && frame.kind == Kind::Security && frame.id == 2 {
+            return vec![forged.clone()];
+        }
+        vec![frame]
+    })
+    .await;
+    let refused = collecting_builder(keyed).0.connect(tap.addr).await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(Code::SECURITY_REQUIRED));
+    assert_eq!(
+        tap.count(Direction::Up, |f| f.kind == Kind::Hello),
+        1,
+        "no credentials hello went out after the forged KEX_FAIL"
+    );
+    assert_eq!(tap.count(Direction::Up, |f| f.kind == Kind::Message), 0);
+}
+
+#[tokio::test]
+async fn finding_5_a_forged_plain_close_in_a_secure_direction_is_a_lost_connection_that_resumes() {
+    for forged_code in [Code::NORMAL, Code::UNAUTHORIZED, Code::RESUME_FAILED] {
+        let events = Events::default();
+        let server = counting_server(required(), true, &events).await;
+        // Drops the server's protected messages 3 to 9, then injects a plain close; once.
+        let (mut seen, mut done) = (0, false);
+        let tap = Tap::start(server.local_addrs()[0], move |direction, frame| {
+            if done || direction != Direction::Down || !protected_message(&frame) {
+                return vec![frame];
+            }
+            seen += 1;
+            match seen {
+                3..=8 => vec![],
+                9 => {
+                    done = true;
+                    vec![Close::new(forged_code, "forged").to_frame(Kind::Close, 0)]
+                }
+                _ => vec![frame],
+            }
+        })
+        .await;
+        let (builder, mut rx, _) = collecting_builder(required());
+        let resumed = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = resumed.clone();
+        let client = builder
+            .config(reconnecting(required()))
+            .on_reconnect(move |_, _| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .connect(tap.addr)
+            .await
+            .unwrap();
+        client.send_raw(1, &b"go 20"[..]).await.unwrap();
+        assert_eq!(
+            numbers(&mut rx, 20).await,
+            (0..20).collect::<Vec<_>>(),
+            "{forged_code:?}"
+        );
+        assert!(
+            resumed.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "{forged_code:?}: resumed"
+        );
+        assert!(
+            !client.is_closed(),
+            "{forged_code:?}: the forged close did not end the session"
+        );
+    }
+}
+
+/// A canned keyed opening: the same offer every time, nothing computed by the sender.
+fn canned_opening(suite: Suite) -> Vec<u8> {
+    let (id, public) = match suite {
+        Suite::EcdhP256Aes128Gcm => {
+            let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+            use p256::elliptic_curve::sec1::ToSec1Point;
+            (2u8, secret.public_key().to_sec1_point(false).as_bytes().to_vec())
+        }
+        _ => {
+            // 4 = 2², a quadratic residue: valid, so the server does its whole share of work.
+            let mut four = vec![0u8; 256];
+            four[255] = 4;
+            (1u8, four)
+        }
+    };
+    let mut offer = vec![9u8; 32];
+    offer.push(1);
+    offer.push(id);
+    offer.extend_from_slice(&(public.len() as u16).to_be_bytes());
+    offer.extend_from_slice(&public);
+    let hello = truflux::frame::control::Hello {
+        extensions: vec![(4, Bytes::new())],
+        ..truflux::frame::control::Hello::current()
+    };
+    let mut bytes = BytesMut::new();
+    let mut codec = FrameCodec::default();
+    codec.encode(&hello.to_frame(), &mut bytes).unwrap();
+    codec
+        .encode(
+            &Frame {
+                kind: Kind::Security,
+                id: 1,
+                tag: None,
+                payload: Bytes::from(offer),
+            },
+            &mut bytes,
+        )
+        .unwrap();
+    bytes.to_vec()
+}
+
+#[tokio::test]
+async fn finding_6_a_flood_of_canned_key_exchanges_leaves_a_bystander_served_and_is_bounded() {
+    let config = ServerConfig::default()
+        .max_opening(64)
+        .connections_per_second(Some(1000));
+    let (tx, mut echoes) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(config)
+        .protocol(protocol::from_fn(|peer, message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let bystander = Client::connect(
+        addr,
+        protocol::from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message.payload);
+            std::future::ready(())
+        }),
+    )
+    .await
+    .unwrap();
+    let flood: Vec<_> = (0..300)
+        .map(|i| {
+            let suite = if i % 2 == 0 {
+                Suite::EcdhP256Aes128Gcm
+            } else {
+                Suite::DhFfdhe2048Aes256CbcHmacSha256
+            };
+            tokio::spawn(async move {
+                let mut peer = common::RawPeer::connect(addr).await;
+                peer.write(&canned_opening(suite)).await;
+                // The answer: the server's hello and reply, or a refusal.
+                let first = peer.read_frame().await?;
+                match first.kind {
+                    Kind::Close => Some(Close::parse(Kind::Close, &first.payload).ok()?.code),
+                    Kind::Hello => peer.read_frame().await.map(|reply| Code(reply.id as u16)),
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    for i in 0..50u32 {
+        bystander
+            .send_raw(1, Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+        let echo = within("the bystander's echo during the flood", echoes.recv())
+            .await
+            .unwrap();
+        assert_eq!(echo, &i.to_be_bytes()[..]);
+    }
+    let mut replied = 0;
+    for outcome in flood {
+        match within("a flood connection's answer", outcome).await.unwrap() {
+            // A KEX_REPLY (security message 2).
+            Some(Code(2)) => replied += 1,
+            Some(Code::TRY_AGAIN_LATER) => {}
+            other => panic!("a flood connection ended with {other:?}"),
+        }
+    }
+    assert!(replied > 0, "no key exchange was answered");
+    // A source past its rate is refused before its hello is read.
+    let limited = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(ServerConfig::default().connections_per_second(Some(5)))
+        .start()
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for _ in 0..40 {
+        let mut peer = common::RawPeer::connect(limited.local_addrs()[0]).await;
+        peer.write_frame(&truflux::frame::control::Hello::current().to_frame())
+            .await;
+        let answer = peer.read_frame().await.expect("an answer");
+        if answer.kind == Kind::Close {
+            assert_eq!(
+                Close::parse(Kind::Close, &answer.payload).unwrap().code,
+                Code::TRY_AGAIN_LATER
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "40 connections at once from one address were all admitted"
+    );
+}
+
+#[tokio::test]
+async fn finding_7_under_required_every_plain_frame_kind_ends_the_connection_in_both_directions() {
+    let kinds = [
+        Frame::message(5, Bytes::from_static(b"plain")),
+        Frame {
+            kind: Kind::Reply,
+            id: 1,
+            tag: None,
+            payload: Bytes::from_static(b"r"),
+        },
+        Close::new(Code::NO_REPLY, "x").to_frame(Kind::ReplyError, 1),
+        Frame {
+            kind: Kind::FileChunk,
+            id: 1,
+            tag: None,
+            payload: Bytes::from_static(b"c"),
+        },
+        Frame::control(Kind::Ack, Bytes::copy_from_slice(&0u64.to_be_bytes())),
+        Close::new(Code::UNKNOWN_MESSAGE, "x").to_frame(Kind::Error, 0),
+        Frame::control(Kind::Ping, Bytes::new()),
+    ];
+    for frame in kinds {
+        let kind = frame.kind;
+        // Towards the server.
+        let events = Events::default();
+        let server = counting_server(required(), false, &events).await;
+        let tap = Tap::start(
+            server.local_addrs()[0],
+            inject_after(Direction::Up, protected_message, frame.clone()),
+        )
+        .await;
+        let (client, _rx, _) = client_via(tap.addr, required()).await;
+        client.send_raw(1, &b"go 1"[..]).await.unwrap();
+        let (_, info) = events.disconnect().await;
+        assert_eq!(
+            info.code,
+            Code::UNEXPECTED_PLAINTEXT,
+            "{kind:?} towards the server"
+        );
+        // Towards the client.
+        let events = Events::default();
+        let server = counting_server(required(), false, &events).await;
+        let tap = Tap::start(
+            server.local_addrs()[0],
+            inject_after(Direction::Down, protected_message, frame),
+        )
+        .await;
+        let (client, _rx, _) = client_via(tap.addr, required()).await;
+        client.send_raw(1, &b"go 2"[..]).await.unwrap();
+        let info = within("the client's end", client.closed()).await;
+        assert_eq!(
+            info.code,
+            Code::UNEXPECTED_PLAINTEXT,
+            "{kind:?} towards the client"
+        );
+    }
 }
