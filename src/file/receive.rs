@@ -258,6 +258,16 @@ impl Ending {
     }
 }
 
+/// What a receive has counted so far.
+#[derive(Default)]
+struct Receiving {
+    hasher: Sha256,
+    total: u64,
+    paused: bool,
+    /// Credit held back while paused.
+    withheld: u64,
+}
+
 struct Receiver {
     link: Link,
     router: Router,
@@ -324,42 +334,10 @@ impl Receiver {
         mut rx: mpsc::Receiver<Inbound>,
         destination: &mut Destination,
     ) -> Result<(u64, [u8; 32]), Ending> {
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        let mut paused = false;
-        let mut withheld: u64 = 0;
+        let mut state = Receiving::default();
         loop {
             let notified = self.control.notify.notified();
-            let (want_paused, cancel) = {
-                let r = self.control.requests.lock().unwrap_or_else(|p| p.into_inner());
-                (r.paused, r.cancel)
-            };
-            if cancel {
-                return Err(Ending::tell(FileError::new(
-                    Code::FILE_CANCELLED,
-                    "cancelled by the receiver",
-                )));
-            }
-            if want_paused != paused {
-                paused = want_paused;
-                if paused {
-                    let _ = self
-                        .link
-                        .enqueue(wire::frame(Kind::FilePause, self.id, bytes::Bytes::new()))
-                        .await;
-                    self.status.send_replace(FileStatus::Paused { bytes: total });
-                } else {
-                    let _ = self
-                        .link
-                        .enqueue(wire::frame(Kind::FileResume, self.id, bytes::Bytes::new()))
-                        .await;
-                    if withheld > 0 {
-                        self.grant(std::mem::take(&mut withheld)).await;
-                    }
-                    self.status
-                        .send_replace(FileStatus::Transferring { bytes: total });
-                }
-            }
+            self.apply_requests(&mut state).await?;
             let item = tokio::select! {
                 _ = notified => continue,
                 item = rx.recv() => item,
@@ -373,45 +351,94 @@ impl Receiver {
                     )));
                 }
                 Some(Inbound::Abort(error)) => return Err(Ending::quiet(error)),
-                Some(Inbound::Chunk(bytes)) => {
-                    let len = bytes.len() as u64;
-                    if self.size.is_some_and(|size| total + len > size) {
-                        return Err(Ending::tell(FileError::new(
-                            Code::FILE_INTEGRITY,
-                            "more content than announced",
-                        )));
-                    }
-                    if let Err(error) = destination.write(&bytes).await {
-                        return Err(Ending::tell(FileError::new(
-                            Code::FILE_IO,
-                            format!("writing: {error}"),
-                        )));
-                    }
-                    hasher.update(&bytes);
-                    total += len;
-                    if paused {
-                        withheld += len;
-                        self.status.send_replace(FileStatus::Paused { bytes: total });
-                    } else {
-                        self.grant(len).await;
-                        self.status
-                            .send_replace(FileStatus::Transferring { bytes: total });
-                    }
-                }
-                Some(Inbound::End { size, sha256 }) => {
-                    let ours: [u8; 32] = hasher.finalize().into();
-                    if size != total
-                        || self.size.is_some_and(|announced| announced != total)
-                        || sha256 != ours
-                    {
-                        return Err(Ending::tell(FileError::new(
-                            Code::FILE_INTEGRITY,
-                            "size or SHA-256 does not match",
-                        )));
-                    }
-                    return Ok((total, ours));
-                }
+                Some(Inbound::Chunk(bytes)) => self.take_chunk(&mut state, destination, &bytes).await?,
+                Some(Inbound::End { size, sha256 }) => return self.verify(state, size, sha256),
             }
         }
+    }
+
+    /// Carries out the application's pause, resume or cancel.
+    async fn apply_requests(&self, state: &mut Receiving) -> Result<(), Ending> {
+        let (want_paused, cancel) = {
+            let r = self.control.requests.lock().unwrap_or_else(|p| p.into_inner());
+            (r.paused, r.cancel)
+        };
+        if cancel {
+            return Err(Ending::tell(FileError::new(
+                Code::FILE_CANCELLED,
+                "cancelled by the receiver",
+            )));
+        }
+        if want_paused == state.paused {
+            return Ok(());
+        }
+        state.paused = want_paused;
+        let kind = if state.paused {
+            Kind::FilePause
+        } else {
+            Kind::FileResume
+        };
+        let _ = self
+            .link
+            .enqueue(wire::frame(kind, self.id, bytes::Bytes::new()))
+            .await;
+        if state.paused {
+            self.status
+                .send_replace(FileStatus::Paused { bytes: state.total });
+        } else {
+            if state.withheld > 0 {
+                self.grant(std::mem::take(&mut state.withheld)).await;
+            }
+            self.status
+                .send_replace(FileStatus::Transferring { bytes: state.total });
+        }
+        Ok(())
+    }
+
+    /// Writes one chunk and returns its credit (or withholds it while paused).
+    async fn take_chunk(
+        &self,
+        state: &mut Receiving,
+        destination: &mut Destination,
+        bytes: &[u8],
+    ) -> Result<(), Ending> {
+        let len = bytes.len() as u64;
+        if self.size.is_some_and(|size| state.total + len > size) {
+            return Err(Ending::tell(FileError::new(
+                Code::FILE_INTEGRITY,
+                "more content than announced",
+            )));
+        }
+        if let Err(error) = destination.write(bytes).await {
+            return Err(Ending::tell(FileError::new(
+                Code::FILE_IO,
+                format!("writing: {error}"),
+            )));
+        }
+        state.hasher.update(bytes);
+        state.total += len;
+        if state.paused {
+            state.withheld += len;
+            self.status
+                .send_replace(FileStatus::Paused { bytes: state.total });
+        } else {
+            self.grant(len).await;
+            self.status
+                .send_replace(FileStatus::Transferring { bytes: state.total });
+        }
+        Ok(())
+    }
+
+    /// The sender's end: size (against the end and the offer) and SHA-256 must match.
+    fn verify(&self, state: Receiving, size: u64, sha256: [u8; 32]) -> Result<(u64, [u8; 32]), Ending> {
+        let total = state.total;
+        let ours: [u8; 32] = state.hasher.finalize().into();
+        if size != total || self.size.is_some_and(|announced| announced != total) || sha256 != ours {
+            return Err(Ending::tell(FileError::new(
+                Code::FILE_INTEGRITY,
+                "size or SHA-256 does not match",
+            )));
+        }
+        Ok((total, ours))
     }
 }
