@@ -39,6 +39,9 @@ mod connection;
 mod error;
 pub mod file;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod opening;
 pub mod protocol;

@@ -296,3 +296,25 @@ fn protocol_md_hex_vectors_match_the_codec_byte_for_byte() {
         assert!(buf.is_empty());
     }
 }
+
+#[test]
+fn a_protected_frame_the_decoder_accepts_the_encoder_writes_back() {
+    // Sealing may pad a maximal payload by 16 octets: both directions allow it.
+    let mut codec = FrameCodec::new(100);
+    let frame = Frame {
+        kind: Kind::Message,
+        id: 1,
+        tag: Some([7; 12]),
+        payload: Bytes::from(vec![0u8; 116]),
+    };
+    let mut wire = BytesMut::new();
+    codec
+        .encode(&frame, &mut wire)
+        .expect("the padded record encodes");
+    assert_eq!(codec.decode(&mut wire).unwrap(), Some(frame));
+    let plain = Frame::message(1, Bytes::from(vec![0u8; 101]));
+    assert!(
+        codec.encode(&plain, &mut BytesMut::new()).is_err(),
+        "a plain frame gets no allowance"
+    );
+}

@@ -30,6 +30,10 @@ pub enum CodecKind {
 
 /// MessagePack (serde): structs as maps keyed by field name, byte buffers as `bin` when the
 /// field uses `serde_bytes` (or `bytes::Bytes` with its `serde` feature).
+///
+/// `Option::None` travels as `nil`, so a nested option loses a level: `Some(None)` of an
+/// `Option<Option<T>>` encodes as `nil` and decodes as `None`. Where "absent" and "present but
+/// empty" must differ, use an enum or a wrapper struct instead of a nested option.
 #[derive(Clone, Copy, Debug)]
 pub struct MsgPack;
 
@@ -81,5 +85,19 @@ impl Codec<Text> for Utf8 {
 
     fn decode(payload: Bytes) -> Result<Text, String> {
         ByteString::try_from(payload).map_err(|error| format!("not UTF-8: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_option_loses_a_level_as_documented() {
+        let inner: Option<Option<u8>> = Some(None);
+        let payload = <MsgPack as Codec<Option<Option<u8>>>>::encode(&inner).unwrap();
+        assert_eq!(&payload[..], [0xc0], "nil");
+        let decoded = <MsgPack as Codec<Option<Option<u8>>>>::decode(payload).unwrap();
+        assert_eq!(decoded, None, "Some(None) comes back as None");
     }
 }
