@@ -119,6 +119,7 @@ fn main() {
     }
     if run("handshake") {
         handshakes(&plan);
+        kex_rates(&plan, flag("--baseline"));
     }
     if run("file") {
         file_throughput(&plan);
@@ -182,6 +183,221 @@ fn handshakes(plan: &Plan) {
         );
     }
     println!();
+}
+
+/// How long each flood runs.
+const FLOOD_MS: usize = 3000;
+
+/// Key exchanges the server completes per second on one core (the server on CPU 0, the
+/// flooding client on CPU 1), and a bystander's echo latency meanwhile, for this build and, with
+/// `--baseline PATH` (the benchmark binary of an earlier build), for that one too.
+fn kex_rates(plan: &Plan, baseline: Option<String>) {
+    let flood_ms = if plan.quick { 1000 } else { FLOOD_MS };
+    println!("## Key exchanges under a flood (64 connections sending canned offers, {flood_ms} ms)\n");
+    println!("| server | suite | key exchanges / s (one core) | bystander echo p50 µs | p99 µs |");
+    println!("|---|---|---:|---:|---:|");
+    let mut servers = vec![("this build", None)];
+    if let Some(path) = baseline {
+        servers.push(("baseline", Some(path)));
+    }
+    for (label, bin) in servers {
+        let baseline = bin.is_some();
+        let idle = flood_round(plan, bin.as_deref(), None, flood_ms, baseline);
+        println!("| {label} | none (idle) | | {:.1} | {:.1} |", idle.1, idle.2);
+        for suite in [Suite::EcdhP256Aes128Gcm, Suite::DhFfdhe2048Aes256CbcHmacSha256] {
+            let (rate, p50, p99) = flood_round(plan, bin.as_deref(), Some(suite), flood_ms, baseline);
+            println!("| {label} | {} | {rate:.0} | {p50:.1} | {p99:.1} |", suite.name());
+        }
+    }
+    println!();
+}
+
+/// One flood (or none) against a fresh server: its rate, and the bystander's p50 and p99.
+fn flood_round(
+    plan: &Plan,
+    bin: Option<&str>,
+    suite: Option<Suite>,
+    flood_ms: usize,
+    v1: bool,
+) -> (f64, f64, f64) {
+    let server = ServerProcess::start_from(plan, bin, "truflux-tcp");
+    let port = server.port.to_string();
+    let client_args = |mode: &str, size: String, count: usize| -> Vec<String> {
+        [
+            "--client",
+            mode,
+            "--impl",
+            "truflux-tcp",
+            "--port",
+            &port,
+            "--size",
+            &size,
+            "--count",
+            &count.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let version = if v1 { "1" } else { "2" };
+    let flood = suite.map(|suite| {
+        command(
+            Some("1"),
+            &client_args("kexflood", suite.id().to_string(), flood_ms),
+        )
+        .env("TRUFLUX_BENCH_VERSION", version)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood client")
+    });
+    let bystander = command(Some("1"), &client_args("bystander", "64".into(), flood_ms))
+        .env("TRUFLUX_BENCH_VERSION", version)
+        .output()
+        .expect("bystander");
+    let numbers = |text: &[u8]| -> Vec<f64> {
+        String::from_utf8_lossy(text)
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let latency = numbers(&bystander.stdout);
+    let rate = flood
+        .map(|child| numbers(&child.wait_with_output().expect("flood ends").stdout))
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f64::NAN);
+    (
+        rate,
+        latency.first().copied().unwrap_or(f64::NAN),
+        latency.get(1).copied().unwrap_or(f64::NAN),
+    )
+}
+
+/// The wire client's hello: this build's version, or version 1 against a baseline server.
+fn wire_hello() -> truflux::frame::control::Hello {
+    let mut hello = truflux::frame::control::Hello::current();
+    if std::env::var("TRUFLUX_BENCH_VERSION").as_deref() == Ok("1") {
+        hello.version = 1;
+    }
+    hello
+}
+
+/// 64 connections in a loop, each sending a canned offer for suite `suite_id` (nothing
+/// computed here) and waiting for the server's reply, for `ms` milliseconds; prints replies per
+/// second.
+async fn kex_flood(port: u16, suite_id: u8, ms: usize) -> String {
+    let deadline = Instant::now() + Duration::from_millis(ms as u64);
+    let done = Arc::new(AtomicUsize::new(0));
+    let offer = canned_offer(suite_id);
+    let v1 = wire_hello().version == 1;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (done, offer) = (done.clone(), offer.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if one_kex(port, &offer, v1).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    format!("{}", done.load(Ordering::Relaxed) as f64 / (ms as f64 / 1000.0))
+}
+
+/// The octets of a canned offer: `KEX_INIT` with one fixed public value of the suite.
+fn canned_offer(suite_id: u8) -> Vec<u8> {
+    let public = if suite_id == 2 {
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).expect("a scalar");
+        secret.public_key().to_sec1_point(false).as_bytes().to_vec()
+    } else {
+        // 4 = 2², a quadratic residue: valid, so the server does its whole share of work.
+        let mut four = vec![0u8; 256];
+        four[255] = 4;
+        four
+    };
+    let mut payload = vec![9u8; 32];
+    payload.extend_from_slice(&[1, suite_id]);
+    payload.extend_from_slice(&(public.len() as u16).to_be_bytes());
+    payload.extend_from_slice(&public);
+    let frame = Frame {
+        kind: truflux::frame::Kind::Security,
+        id: 1,
+        tag: None,
+        payload: Bytes::from(payload),
+    };
+    let mut out = bytes::BytesMut::new();
+    frame.put_header(&mut out);
+    out.extend_from_slice(&frame.payload);
+    out.to_vec()
+}
+
+/// One canned key exchange: true when the server's reply (`KEX_REPLY`) arrived.
+async fn one_kex(port: u16, offer: &[u8], v1: bool) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut hello = wire_hello();
+    if !v1 {
+        hello.extensions.push((4, Bytes::new()));
+    }
+    let frame = hello.to_frame();
+    let mut out = bytes::BytesMut::new();
+    frame.put_header(&mut out);
+    out.extend_from_slice(&frame.payload);
+    let mut buf = Vec::new();
+    if v1 {
+        // Version 1 takes an offer only after the hellos.
+        if stream.write_all(&out).await.is_err() || try_read_frame(&mut stream, &mut buf).await.is_none() {
+            return false;
+        }
+        out.clear();
+    }
+    out.extend_from_slice(offer);
+    if stream.write_all(&out).await.is_err() {
+        return false;
+    }
+    while let Some(header) = try_read_frame(&mut stream, &mut buf).await {
+        match (
+            header[0] & 0x7f,
+            u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+        ) {
+            (0x06, 2) => return true,
+            (0x02, _) => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Reads one plain frame into `buf`; its header, or `None` when the stream ended.
+async fn try_read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<[u8; 9]> {
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as usize;
+    buf.resize(len.min(1 << 20), 0);
+    stream.read_exact(buf).await.ok()?;
+    Some(header)
+}
+
+/// Echo round trips of 64 octets over the wire client for `ms` milliseconds, one at a time;
+/// prints p50 and p99 in µs.
+async fn bystander(port: u16, ms: usize) -> String {
+    let mut conn = connect("truflux-wire", port).await;
+    let payload = Bytes::from(vec![0x42u8; 64]);
+    let deadline = Instant::now() + Duration::from_millis(ms as u64);
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        conn.roundtrip(&payload).await;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    format!("{} {}", pick(0.5), pick(0.99))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -259,7 +475,24 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(plan: &Plan, imp: &str) -> ServerProcess {
-        let mut child = command(plan.server_cpu(), &["--serve".into(), imp.into()])
+        ServerProcess::start_from(plan, None, imp)
+    }
+
+    /// A server of this binary, or of another build's benchmark binary at `bin`.
+    fn start_from(plan: &Plan, bin: Option<&str>, imp: &str) -> ServerProcess {
+        let args = ["--serve".to_string(), imp.to_string()];
+        let mut command = match bin {
+            Some(bin) => {
+                let mut command = Command::new("taskset");
+                command
+                    .args(["-c", plan.server_cpu().unwrap_or("0")])
+                    .arg(bin)
+                    .args(&args);
+                command
+            }
+            None => command(plan.server_cpu(), &args),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -721,7 +954,7 @@ async fn connect(imp: &str, port: u16) -> Conn {
         "truflux-wire" => {
             let mut stream = TcpStream::connect(&addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
-            let hello = truflux::frame::control::Hello::current().to_frame();
+            let hello = wire_hello().to_frame();
             let mut out = bytes::BytesMut::new();
             hello.put_header(&mut out);
             out.extend_from_slice(&hello.payload);
@@ -940,6 +1173,8 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
             let _ = std::fs::remove_file(&path);
             times.join(" ")
         }
+        "kexflood" => kex_flood(port, size as u8, count).await,
+        "bystander" => bystander(port, count).await,
         "handshake" => {
             let mut times = Vec::new();
             for _ in 0..count {
