@@ -27,3 +27,6 @@ export * from './control.js';
 export * from './ids.js';
 export * from './msgpack.js';
 export * from './transport.js';
+export { connect, type Client, type ClientOptions, type Codec, type FilesPlugin, type Link, type MessageContext, type Name, type OpeningIo, type SecurityConnection, type SecurityPlugin } from './client.js';
+export { engine, endsSession, type End, type Engine, type EngineOptions, type Files, type Out, type Sec } from './engine.js';
+export * from './hello.js';

@@ -46,13 +46,17 @@ export interface Transport {
   close(code?: number, reason?: string): void;
   /** Drops the connection now. */
   abort(): void;
+  /** Stops (`true`) or restarts reading, where the transport can (Node's sockets): bounds
+   * what waits to be processed. */
+  pause?(on: boolean): void;
 }
 
 /** Opens a transport that reports to `events`, called again for every reconnection;
- * `maxPayload` bounds the frames it accepts. Rejects with a {@link TrufluxError}
+ * `maxPayload` bounds the frames it accepts; `protocols` are WebSocket subprotocols to offer
+ * on this connection only (a plain opening's `truflux.bearer.<token>`; streams ignore them). Rejects with a {@link TrufluxError}
  * (`ABNORMAL`) when the connection cannot be opened (an invalid URL with the WebSocket
  * constructor's own error). */
-export type Connector = (events: TransportEvents, maxPayload?: number) => Promise<Transport>;
+export type Connector = (events: TransportEvents, maxPayload?: number, protocols?: string[]) => Promise<Transport>;
 
 /** What the adapter needs of a WebSocket: the browser's, Node's global one and `ws` fit. */
 export interface WebSocketLike {
@@ -98,7 +102,7 @@ function closeSocket(ws: WebSocketLike, code: number, reason: string): void {
 /** A connector for a WebSocket URL (`ws://` or `wss://`). */
 export function webSocket(url: string | URL, options: WebSocketOptions = {}): Connector {
   const create = options.create ?? ((u, p) => new WebSocket(u, p) as WebSocketLike);
-  return (events) => openWebSocket(() => create(String(url), [SUBPROTOCOL, ...(options.protocols ?? [])]), events);
+  return (events, _, extra = []) => openWebSocket(() => create(String(url), [SUBPROTOCOL, ...(options.protocols ?? []), ...extra]), events);
 }
 
 /** Wraps the socket `create` makes; resolves once it is open. */

@@ -4,3 +4,4 @@
 export { frameSplitter, type FrameSplitter } from '../stream.js';
 export { tcp, tls, type TcpOptions, type TlsOptions } from './stream.js';
 export { nodeWebSocket, type NodeWebSocketOptions } from './websocket.js';
+export { fileSink, fileSource } from './files.js';

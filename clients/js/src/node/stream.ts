@@ -46,8 +46,10 @@ function wrap(socket: Socket, ready: string, events: TransportEvents, maxPayload
           return socket.writableLength;
         },
         send: (bytes) => void socket.write(bytes),
-        close: () => void socket.end(),
+        // After a stream error nothing more is read: drop the socket once our close is out.
+        close: () => void socket.end(() => ended && socket.destroy()),
         abort: () => void socket.destroy(),
+        pause: (on) => void (on ? socket.pause() : socket.resume()),
       });
     });
     socket.on('data', (chunk: Buffer) => {
@@ -75,7 +77,8 @@ function wrap(socket: Socket, ready: string, events: TransportEvents, maxPayload
       try {
         frames.finish();
       } catch (e) {
-        cut = e as TrufluxError;
+        // Cut inside a frame: a resumable session takes it as a lost connection.
+        cut = Object.assign(e as TrufluxError, { truncated: true });
       }
       end(cut ? cut.code : ABNORMAL, cut ? cut.message : '', cut);
     });

@@ -34,7 +34,7 @@ export function nodeWebSocket(url: string | URL, options: NodeWebSocketOptions =
   const protocols = [SUBPROTOCOL, ...(options.protocols ?? [])];
   const needsWs = options.headers !== undefined || options.ws !== undefined;
   const global = (globalThis as { WebSocket?: WebSocketClass }).WebSocket;
-  return async (events, maxPayload) => {
+  return async (events, maxPayload, extra = []) => {
     const Socket = global && !needsWs ? global : await loadWs();
     const init = { ...options.ws, headers: { ...options.ws?.headers, ...options.headers } };
     // ws refuses a longer message from its header, before buffering it (PROTOCOL.md §1).
@@ -42,6 +42,6 @@ export function nodeWebSocket(url: string | URL, options: NodeWebSocketOptions =
     // ws ends such a connection itself, with 1009 to the peer; the engine hears why.
     const close = (code: number, reason: string, error?: any) =>
       events.close(error?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? MESSAGE_TOO_BIG : code, reason, error);
-    return openWebSocket(() => new Socket(String(url), protocols, init), { data: (frame) => events.data(frame), close });
+    return openWebSocket(() => new Socket(String(url), [...protocols, ...extra], init), { data: (frame) => events.data(frame), close });
   };
 }

@@ -7,3 +7,4 @@
 export * from './crypto.js';
 export * from './pht.js';
 export * from './record.js';
+export * from './plugin.js';
