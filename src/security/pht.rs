@@ -12,10 +12,19 @@ use crate::frame::MAX_ID;
 const ROUNDS: usize = 4;
 const ROTATE: u32 = 7;
 
-/// A keyed bijection of `0 ..= 2³¹ − 1`.
+/// A keyed bijection of `0 ..= 2³¹ − 1`. Its round keys are wiped when it is dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pht {
     keys: [(u16, u16); ROUNDS],
+}
+
+impl Drop for Pht {
+    fn drop(&mut self) {
+        for (a, b) in &mut self.keys {
+            zeroize::Zeroize::zeroize(a);
+            zeroize::Zeroize::zeroize(b);
+        }
+    }
 }
 
 impl Pht {

@@ -78,8 +78,8 @@ impl Keys {
                 }
             }
         };
-        let mut pht_key = [0u8; 16];
-        expand(&secret, "pht", &mut pht_key);
+        let mut pht_key = Zeroizing::new([0u8; 16]);
+        expand(&secret, "pht", pht_key.as_mut());
         Keys {
             suite,
             secret,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test of the project: the Rust workspace, then the JavaScript client (unit tests and
+# Node against the Rust server), then the browser tests in Debian's Chromium. Installs what is
+# missing on a fresh machine (the npm packages of clients/js, Debian's chromium); fails on the
+# first failing test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== Rust: cargo test --workspace --all-features"
+# Also builds the examples the JavaScript tests run against (target/debug/examples/interop).
+cargo test --workspace --all-features
+
+echo "== JavaScript: npm ci"
+command -v node >/dev/null || { echo "node is missing (Node 20 or later)"; exit 1; }
+(cd clients/js && npm ci --no-audit --no-fund)
+
+echo "== JavaScript: unit tests and Node against the Rust server"
+(cd clients/js && npm test)
+
+echo "== JavaScript: Chromium against the Rust server"
+(cd clients/js && npm run test:browser)
