@@ -163,6 +163,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// What broadcast does with a peer whose queue is full. Default [`SlowPeerPolicy::Close`].
     pub slow_peer: SlowPeerPolicy,
+    /// Rooms: limits, and what a room remembers. Default [`RoomConfig::default`](crate::RoomConfig::default).
+    pub rooms: crate::RoomConfig,
     /// How many connections may be in their opening exchange at once (hello, key exchange,
     /// credentials). Default 1024. They count against `max_connections` too; a connection
     /// beyond either limit is sent a close with `TRY_AGAIN_LATER` (1013) before anything of
@@ -203,6 +205,7 @@ impl Default for ServerConfig {
             connections_per_second: None,
             plain_resume: false,
             slow_peer: SlowPeerPolicy::Close,
+            rooms: crate::RoomConfig::default(),
             resume_window: Duration::from_secs(30),
         }
     }
@@ -225,6 +228,8 @@ setters!(ServerConfig {
     plain_resume: bool,
     /// Sets [`ServerConfig::slow_peer`].
     slow_peer: SlowPeerPolicy,
+    /// Sets [`ServerConfig::rooms`].
+    rooms: crate::RoomConfig,
     /// Sets [`ServerConfig::resume_window`].
     resume_window: Duration,
 });

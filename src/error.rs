@@ -393,6 +393,9 @@ pub enum Error {
     /// security that was required and could not be had.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// A room operation was refused (a name or count limit).
+    #[error(transparent)]
+    Room(#[from] crate::server::RoomError),
     /// The peer found no security suite in common (its `KEX_FAIL`).
     #[error("the peer could not agree on security, {code}: {reason}")]
     FailSecure {
@@ -422,6 +425,7 @@ impl Error {
             Error::HeartbeatTimeout(_) => Code::HEARTBEAT_TIMEOUT,
             Error::RequestTimeout(_) => Code::REQUEST_TIMEOUT,
             Error::File(error) => error.code,
+            Error::Room(_) => Code::POLICY_VIOLATION,
         }
     }
 }

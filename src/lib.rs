@@ -59,7 +59,11 @@ pub use error::{
     CloseInfo, Code, Error, FileError, HelloError, Initiator, ProtocolError, RemoteError, Timeout,
 };
 pub use protocol::{Dispatch, Message, Protocol, Responder};
-pub use server::{BroadcastReport, Server, ServerBuilder, SessionStore};
+pub use server::adapter;
+pub use server::{
+    BroadcastReport, Except, HistoryLimit, Member, Presence, RoomConfig, RoomError, RoomSet, Server,
+    ServerBuilder, SessionStore, To,
+};
 pub use session::Session;
 pub use transport::{PeerInfo, TransportKind};
 

@@ -1035,3 +1035,57 @@ async fn hostile_resume_and_ack_frames_are_refused_with_documented_codes() {
     assert_eq!(server.num_connections(), 1, "only the bystander is left");
     assert_no_panics(panics);
 }
+
+#[tokio::test]
+async fn room_membership_survives_a_resume_and_ends_with_the_session() {
+    let events = Events::default();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .on_connect(events.connected())
+        .start()
+        .await
+        .expect("server");
+    let relay = Relay::start(server.local_addrs()[0]).await;
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let client = truflux::Client::builder()
+        .config(reconnecting())
+        .protocol(from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message.payload);
+            std::future::ready(())
+        }))
+        .connect(relay.addr)
+        .await
+        .expect("client");
+    let peer = events.connected_peer().await;
+    peer.join("room").await.expect("join");
+    relay.cut();
+    // A room message queued while the connection is down arrives after the resume.
+    within("the cut to be noticed", async {
+        while peer.is_connected() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(peer.rooms(), ["room"], "membership belongs to the session");
+    server
+        .to("room")
+        .broadcast_raw(1, &b"after the cut"[..])
+        .expect("broadcast");
+    assert_eq!(
+        within("the room message", received.recv())
+            .await
+            .expect("a message"),
+        &b"after the cut"[..]
+    );
+    assert!(
+        peer.is_connected() && relay.accepted() >= 2,
+        "resumed on a new connection"
+    );
+    client.close(Code::NORMAL, "done").await;
+    within("the session to leave its rooms", async {
+        while !server.local_rooms().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

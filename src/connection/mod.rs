@@ -40,15 +40,20 @@ use engine::{Engine, KexDone, KexJob, KexStatus};
 pub use peer::Peer;
 use signal::{Signal, TaskToken};
 
-/// Identifies a peer for the life of the process (unique across servers and clients).
+/// Identifies a peer: unique in the process, and across the nodes of a cluster (a random
+/// 32-bit prefix per process, then a counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
 impl PeerId {
-    /// A process-wide unique id: sessions may move between servers sharing a store.
+    /// A new id: sessions may move between servers sharing a store, and nodes of a cluster
+    /// address each other's peers by id.
     pub(crate) fn next() -> PeerId {
+        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        PeerId(NEXT.fetch_add(1, Ordering::Relaxed))
+        let prefix =
+            *PREFIX.get_or_init(|| u64::from(u32::from_be_bytes(crate::security::random_array())) << 32);
+        PeerId(prefix | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff))
     }
 }
 

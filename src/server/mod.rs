@@ -5,35 +5,39 @@
 //! broadcast. What happens on a connection after its opening belongs to
 //! [`crate::connection`].
 
+pub mod adapter;
 mod admission;
+mod broadcast;
 mod limits;
+mod rooms;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
-use crate::config::{ServerConfig, SlowPeerPolicy};
+use crate::config::ServerConfig;
 use crate::connection::{self, Hooks, KexPool, Peer, PeerId};
 use crate::error::{CloseInfo, Code, Error};
 use crate::file::{FileOffer, OfferFn};
-use crate::frame::Frame;
-use crate::protocol::{BoxFuture, Message, NoMessages, Protocol};
+use crate::protocol::{BoxFuture, NoMessages, Protocol};
 use crate::security::{SecurityConfig, SecurityEvent};
 use crate::transport::{PeerInfo, TcpTransport, Transport};
+pub use broadcast::{BroadcastReport, Except, RoomSet, To};
+pub use rooms::{HistoryLimit, Member, Presence, RoomConfig, RoomError};
 pub use store::SessionStore;
 
 type ConnectFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, ()> + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &CloseInfo) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(Option<&Peer>, &Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&Peer, &SecurityEvent) + Send + Sync>;
+type PresenceFn = Arc<dyn Fn(&Presence) + Send + Sync>;
 
 /// The state shared by a server's listeners, connections and handles.
 pub(crate) struct Hub {
@@ -47,9 +51,12 @@ pub(crate) struct Hub {
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
     on_file: Option<OfferFn>,
+    on_presence: Option<PresenceFn>,
     auth: Option<Validator>,
     store: SessionStore,
     peers: RwLock<HashMap<PeerId, Peer>>,
+    rooms: rooms::Rooms,
+    adapter: Arc<dyn adapter::Adapter>,
     /// Cancelled when the server stops accepting.
     shutdown: CancellationToken,
     local_addrs: RwLock<Vec<SocketAddr>>,
@@ -63,6 +70,11 @@ impl Hub {
 
     fn peers_mut(&self) -> RwLockWriteGuard<'_, HashMap<PeerId, Peer>> {
         self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Peers connected here.
+    fn connected(&self) -> usize {
+        self.peers().len()
     }
 
     fn report(&self, peer: Option<&Peer>, error: &Error) {
@@ -154,6 +166,7 @@ impl Hooks for Hub {
         if let Some(token) = peer.resume_token() {
             self.store.remove(&token);
         }
+        self.leave_rooms(peer.id());
         if let Some(on_disconnect) = &self.on_disconnect {
             on_disconnect(peer, info);
         }
@@ -185,6 +198,8 @@ pub struct ServerBuilder {
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
     on_file: Option<OfferFn>,
+    on_presence: Option<PresenceFn>,
+    adapter: Arc<dyn adapter::Adapter>,
     tcp: Vec<String>,
     ws: Vec<(String, String)>,
     auth: Option<Validator>,
@@ -232,6 +247,20 @@ impl ServerBuilder {
     /// inside an existing HTTP server instead, see [`crate::http`].
     pub fn ws(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
         self.ws.push((addr.into(), path.into()));
+        self
+    }
+
+    /// Runs for every change of a room's members: a peer joined or left (by leaving, or because
+    /// its session ended), on this node or, with a cluster adapter, on another.
+    pub fn on_presence(mut self, handler: impl Fn(&Presence) + Send + Sync + 'static) -> Self {
+        self.on_presence = Some(Arc::new(handler));
+        self
+    }
+
+    /// Where broadcasts, room fan-out and membership queries go beyond this process (a cluster
+    /// engine such as `truflux-redis`). Default [`adapter::LocalAdapter`]: a server alone.
+    pub fn adapter(mut self, adapter: impl adapter::Adapter) -> Self {
+        self.adapter = Arc::new(adapter);
         self
     }
 
@@ -293,6 +322,7 @@ impl ServerBuilder {
     /// its peers through [`crate::http`] bindings.
     pub async fn start(self) -> Result<Server, Error> {
         let security = Arc::new(self.config.connection.security.clone());
+        let rooms = self.config.rooms.clone();
         let hub = Arc::new(Hub {
             kex: KexPool::new(self.config.max_handshakes),
             limits: limits::Limits::default(),
@@ -304,14 +334,18 @@ impl ServerBuilder {
             on_error: self.on_error,
             on_security: self.on_security,
             on_file: self.on_file,
+            on_presence: self.on_presence,
             auth: self.auth,
             store: self.store.unwrap_or_default(),
             peers: RwLock::new(HashMap::new()),
+            rooms: rooms::Rooms::new(rooms),
+            adapter: self.adapter,
             shutdown: CancellationToken::new(),
             local_addrs: RwLock::new(Vec::new()),
             ws_urls: RwLock::new(Vec::new()),
         });
         let server = Server { hub: hub.clone() };
+        hub.adapter.attach(adapter::Node::new(&hub));
         // Bind everything first: a failure leaves nothing running.
         let mut tcp = Vec::new();
         for addr in &self.tcp {
@@ -342,16 +376,6 @@ async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
     Ok(TcpListener::bind(addr).await?)
 }
 
-/// Which peers a broadcast reached.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BroadcastReport {
-    /// Peers the message was queued for.
-    pub queued: usize,
-    /// Peers whose queue was full: closed with `SLOW_CONSUMER` under [`SlowPeerPolicy::Close`],
-    /// left connected without the message under [`SlowPeerPolicy::Report`].
-    pub slow: Vec<PeerId>,
-}
-
 /// A running server. Cheap to clone; every clone controls the same server.
 #[derive(Clone)]
 pub struct Server {
@@ -377,6 +401,8 @@ impl Server {
             on_error: None,
             on_security: None,
             on_file: None,
+            on_presence: None,
+            adapter: Arc::new(adapter::LocalAdapter),
             tcp: Vec::new(),
             ws: Vec::new(),
             auth: None,
@@ -441,67 +467,6 @@ impl Server {
         self.hub.peers().values().cloned().collect()
     }
 
-    /// Queues `message` for every connected peer except those in `exclude`, without waiting.
-    ///
-    /// The payload is shared by all recipients (one encoding, reference counted). A peer whose
-    /// queue is full is handled by [`ServerConfig::slow_peer`]; the other peers are never held
-    /// up by it. Fails only if the message breaks the wire's limits.
-    pub fn broadcast(&self, message: Message, exclude: &[PeerId]) -> Result<BroadcastReport, Error> {
-        let frame = Frame::message(message.id, message.payload);
-        frame.check(self.hub.config.connection.max_payload)?;
-        // A short list is scanned; a long one is hashed once.
-        let hashed: HashSet<PeerId> = if exclude.len() > 8 {
-            exclude.iter().copied().collect()
-        } else {
-            HashSet::new()
-        };
-        let is_excluded = |id: &PeerId| {
-            if hashed.is_empty() {
-                exclude.contains(id)
-            } else {
-                hashed.contains(id)
-            }
-        };
-        let mut report = BroadcastReport::default();
-        let mut slow = Vec::new();
-        for (id, peer) in self.hub.peers().iter() {
-            if is_excluded(id) {
-                continue;
-            }
-            match peer.try_enqueue(frame.clone()) {
-                Ok(()) => report.queued += 1,
-                Err(Error::QueueFull) => slow.push(peer.clone()),
-                // Already closing: it is leaving and its disconnect handler will say so.
-                Err(_) => {}
-            }
-        }
-        for peer in slow {
-            if self.hub.config.slow_peer == SlowPeerPolicy::Close {
-                warn!(peer = %peer.id(), "closing slow consumer");
-                peer.close_now(Code::SLOW_CONSUMER, "outbound queue full");
-            }
-            report.slow.push(peer.id());
-        }
-        Ok(report)
-    }
-
-    /// Queues a message with `id` and `payload` for every peer but `exclude`; see
-    /// [`Server::broadcast`].
-    pub fn broadcast_raw(
-        &self,
-        id: u32,
-        payload: impl Into<Bytes>,
-        exclude: &[PeerId],
-    ) -> Result<BroadcastReport, Error> {
-        self.broadcast(
-            Message {
-                id,
-                payload: payload.into(),
-            },
-            exclude,
-        )
-    }
-
     /// Stops accepting, closes every peer gracefully with `code` and `reason` (queued frames are
     /// written first) and waits until all have ended.
     ///
@@ -511,6 +476,7 @@ impl Server {
     /// it shares the store.
     pub async fn close(&self, code: Code, reason: &str) {
         self.hub.shutdown.cancel();
+        self.hub.adapter.shutdown().await;
         let peers = self.peers();
         futures_util::future::join_all(peers.iter().map(|peer| async move {
             if peer.is_resumable() && !connection::engine::ends_session(code) {

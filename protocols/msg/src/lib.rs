@@ -38,5 +38,5 @@ mod msg;
 mod registry;
 
 pub use codec::{Codec, CodecKind, MsgPack, Raw, Text, Utf8};
-pub use msg::{name_id, Msg, RawMsg, TextMsg};
+pub use msg::{name_id, Msg, RawMsg, TextMsg, To};
 pub use registry::{HandlerOutput, Registry, RegistryBuilder, RegistryError};

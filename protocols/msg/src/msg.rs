@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use truflux::{BroadcastReport, Code, Error, Message, Peer, PeerId, ProtocolError, Server};
+use truflux::{BroadcastReport, Code, Error, Except, Message, Peer, PeerId, ProtocolError, RoomSet, Server};
 
 use crate::codec::{Codec, MsgPack, Raw, Text, Utf8};
 
@@ -126,6 +126,15 @@ impl<T, C: Codec<T>> Msg<T, C> {
         Ok(reply.decode(answer)?)
     }
 
+    /// Aims this message at the members of `rooms` on `server` (then `except`, then
+    /// `broadcast`): `SAY.to(&server, "lobby").except(&peer).broadcast(&say)`.
+    pub fn to(&self, server: &Server, rooms: impl Into<RoomSet>) -> To<T, C> {
+        To {
+            msg: *self,
+            to: server.to(rooms),
+        }
+    }
+
     /// Encodes `value` once and queues it for every peer of `server` but `exclude`.
     pub fn broadcast(
         &self,
@@ -134,6 +143,38 @@ impl<T, C: Codec<T>> Msg<T, C> {
         exclude: &[PeerId],
     ) -> Result<BroadcastReport, Error> {
         server.broadcast(self.encode(value)?, exclude)
+    }
+}
+
+/// A typed broadcast being aimed at rooms: [`Msg::to`], then [`To::except`], then
+/// [`To::broadcast`] (encoded once).
+#[must_use = "a broadcast goes out only with .broadcast()"]
+pub struct To<T, C = MsgPack> {
+    msg: Msg<T, C>,
+    to: truflux::To,
+}
+
+impl<T, C: Codec<T>> To<T, C> {
+    /// Also the members of `rooms`.
+    pub fn to(self, rooms: impl Into<RoomSet>) -> Self {
+        To {
+            msg: self.msg,
+            to: self.to.to(rooms),
+        }
+    }
+
+    /// Leaves a peer, or the members of a room, out.
+    pub fn except(self, who: impl Into<Except>) -> Self {
+        To {
+            msg: self.msg,
+            to: self.to.except(who),
+        }
+    }
+
+    /// Encodes `value` once and queues it for every peer aimed at (see
+    /// [`truflux::To::broadcast`]).
+    pub fn broadcast(self, value: &T) -> Result<BroadcastReport, Error> {
+        self.to.broadcast(self.msg.encode(value)?)
     }
 }
 
