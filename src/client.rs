@@ -30,12 +30,14 @@ type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
 type SecurityFn = Arc<dyn Fn(&SecurityEvent) + Send + Sync>;
 type PeerFn = Arc<dyn Fn(&Peer) + Send + Sync>;
 type ReconnectFn = Arc<dyn Fn(&Peer, u32) + Send + Sync>;
+type RenewFn = Arc<dyn Fn(&Peer) + Send + Sync>;
 
 #[derive(Default)]
 struct ClientHooks {
     on_connect: Option<PeerFn>,
     on_disconnect: Option<CloseFn>,
     on_reconnect: Option<ReconnectFn>,
+    on_renew: Option<RenewFn>,
     on_close: Option<CloseFn>,
     on_error: Option<ErrorFn>,
     on_security: Option<SecurityFn>,
@@ -144,6 +146,15 @@ impl ClientBuilder {
         self
     }
 
+    /// With [`Reconnect::renew`](crate::Reconnect::renew): runs when the server could not
+    /// resume the session and the client started a new one instead. Messages of the old
+    /// session may have been missed; what the server knew of it (rooms, say) is gone, so this
+    /// is where an application joins its rooms again. `on_reconnect` runs after it.
+    pub fn on_renew(mut self, handler: impl Fn(&Peer) + Send + Sync + 'static) -> Self {
+        self.hooks.on_renew = Some(Arc::new(handler));
+        self
+    }
+
     /// Runs once when the client has ended (closed, or reconnection gave up), with the code
     /// and reason.
     pub fn on_close(mut self, handler: impl Fn(&CloseInfo) + Send + Sync + 'static) -> Self {
@@ -248,7 +259,7 @@ impl ClientBuilder {
         );
         let hooks = Arc::new(self.hooks);
         let owner = Owner {
-            server: None,
+            server: std::sync::RwLock::new(None),
             kex: dialer.pool.clone(),
             files: Arc::new(Router::new(hooks.on_file.clone())),
         };
@@ -407,85 +418,128 @@ async fn supervise<T, D, F>(
         if let Some(on_disconnect) = &hooks.on_disconnect {
             on_disconnect(&lost);
         }
-        let Some((start, reader, writer, attempts)) =
-            reconnect_once(&peer, &dialer, policy, token, &lost).await
-        else {
+        let Some(next) = reconnect_once(&peer, &dialer, policy, token, &lost).await else {
             return;
         };
         dialer.remember_key(&peer);
-        if let Some(on_reconnect) = &hooks.on_reconnect {
-            on_reconnect(&peer, attempts);
+        if next.renewed {
+            if let Some(on_renew) = &hooks.on_renew {
+                on_renew(&peer);
+            }
         }
-        outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks.clone()).await;
+        if let Some(on_reconnect) = &hooks.on_reconnect {
+            on_reconnect(&peer, next.attempts);
+        }
+        outcome =
+            connection::driver::run(peer.clone(), next.start, next.reader, next.writer, hooks.clone()).await;
     }
 }
 
-/// Reconnects with backoff until the session resumes; `None` when it ended instead (given up,
-/// refused, or closed meanwhile).
+/// A new connection of the session: resumed, or (with `Reconnect::renew`) a new session.
+struct Reconnected<R, W> {
+    start: connection::Start,
+    reader: R,
+    writer: W,
+    attempts: u32,
+    renewed: bool,
+}
+
+/// Reconnects with backoff until the session resumes (or, with `renew`, a new session starts
+/// once the server refused to resume it); `None` when it ended instead (given up, refused, or
+/// closed meanwhile).
 async fn reconnect_once<T, D, F>(
     peer: &Peer,
     dialer: &Dialer<D>,
     policy: &Reconnect,
     token: [u8; 32],
     lost: &CloseInfo,
-) -> Option<(connection::Start, T::Reader, T::Writer, u32)>
+) -> Option<Reconnected<T::Reader, T::Writer>>
 where
     T: Transport,
     D: Fn(bool) -> F + Send + Sync + 'static,
     F: Future<Output = Result<T, Error>> + Send + 'static,
 {
-    let mut attempts = 0;
+    let (mut attempts, mut renewing) = (0, false);
     while policy.max_attempts.is_none_or(|max| attempts < max) {
         tokio::select! {
             _ = tokio::time::sleep(policy.delay(attempts, random_fraction())) => {}
             _ = peer.closed() => return None,
         }
         attempts += 1;
-        let (count, secret) = {
-            let engine = peer.engine();
-            (engine.received(), engine.resume_secret().cloned())
-        };
-        let claim = Claim {
-            token,
-            count,
-            binder: None,
-        };
-        match dialer.attempt(Some((claim, secret))).await {
-            Ok((info, reader, writer, connected)) => {
-                let start = resume_on(peer, info, connected)?;
-                return Some((start, reader, writer, attempts));
-            }
+        let claim = (!renewing).then(|| resume_claim(peer, token));
+        let refused = match dialer.attempt(claim).await {
+            Ok((info, reader, writer, connected)) => match attach(peer, info, connected, renewing) {
+                Ok(start) => {
+                    return Some(Reconnected {
+                        start,
+                        reader,
+                        writer,
+                        attempts,
+                        renewed: renewing,
+                    })
+                }
+                Err(refused) => refused,
+            },
             Err(error) if ends_session(error.code()) => {
                 debug!(%error, "reconnection refused");
                 let reason = match &error {
                     Error::Closed(info) => info.reason.clone(),
                     error => error.to_string(),
                 };
-                peer.give_up(&CloseInfo::new(error.code(), reason, Initiator::Remote));
-                return None;
+                CloseInfo::new(error.code(), reason, Initiator::Remote)
             }
-            Err(error) => debug!(%error, attempts, "reconnection attempt failed"),
+            Err(error) => {
+                debug!(%error, attempts, "reconnection attempt failed");
+                continue;
+            }
+        };
+        if policy.renew && refused.code == Code::RESUME_FAILED {
+            debug!(reason = %refused.reason, "the session could not resume: starting a new one");
+            renewing = true;
+            continue;
         }
+        peer.give_up(&refused);
+        return None;
     }
     let reason = format!("{} (reconnection gave up after {attempts} attempts)", lost.reason);
     peer.give_up(&CloseInfo::new(lost.code, reason, lost.initiator));
     None
 }
 
-/// Attaches a new connection whose opening succeeded to the session; `None` when the server
-/// did not resume it (the session ends).
-fn resume_on(peer: &Peer, info: PeerInfo, connected: Connected) -> Option<connection::Start> {
-    let refused = match connected.answer.resume {
-        Some(count) => match peer.resume(info, connected.opened, count) {
-            Ok(start) => return Some(start),
-            Err(ResumeRefused::Count(bad)) => bad.to_string(),
-            Err(ResumeRefused::Ended) => "the session has ended".into(),
-        },
-        None => "the server did not resume the session".into(),
+/// What a resume presents: the token, and how much of the session this side received.
+fn resume_claim(peer: &Peer, token: [u8; 32]) -> (Claim, Option<crate::security::schedule::Secret>) {
+    let engine = peer.engine();
+    let claim = Claim {
+        token,
+        count: engine.received(),
+        binder: None,
     };
-    debug!(reason = %refused, "resume refused");
-    peer.give_up(&CloseInfo::new(Code::RESUME_FAILED, refused, Initiator::Local));
-    None
+    (claim, engine.resume_secret().cloned())
+}
+
+/// Attaches a new connection whose opening succeeded: as the session's next connection, or as
+/// a new session when `renewing`. `Err`: why the session cannot go on this way.
+fn attach(
+    peer: &Peer,
+    info: PeerInfo,
+    connected: Connected,
+    renewing: bool,
+) -> Result<connection::Start, CloseInfo> {
+    let refused = |reason: String| CloseInfo::new(Code::RESUME_FAILED, reason, Initiator::Local);
+    if renewing {
+        return peer
+            .renew(info, connected.opened, connected.answer.session)
+            .map_err(|_| refused("the session has ended".into()));
+    }
+    match connected.answer.resume {
+        Some(count) => peer
+            .resume(info, connected.opened, count)
+            .map_err(|refusal| match refusal {
+                ResumeRefused::Count(bad) => refused(bad.to_string()),
+                ResumeRefused::Ended => refused("the session has ended".into()),
+            }),
+        None => Err(refused("the server did not resume the session".into())),
+    }
 }
 
 /// A random number in `[0, 1)` for the reconnection jitter.

@@ -287,6 +287,13 @@ pub struct Reconnect {
     /// Most attempts after one loss; `None` keeps trying (the server's resume window still
     /// ends the session). Default 20.
     pub max_attempts: Option<u32>,
+    /// When the server refuses to resume the session (`RESUME_FAILED`: it restarted, or the
+    /// window ran out), start a new session instead of ending the client. Default `false`.
+    /// What was queued and not yet written goes out on the new session; what the old one
+    /// wrote and the server did not acknowledge may have been missed, pending requests fail,
+    /// and what the server knew of the session (rooms) is gone:
+    /// [`ClientBuilder::on_renew`](crate::ClientBuilder::on_renew) says when.
+    pub renew: bool,
 }
 
 impl Default for Reconnect {
@@ -296,6 +303,7 @@ impl Default for Reconnect {
             max_delay: Duration::from_secs(10),
             jitter: 0.5,
             max_attempts: Some(20),
+            renew: false,
         }
     }
 }
@@ -320,6 +328,8 @@ setters!(Reconnect {
     jitter: f64,
     /// Sets [`Reconnect::max_attempts`].
     max_attempts: Option<u32>,
+    /// Sets [`Reconnect::renew`].
+    renew: bool,
 });
 
 setters!(ClientConfig {

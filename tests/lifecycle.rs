@@ -1089,3 +1089,72 @@ async fn room_membership_survives_a_resume_and_ends_with_the_session() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_renews_starts_a_new_session_when_the_restarted_server_knows_none() {
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let recorder = move || {
+        let tx = tx.clone();
+        from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message.payload);
+            std::future::ready(())
+        })
+    };
+    let first = Server::builder()
+        .tcp("127.0.0.1:0")
+        .protocol(recorder())
+        .start()
+        .await
+        .expect("server");
+    let addr = first.local_addrs()[0];
+    let renewed = Arc::new(AtomicUsize::new(0));
+    let counter = renewed.clone();
+    let config = ClientConfig::default().reconnect(Some(
+        Reconnect::default()
+            .initial_delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(50))
+            .max_attempts(None)
+            .renew(true),
+    ));
+    let client = truflux::Client::builder()
+        .config(config)
+        .on_renew(move |_peer| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .connect(addr)
+        .await
+        .expect("client");
+    client.send_raw(1, &b"before"[..]).await.expect("send");
+    assert_eq!(
+        within("before", received.recv()).await.expect("a message"),
+        &b"before"[..]
+    );
+    // A new process would know no session: a server with its own, empty store.
+    first.close(Code::GOING_AWAY, "restarting").await;
+    drop(first);
+    let second = loop {
+        match Server::builder()
+            .tcp(addr.to_string())
+            .protocol(recorder())
+            .start()
+            .await
+        {
+            Ok(server) => break server,
+            Err(_) => tokio::task::yield_now().await,
+        }
+    };
+    client
+        .send_raw(1, &b"after"[..])
+        .await
+        .expect("queued while reconnecting");
+    assert_eq!(
+        within("after", received.recv()).await.expect("a message"),
+        &b"after"[..]
+    );
+    assert_eq!(renewed.load(Ordering::SeqCst), 1, "renewed once");
+    assert!(
+        !client.is_closed() && client.is_resumable(),
+        "a new resumable session"
+    );
+    assert_eq!(second.num_connections(), 1);
+}

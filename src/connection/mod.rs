@@ -142,8 +142,9 @@ impl Conn {
 
 /// What the owner of a new session provides.
 pub(crate) struct Owner {
-    /// The server's state, for [`Peer`]s that a server accepted (read by `Peer::server`).
-    pub(crate) server: Option<Weak<dyn Any + Send + Sync>>,
+    /// The server's state, for [`Peer`]s that a server accepted (read by `Peer::server`); a
+    /// session resumed on another server (sharing the store) moves to it.
+    pub(crate) server: RwLock<Option<Weak<dyn Any + Send + Sync>>>,
     pub(crate) kex: KexPool,
     pub(crate) files: Arc<dyn link::FileSink>,
 }
@@ -173,7 +174,8 @@ pub(crate) struct Shared {
     idle: Mutex<Idle>,
     /// The running connection's hooks, for reports from tasks other than its driver.
     hooks: RwLock<Option<Arc<dyn Hooks>>>,
-    resume_token: Option<[u8; 32]>,
+    /// The session's resume token (a client's changes when it renews its session).
+    resume_token: Mutex<Option<[u8; 32]>>,
 }
 
 /// Kept between two connections of a session.
@@ -261,7 +263,7 @@ pub(crate) fn new_peer(
         conn: RwLock::new(conn.clone()),
         idle: Mutex::new(Idle::default()),
         hooks: RwLock::new(None),
-        resume_token,
+        resume_token: Mutex::new(resume_token),
         config,
     };
     let peer = Peer::from_shared(Arc::new(shared));
@@ -317,6 +319,45 @@ impl Peer {
         idle.hooks = None;
         drop(idle);
         shared.publish_security(&shared.engine());
+        let conn = Conn::new(info);
+        *shared.conn.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();
+        Ok(Start {
+            conn,
+            dispatch,
+            first: false,
+        })
+    }
+
+    /// Starts a new session on a client's new connection, after the server refused to resume
+    /// the old one: what was queued and not yet written goes out on the new session; what the
+    /// old one wrote and the server did not acknowledge is lost, and pending requests fail.
+    pub(crate) fn renew(
+        &self,
+        info: PeerInfo,
+        opened: engine::Opened,
+        resume_token: Option<[u8; 32]>,
+    ) -> Result<Start, ResumeRefused> {
+        let shared = self.shared();
+        if shared.closing.load(Ordering::Acquire) || !self.conn().done.is_cancelled() {
+            return Err(ResumeRefused::Ended);
+        }
+        let mut idle = shared.lock_idle();
+        let Some(dispatch) = idle.dispatch.take() else {
+            return Err(ResumeRefused::Ended);
+        };
+        idle.hooks = None;
+        drop(idle);
+        let renewed = crate::error::CloseInfo::new(
+            crate::error::Code::RESUME_FAILED,
+            "the session was renewed",
+            crate::error::Initiator::Remote,
+        );
+        {
+            let mut engine = shared.engine();
+            engine.renew(opened, resume_token.is_some(), Instant::now(), &renewed);
+            shared.publish_security(&engine);
+        }
+        *shared.resume_token.lock().unwrap_or_else(|p| p.into_inner()) = resume_token;
         let conn = Conn::new(info);
         *shared.conn.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();
         Ok(Start {

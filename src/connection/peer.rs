@@ -83,7 +83,7 @@ impl Peer {
     /// Whether the session survives a lost connection (the client asked for reconnection and
     /// the server keeps sessions).
     pub fn is_resumable(&self) -> bool {
-        self.shared.resume_token.is_some()
+        self.resume_token().is_some()
     }
 
     /// The peer's typed session store.
@@ -94,7 +94,23 @@ impl Peer {
     /// The state of the server that accepted this peer, if one did (read by
     /// `Peer::server`, which the server module defines).
     pub(crate) fn owner(&self) -> Option<Arc<dyn Any + Send + Sync>> {
-        self.shared.owner.server.as_ref()?.upgrade()
+        self.shared
+            .owner
+            .server
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()?
+            .upgrade()
+    }
+
+    /// The server that now holds this session (a resume on a server sharing the store).
+    pub(crate) fn set_owner(&self, server: std::sync::Weak<dyn Any + Send + Sync>) {
+        *self
+            .shared
+            .owner
+            .server
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(server);
     }
 
     /// The largest payload this connection sends or accepts.
@@ -429,7 +445,7 @@ impl Peer {
     }
 
     pub(crate) fn resume_token(&self) -> Option<[u8; 32]> {
-        self.shared.resume_token
+        *self.shared.resume_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The engine, for the owner's resume bookkeeping (counts, resume secret).

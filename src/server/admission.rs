@@ -255,9 +255,7 @@ impl Hub {
         let settings = connection::settings(&config);
         let engine = Engine::new(settings, opened, token.is_some(), Instant::now());
         let owner = Owner {
-            server: Some(Arc::downgrade(
-                &(self.clone() as Arc<dyn std::any::Any + Send + Sync>),
-            )),
+            server: std::sync::RwLock::new(Some(self.as_owner())),
             kex: self.kex.clone(),
             files: Arc::new(Router::new(self.on_file.clone())),
         };
@@ -271,10 +269,23 @@ impl Hub {
         (new.peer, new.start)
     }
 
-    fn resume(&self, peer: &Peer, opened: Opened, count: u64, info: PeerInfo) -> Option<connection::Start> {
+    /// This server as the owner a session keeps.
+    fn as_owner(self: &Arc<Self>) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let hub: Arc<dyn std::any::Any + Send + Sync> = self.clone();
+        Arc::downgrade(&hub)
+    }
+
+    fn resume(
+        self: &Arc<Self>,
+        peer: &Peer,
+        opened: Opened,
+        count: u64,
+        info: PeerInfo,
+    ) -> Option<connection::Start> {
         match peer.resume(info, opened, count) {
             Ok(start) => {
                 debug!(peer = %peer.id(), "session resumed");
+                peer.set_owner(self.as_owner());
                 Some(start)
             }
             Err(refusal) => {

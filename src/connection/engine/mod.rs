@@ -302,6 +302,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts a new session (a client renewing after a refused resume): the session's counts,
+    /// buffer and secrets begin again, and pending requests fail with `ended`.
+    pub(crate) fn renew(&mut self, opened: Opened, resumable: bool, now: Instant, ended: &CloseInfo) {
+        self.requests.fail_all(ended);
+        *self = Engine::new(self.settings.clone(), opened, resumable, now);
+    }
+
     /// A connection that must be secure sends `SEC_ON` before anything else.
     fn start_connection(&mut self) {
         if self.conn.strict || self.ever_secure {
