@@ -84,6 +84,11 @@ pub struct ConnectionConfig {
     /// Resumable sessions only: most payload octets in the resume buffer. Default 16 MiB. The
     /// last batch taken may exceed it by at most `write_batch` frames.
     pub resume_buffer_bytes: usize,
+    /// Flood control on what the peer sends: message and byte rates, and whether a peer over
+    /// its rate is slowed or closed. Default `None` (no limit).
+    ///
+    /// See [`RateLimit`]. Counted per session (a reconnect does not refill the buckets).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ConnectionConfig {
@@ -102,6 +107,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             resume_buffer: 4096,
             resume_buffer_bytes: 16 * 1024 * 1024,
+            rate_limit: None,
         }
     }
 }
@@ -133,7 +139,92 @@ setters!(ConnectionConfig {
     resume_buffer: usize,
     /// Sets [`ConnectionConfig::resume_buffer_bytes`].
     resume_buffer_bytes: usize,
+    /// Sets [`ConnectionConfig::rate_limit`].
+    rate_limit: Option<RateLimit>,
 });
+
+/// A token bucket: up to `burst` at once, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bucket {
+    /// Tokens added per second (at least 1 is used).
+    pub per_second: u64,
+    /// Most tokens held: what a peer that was quiet may send at once (at least 1 is used).
+    pub burst: u64,
+}
+
+impl Bucket {
+    /// A bucket of `burst` tokens refilled at `per_second`.
+    pub fn new(per_second: u64, burst: u64) -> Bucket {
+        Bucket { per_second, burst }
+    }
+}
+
+/// Flood control on what a peer sends ([`ConnectionConfig::rate_limit`]).
+///
+/// Every application frame (message, request, reply) takes a token from `messages`; every
+/// frame, control and file frames included, takes its length (header and payload) from
+/// `bytes`. A frame larger than the byte burst passes a full bucket and leaves it in debt.
+/// What happens to a peer over its rate is the [`RatePolicy`].
+///
+/// ```
+/// use truflux::{ConnectionConfig, RateLimit, RatePolicy};
+/// // 20 messages a second with bursts of 50, and 1 MiB/s with bursts of 4 MiB; slowed.
+/// let limit = RateLimit::new(RatePolicy::Slow)
+///     .messages(20, 50)
+///     .bytes(1 << 20, 4 << 20);
+/// let config = ConnectionConfig::default().rate_limit(Some(limit));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Application frames. Default `None` (not limited).
+    pub messages: Option<Bucket>,
+    /// Octets of every frame. Default `None` (not limited).
+    pub bytes: Option<Bucket>,
+    /// What happens to a peer over its rate.
+    pub policy: RatePolicy,
+}
+
+impl RateLimit {
+    /// No bucket yet, under `policy`.
+    pub fn new(policy: RatePolicy) -> RateLimit {
+        RateLimit {
+            messages: None,
+            bytes: None,
+            policy,
+        }
+    }
+
+    /// Limits application frames to `per_second`, with bursts of `burst`.
+    #[must_use]
+    pub fn messages(mut self, per_second: u64, burst: u64) -> RateLimit {
+        self.messages = Some(Bucket::new(per_second, burst));
+        self
+    }
+
+    /// Limits octets to `per_second`, with bursts of `burst`.
+    #[must_use]
+    pub fn bytes(mut self, per_second: u64, burst: u64) -> RateLimit {
+        self.bytes = Some(Bucket::new(per_second, burst));
+        self
+    }
+}
+
+/// What happens to a peer that sends faster than its [`RateLimit`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RatePolicy {
+    /// Backpressure: the frame is handled, and nothing more is read from that peer until its
+    /// buckets have refilled, so the peer's own sends wait on its transport. Other peers are
+    /// not affected; heartbeats do not time out while a peer is held. The default.
+    #[default]
+    Slow,
+    /// The frame that finds too few tokens is not handled; the connection closes with
+    /// `POLICY_VIOLATION` (1008), which ends the session, and the error hook gets
+    /// [`Error::RateLimited`](crate::Error::RateLimited).
+    Close,
+}
 
 /// What a server broadcast does with a peer whose outbound queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

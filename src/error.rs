@@ -346,6 +346,18 @@ impl Timeout {
     }
 }
 
+/// Which of a [`RateLimit`](crate::RateLimit)'s buckets ran dry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Limited {
+    /// Application frames.
+    #[error("message")]
+    Messages,
+    /// Octets.
+    #[error("byte")]
+    Bytes,
+}
+
 /// Every error the public API returns or reports.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -396,6 +408,10 @@ pub enum Error {
     /// A room operation was refused (a name or count limit).
     #[error(transparent)]
     Room(#[from] crate::server::RoomError),
+    /// The peer sent faster than its rate limit allows
+    /// ([`RatePolicy::Close`](crate::RatePolicy::Close)).
+    #[error("the peer exceeded its {0} rate limit")]
+    RateLimited(Limited),
     /// The peer found no security suite in common (its `KEX_FAIL`).
     #[error("the peer could not agree on security, {code}: {reason}")]
     FailSecure {
@@ -425,7 +441,7 @@ impl Error {
             Error::HeartbeatTimeout(_) => Code::HEARTBEAT_TIMEOUT,
             Error::RequestTimeout(_) => Code::REQUEST_TIMEOUT,
             Error::File(error) => error.code,
-            Error::Room(_) => Code::POLICY_VIOLATION,
+            Error::Room(_) | Error::RateLimited(_) => Code::POLICY_VIOLATION,
         }
     }
 }

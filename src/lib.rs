@@ -53,10 +53,12 @@ mod transport;
 pub mod ws;
 
 pub use client::{Client, ClientBuilder, TokenCarrier};
-pub use config::{ClientConfig, ConnectionConfig, Reconnect, ServerConfig, SlowPeerPolicy};
+pub use config::{
+    Bucket, ClientConfig, ConnectionConfig, RateLimit, RatePolicy, Reconnect, ServerConfig, SlowPeerPolicy,
+};
 pub use connection::{Peer, PeerId};
 pub use error::{
-    CloseInfo, Code, Error, FileError, HelloError, Initiator, ProtocolError, RemoteError, Timeout,
+    CloseInfo, Code, Error, FileError, HelloError, Initiator, Limited, ProtocolError, RemoteError, Timeout,
 };
 pub use protocol::{Dispatch, Message, Protocol, Responder};
 pub use server::adapter;

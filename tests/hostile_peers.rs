@@ -593,3 +593,96 @@ async fn two_thousand_headers_announcing_16_mib_cannot_exhaust_a_server_under_an
     bystander.close(Code::NORMAL, "done").await;
     let _ = child.kill().await;
 }
+
+fn rate_limited(limit: truflux::RateLimit) -> ServerConfig {
+    small_limits().connection(
+        ConnectionConfig::default()
+            .max_payload(MAX_PAYLOAD)
+            .rate_limit(Some(limit)),
+    )
+}
+
+/// `count` note frames in one buffer.
+fn notes(count: usize) -> bytes::BytesMut {
+    let note = NOTE.encode(&Note { text: "flood".into() }).unwrap();
+    let frame = Frame::message(note.id, note.payload);
+    let mut burst = bytes::BytesMut::new();
+    for _ in 0..count {
+        tokio_util::codec::Encoder::encode(&mut truflux::frame::FrameCodec::default(), &frame, &mut burst)
+            .unwrap();
+    }
+    burst
+}
+
+#[tokio::test]
+async fn a_peer_over_its_message_rate_is_closed_with_policy_violation_under_the_close_policy() {
+    // One token a second: within this test the bucket holds the burst and nothing more.
+    let limit = truflux::RateLimit::new(truflux::RatePolicy::Close).messages(1, 20);
+    let mut f = fixture(rate_limited(limit)).await;
+    let mut peer = RawPeer::open(f.addr()).await;
+    peer.write(&notes(200)).await;
+    let close = peer.expect_close().await;
+    assert_eq!(close.code, Code::POLICY_VIOLATION);
+    assert_eq!(
+        f.events.error_event().await.1,
+        Code::POLICY_VIOLATION,
+        "the error hook hears of it"
+    );
+    assert_eq!(f.events.disconnect().await.1.code, Code::POLICY_VIOLATION);
+    let handled = f.handled.load(Ordering::SeqCst);
+    assert!(
+        (20..=21).contains(&handled),
+        "the burst was handled, then nothing: {handled}"
+    );
+    f.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_flooding_peer_is_held_to_its_rate_while_a_bystander_is_served() {
+    const RATE: u64 = 500;
+    const BURST: u64 = 50;
+    const FLOOD: usize = 5_000; // ten seconds' worth at the rate
+    let limit = truflux::RateLimit::new(truflux::RatePolicy::Slow).messages(RATE, BURST);
+    let mut f = fixture(rate_limited(limit)).await;
+    let peer = RawPeer::open(f.addr()).await;
+    let (mut read, mut write) = peer.stream.into_split();
+    let started = std::time::Instant::now();
+    let flood = tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut write, &notes(FLOOD)).await;
+        write
+    });
+    let echoes = tokio::spawn(async move {
+        let mut raw = RawPeer::from_stream_read(&mut read);
+        while raw.next().await.is_some() {}
+    });
+    // The flooder is slowed, not starved: it is handled beyond its burst.
+    let handled = &f.handled;
+    within("the flooder handled past its burst", async {
+        while handled.load(Ordering::SeqCst) < 2 * BURST as usize {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for _ in 0..5 {
+        let note = Note {
+            text: "bystander".into(),
+        };
+        NOTE.send(&f.bystander, &note).await.unwrap();
+        assert_eq!(
+            within("bystander echo", f.bystander_rx.recv()).await.unwrap(),
+            note
+        );
+    }
+    // The bystander's five notes are counted by the same handler.
+    let handled = f.handled.load(Ordering::SeqCst) - 5;
+    let allowed = BURST as f64 + RATE as f64 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        (handled as f64) <= allowed,
+        "{handled} handled, at most {allowed:.0} allowed by the rate"
+    );
+    assert!(handled < FLOOD, "still held back");
+    assert_eq!(f.server.num_connections(), 2, "slowed, not closed");
+    flood.abort();
+    echoes.abort();
+    common::assert_no_panics(f.panics);
+}

@@ -161,6 +161,9 @@ async fn read_loop<R: FrameRead>(
 ) {
     let mut events = VecDeque::new();
     loop {
+        if !rate_pause(peer, conn).await {
+            return;
+        }
         let frame = tokio::select! {
             biased;
             _ = conn.stop.cancelled() => return,
@@ -184,6 +187,19 @@ async fn read_loop<R: FrameRead>(
                 return;
             }
         }
+    }
+}
+
+/// Holds the reader while the peer is over its rate (backpressure: its sends wait on its
+/// transport); false if the connection stopped meanwhile.
+async fn rate_pause(peer: &Peer, conn: &Conn) -> bool {
+    let Some(until) = peer.shared().engine().read_pause(Instant::now()) else {
+        return true;
+    };
+    tokio::select! {
+        biased;
+        _ = conn.stop.cancelled() => false,
+        _ = tokio::time::sleep_until(until.into()) => true,
     }
 }
 

@@ -232,6 +232,7 @@ pub(crate) fn settings(config: &ConnectionConfig) -> engine::Settings {
         max_incoming_files: config.files.max_incoming,
         resume_buffer: config.resume_buffer,
         resume_buffer_bytes: config.resume_buffer_bytes,
+        rate_limit: config.rate_limit,
     }
 }
 

@@ -35,6 +35,9 @@ impl Engine {
             let error = SecurityError::Required("a plain frame from a peer that must be secure");
             return self.fail(error.into(), events);
         }
+        if let Err(error) = self.charge(&frame, now) {
+            return self.fail(error, events);
+        }
         if frame.kind.is_application() {
             if let Some(resume) = self.resume.as_mut() {
                 resume.count_received();

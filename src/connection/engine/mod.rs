@@ -22,6 +22,7 @@
 pub(crate) mod files;
 mod inbound;
 mod outbound;
+mod rate;
 pub(crate) mod requests;
 pub(crate) mod resume;
 pub(crate) mod security;
@@ -57,6 +58,7 @@ pub(crate) struct Settings {
     pub(crate) max_incoming_files: usize,
     pub(crate) resume_buffer: usize,
     pub(crate) resume_buffer_bytes: usize,
+    pub(crate) rate_limit: Option<crate::config::RateLimit>,
 }
 
 /// What the driver must do, in order, after a frame or a key-exchange step.
@@ -213,6 +215,8 @@ pub(crate) struct Engine {
     /// The server's key, as the last key exchange saw it (client side), and whether it is
     /// pinned.
     server_key: Option<(Fingerprint, bool)>,
+    /// Flood control, for the whole session.
+    rate: Option<rate::Rate>,
     conn: Conn,
 }
 
@@ -269,7 +273,12 @@ impl Engine {
         let resume = resumable.then(|| Resume::new(settings.resume_buffer, settings.resume_buffer_bytes));
         let keys = opened.keys.take();
         let conn = Conn::new(&settings, opened, now);
+        let rate = settings
+            .rate_limit
+            .as_ref()
+            .map(|limit| rate::Rate::new(limit, now));
         let mut engine = Engine {
+            rate,
             settings,
             resume,
             requests: Requests::default(),
@@ -464,6 +473,33 @@ impl Engine {
         self.conn.ping_sent = false;
     }
 
+    /// Until when the driver must not read: the peer is over its rate under
+    /// [`RatePolicy::Slow`](crate::RatePolicy::Slow).
+    pub(crate) fn read_pause(&self, now: Instant) -> Option<Instant> {
+        self.rate
+            .as_ref()
+            .and_then(rate::Rate::paid_at)
+            .filter(|&until| until > now)
+    }
+
+    /// Where the heartbeat's silence starts: the last frame, or the end of a rate pause (the
+    /// peer is not silent while we choose not to read).
+    fn silence_from(&self) -> Instant {
+        let paid = self.rate.as_ref().and_then(rate::Rate::paid_at);
+        self.conn.last_heard.max(paid.unwrap_or(self.conn.last_heard))
+    }
+
+    /// Takes a received frame's tokens; under [`RatePolicy::Close`](crate::RatePolicy::Close),
+    /// `Err` when the peer is over its rate.
+    fn charge(&mut self, frame: &Frame, now: Instant) -> Result<(), Error> {
+        let Some(rate) = self.rate.as_mut() else {
+            return Ok(());
+        };
+        let len = frame.payload.len() + crate::frame::HEADER_LEN;
+        rate.charge(now, frame.kind.is_application(), len)
+            .map_err(Error::RateLimited)
+    }
+
     /// When [`Engine::on_timeout`] must run next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let heartbeat = self.settings.heartbeat_interval.map(|interval| {
@@ -472,7 +508,7 @@ impl Engine {
             } else {
                 interval
             };
-            self.conn.last_heard + silence
+            self.silence_from() + silence
         });
         match (heartbeat, self.requests.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -491,7 +527,7 @@ impl Engine {
         if self.conn.stopped {
             return;
         }
-        let silent = now.saturating_duration_since(self.conn.last_heard);
+        let silent = now.saturating_duration_since(self.silence_from());
         let dead = interval + self.settings.heartbeat_timeout;
         if silent >= dead {
             self.fail(Error::HeartbeatTimeout(dead), events);

@@ -99,6 +99,7 @@ fn settings(security: SecurityConfig, heartbeat: Option<Duration>) -> Settings {
         max_incoming_files: 2,
         resume_buffer: 64,
         resume_buffer_bytes: 1 << 20,
+        rate_limit: None,
     }
 }
 
@@ -708,4 +709,57 @@ fn acknowledgements_free_the_resume_buffer_and_a_false_count_is_a_protocol_error
         .unwrap();
     pair.client.receive(sealed, pair.now);
     assert_eq!(pair.client.end().map(|e| e.0), Some(Code::PROTOCOL_ERROR));
+}
+
+fn limited(pair: &mut Pair, limit: crate::config::RateLimit) {
+    pair.server.engine.rate = Some(super::rate::Rate::new(&limit, pair.now));
+}
+
+#[test]
+fn a_slowed_peer_does_not_time_out_while_its_reads_are_held() {
+    let security = gcm();
+    let (c, s) = plain_openings(&security, &security);
+    let mut pair = Pair::new(c, s, &security, true, Some(Duration::from_secs(10)));
+    let limit = crate::config::RateLimit::new(crate::config::RatePolicy::Slow).messages(1, 1);
+    limited(&mut pair, limit);
+    for _ in 0..20 {
+        pair.client.send(b"flood");
+    }
+    let start = pair.now;
+    let frames = pair.client.transmit(start);
+    pair.server.receive(frames, start);
+    assert_eq!(pair.server.seen.delivered.len(), 20, "slowed, not dropped");
+    let until = pair
+        .server
+        .engine
+        .read_pause(start)
+        .expect("held after the burst");
+    assert_eq!(until - start, Duration::from_secs(19));
+    // Silence would be fatal after 15 s; the held reads do not count as silence.
+    pair.advance(Duration::from_secs(16));
+    assert!(pair.server.end().is_none());
+    assert_eq!(
+        pair.server.engine.poll_timeout(),
+        Some(until + Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn a_peer_over_its_rate_under_the_close_policy_is_closed_with_policy_violation() {
+    let mut pair = Pair::plain(gcm());
+    let limit = crate::config::RateLimit::new(crate::config::RatePolicy::Close).messages(1, 2);
+    limited(&mut pair, limit);
+    for _ in 0..3 {
+        pair.client.send(b"flood");
+    }
+    pair.settle();
+    assert_eq!(pair.server.seen.delivered.len(), 2, "the burst, then nothing");
+    assert_eq!(pair.server.seen.errors, vec![Code::POLICY_VIOLATION]);
+    assert_eq!(pair.server.end().map(|e| e.0), Some(Code::POLICY_VIOLATION));
+    assert!(pair.server.engine.ends_with_connection(), "the session ends");
+    let close = pair.server.engine.close_frame(pair.now).expect("a close frame");
+    assert_eq!(
+        Close::parse(close.kind, &close.payload).map(|c| c.code).ok(),
+        Some(Code::POLICY_VIOLATION)
+    );
 }
