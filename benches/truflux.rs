@@ -945,7 +945,7 @@ async fn connect(imp: &str, port: u16) -> Conn {
             .expect("truflux connect");
             if suite_of(imp).is_some() {
                 // `required` secured our direction in connect; wait for the server's too.
-                while !client.is_peer_secure() {
+                while !client.peer().is_peer_secure() {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -1012,7 +1012,7 @@ impl Conn {
                 assert_eq!(buf.len(), payload.len());
             }
             Conn::Truflux(client, rx) => {
-                client.send_raw(1, payload.clone()).await.expect("send");
+                client.peer().send_raw(1, payload.clone()).await.expect("send");
                 let echo = rx.recv().await.expect("echo");
                 assert_eq!(echo.payload.remaining(), payload.len());
             }
@@ -1135,6 +1135,7 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
                 received.store(0, Ordering::SeqCst);
                 let start = Instant::now();
                 clients[0]
+                    .peer()
                     .send_raw(1, Bytes::from_static(&[7u8; 64]))
                     .await
                     .expect("trigger");
@@ -1166,7 +1167,7 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> 
             let mut times = Vec::new();
             for _ in 0..count {
                 let start = Instant::now();
-                let sending = client.send_file(&path).await.expect("offer");
+                let sending = client.peer().send_file(&path).await.expect("offer");
                 sending.finished().await.expect("transfer");
                 times.push(format!("{:.3}", start.elapsed().as_secs_f64()));
             }

@@ -43,12 +43,12 @@ async fn main() -> Result<(), truflux::Error> {
     )
     .await?;
     for text in ["hello", "truflux", "echo"] {
-        client.send_raw(1, Bytes::from(text)).await?;
+        client.peer().send_raw(1, Bytes::from(text)).await?;
         if let Some(echo) = rx.recv().await {
             println!("echoed: {}", String::from_utf8_lossy(&echo.payload));
         }
     }
-    client.close(Code::NORMAL, "done").await;
+    client.peer().close(Code::NORMAL, "done").await;
     server.close(Code::GOING_AWAY, "demo over").await;
     Ok(())
 }

@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:7070".into());
             let client = Client::builder().connect(addr.as_str()).await?;
             let size = std::fs::metadata(path)?.len();
-            let sending: FileSend = client.send_file(path).await?;
+            let sending: FileSend = client.peer().send_file(path).await?;
             let bar = bar(Some(size), path);
             bar.enable_steady_tick(Duration::from_millis(200));
             let sending = std::sync::Arc::new(tokio::sync::Mutex::new(sending));
@@ -106,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &bar,
             )
             .await;
-            client.close(truflux::Code::NORMAL, "sent").await;
+            client.peer().close(truflux::Code::NORMAL, "sent").await;
         }
         _ => {
             eprintln!("usage: file_transfer receive [DIR] [ADDR] | send PATH [ADDR]");

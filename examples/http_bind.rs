@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .connect_ws(&format!("ws://{addr}/truflux"))
             .await?;
         client
+            .peer()
             .send_raw(1, Bytes::from_static(b"hello over WebSocket"))
             .await?;
         if let Some(echo) = rx.recv().await {

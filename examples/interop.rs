@@ -517,7 +517,7 @@ async fn client(addr: String, o: Options) -> Result<(), Box<dyn std::error::Erro
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
-            info = client.closed() => {
+            info = client.peer().closed() => {
                 println!("{{\"closed\":{}}}", info.code.0);
                 return Ok(());
             }
@@ -527,7 +527,7 @@ async fn client(addr: String, o: Options) -> Result<(), Box<dyn std::error::Erro
             },
         }
     }
-    client.close(Code::NORMAL, "done").await;
+    client.peer().close(Code::NORMAL, "done").await;
     Ok(())
 }
 

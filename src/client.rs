@@ -280,7 +280,10 @@ impl ClientBuilder {
         tokio::spawn(supervise(
             new.peer, new.start, reader, writer, hooks, dialer, reconnect,
         ));
-        let client = Client { peer };
+        let client = Client {
+            _life: Arc::new(ClientLife { peer: peer.clone() }),
+            peer,
+        };
         if security.required {
             client.secured(self.config.connect_timeout).await?;
         }
@@ -548,13 +551,44 @@ fn random_fraction() -> f64 {
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A connection to a server: its [`Peer`] (see [`Client::peer`]) for `send`, `close`, `info`,
-/// `session`, and the rest.
+/// A connection to a server. [`Client::peer`] gives its [`Peer`] for `send`, `close`, `info`,
+/// `session`, and the rest; message helpers such as `Msg::send` take a `&Client` as they take
+/// a `&Peer`.
 ///
-/// Dropping the last `Client` handle closes the connection gracefully with `NORMAL` (1000);
-/// clones of its [`Peer`] do not keep it open.
+/// Cheap to clone. When the last clone is dropped the connection closes gracefully with
+/// `NORMAL` (1000), unless it was closed already; clones of its [`Peer`] do not keep it open
+/// (a handler holding the peer cannot keep a client alive that the application dropped).
+#[derive(Clone)]
 pub struct Client {
     peer: Peer,
+    _life: Arc<ClientLife>,
+}
+
+/// Closes the connection when the last [`Client`] clone goes.
+struct ClientLife {
+    peer: Peer,
+}
+
+impl Drop for ClientLife {
+    fn drop(&mut self) {
+        if self.peer.is_closed() {
+            return;
+        }
+        let peer = self.peer.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                peer.close(Code::NORMAL, "client dropped").await;
+            });
+        } else {
+            peer.close_now(Code::NORMAL, "client dropped");
+        }
+    }
+}
+
+impl AsRef<Peer> for Client {
+    fn as_ref(&self) -> &Peer {
+        &self.peer
+    }
 }
 
 impl Client {
@@ -595,31 +629,8 @@ impl Client {
     }
 }
 
-impl std::ops::Deref for Client {
-    type Target = Peer;
-
-    fn deref(&self) -> &Peer {
-        &self.peer
-    }
-}
-
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("peer", &self.peer).finish()
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if !self.peer.is_closed() {
-            let peer = self.peer.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    peer.close(Code::NORMAL, "client dropped").await;
-                });
-            } else {
-                peer.close_now(Code::NORMAL, "client dropped");
-            }
-        }
     }
 }

@@ -269,6 +269,19 @@ pub struct ServerConfig {
     /// limit. Beyond it a connection is sent a close with `TRY_AGAIN_LATER` before its hello is
     /// read. Behind a proxy every connection may come from one address: leave it off there.
     pub connections_per_second: Option<u32>,
+    /// Most connections from one source address at once (openings included); `None` (the
+    /// default) for no limit. Beyond it a connection is sent a close with `TRY_AGAIN_LATER`
+    /// (1013) before its hello is read. Behind a proxy every connection may come from one
+    /// address: leave it off there.
+    pub max_connections_per_address: Option<usize>,
+    /// The `Origin`s a WebSocket upgrade may come from, such as `"https://chat.example"`
+    /// (compared without regard to ASCII case; `"*"` allows any). Default `None`: any origin.
+    ///
+    /// An upgrade whose `Origin` is not in the list is answered `403 Forbidden`. A request
+    /// without an `Origin` header is not from a browser page and is let through: the check
+    /// protects against pages of other sites opening sockets with a user's cookies, which
+    /// matters once the application authenticates by cookie.
+    pub allowed_origins: Option<Vec<String>>,
     /// Whether a session that never exchanged keys may resume. Default `false`: its resume
     /// token travelled in the clear, so whoever saw it could take the session over (see
     /// SECURITY.md). A client that asks for a resumable session exchanges keys while
@@ -283,6 +296,9 @@ pub struct ServerConfig {
     /// runs out the session ends: its disconnect handler runs with the code the connection was
     /// lost with, and a later resume attempt is refused with `RESUME_FAILED` (4010).
     pub resume_window: Duration,
+    /// How long [`Server::shutdown`](crate::Server::shutdown) waits for peers to take what is
+    /// queued for them and answer the close. Default 10 s; then the rest are closed at once.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -294,10 +310,13 @@ impl Default for ServerConfig {
             max_opening: 1024,
             max_handshakes: 2,
             connections_per_second: None,
+            max_connections_per_address: None,
+            allowed_origins: None,
             plain_resume: false,
             slow_peer: SlowPeerPolicy::Close,
             rooms: crate::RoomConfig::default(),
             resume_window: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -315,6 +334,10 @@ setters!(ServerConfig {
     max_handshakes: usize,
     /// Sets [`ServerConfig::connections_per_second`].
     connections_per_second: Option<u32>,
+    /// Sets [`ServerConfig::max_connections_per_address`].
+    max_connections_per_address: Option<usize>,
+    /// Sets [`ServerConfig::allowed_origins`].
+    allowed_origins: Option<Vec<String>>,
     /// Sets [`ServerConfig::plain_resume`].
     plain_resume: bool,
     /// Sets [`ServerConfig::slow_peer`].
@@ -323,6 +346,8 @@ setters!(ServerConfig {
     rooms: crate::RoomConfig,
     /// Sets [`ServerConfig::resume_window`].
     resume_window: Duration,
+    /// Sets [`ServerConfig::shutdown_timeout`].
+    shutdown_timeout: Duration,
 });
 
 /// Settings of a client.

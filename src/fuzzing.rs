@@ -59,6 +59,12 @@ fn settings() -> Settings {
         max_incoming_files: 2,
         resume_buffer: 64,
         resume_buffer_bytes: 1 << 16,
+        // Held reads are the driver's business; the buckets' arithmetic runs on every frame.
+        rate_limit: Some(
+            crate::config::RateLimit::new(crate::config::RatePolicy::Slow)
+                .messages(100, 10)
+                .bytes(1 << 16, 1 << 12),
+        ),
     }
 }
 

@@ -22,7 +22,7 @@
 //!     println!("echoed: {} octets", message.payload.len());
 //! }))
 //! .await?;
-//! client.send_raw(1, &b"hello"[..]).await?;
+//! client.peer().send_raw(1, &b"hello"[..]).await?;
 //! # Ok(()) }
 //! ```
 //!

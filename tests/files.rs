@@ -135,7 +135,7 @@ async fn two_hundred_megabytes_arrive_intact_over_tcp_and_websocket() {
         let (client, _rx) = client(&server, ws).await;
         let dest = Dir::new("dst");
         let start = Instant::now();
-        let sending = client.send_file(&file).await.unwrap();
+        let sending = client.peer().send_file(&file).await.unwrap();
         let offer = next_offer(&mut offers).await;
         assert_eq!(
             (offer.name(), offer.size(), offer.is_stream()),
@@ -175,7 +175,7 @@ async fn pause_stops_the_sender_and_resume_finishes() {
     let file = source.join("f.bin");
     let sha = make_file(&file, 8 * 1024 * 1024);
     let dest = Dir::new("pause-dst");
-    let mut sending = client.send_file(&file).await.unwrap();
+    let mut sending = client.peer().send_file(&file).await.unwrap();
     let mut receiving = next_offer(&mut offers)
         .await
         .accept(dest.join("f.bin"))
@@ -238,7 +238,7 @@ async fn running_transfer(name: &str, progress: u64) -> Running {
     let file = source.join("f.bin");
     make_file(&file, 50 * 1024 * 1024);
     let dest = Dir::new(&format!("{name}-dst"));
-    let sending = client.send_file(&file).await.unwrap();
+    let sending = client.peer().send_file(&file).await.unwrap();
     let mut receiving = next_offer(&mut offers)
         .await
         .accept(dest.join("f.bin"))
@@ -284,8 +284,8 @@ async fn cancel_from_either_side_leaves_no_file() {
             run.dest.names()
         );
         // The connection is fine.
-        run.client.send_raw(1, &b"still here"[..]).await.unwrap();
-        assert!(!run.client.is_closed());
+        run.client.peer().send_raw(1, &b"still here"[..]).await.unwrap();
+        assert!(!run.client.peer().is_closed());
     }
 }
 
@@ -295,6 +295,7 @@ async fn a_declined_offer_is_reported_to_the_sender() {
     let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
     let (client, _rx) = client(&server, true).await;
     let sending = client
+        .peer()
         .send_file_from(&b"some content"[..], "notes.txt", Some(12))
         .await
         .unwrap();
@@ -305,7 +306,11 @@ async fn a_declined_offer_is_reported_to_the_sender() {
         (Code::FILE_DECLINED, "not today")
     );
     // An offer nobody takes is declined too.
-    let sending = client.send_file_from(&b"x"[..], "x", Some(1)).await.unwrap();
+    let sending = client
+        .peer()
+        .send_file_from(&b"x"[..], "x", Some(1))
+        .await
+        .unwrap();
     drop(next_offer(&mut offers).await);
     assert_eq!(
         within("decline", sending.finished()).await.unwrap_err().code,
@@ -319,7 +324,11 @@ async fn a_stream_of_unknown_length_arrives_with_its_hash() {
     let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
     let (client, _rx) = client(&server, false).await;
     let (mut write, read) = tokio::io::duplex(1024);
-    let sending = client.send_file_from(read, "stream.log", None).await.unwrap();
+    let sending = client
+        .peer()
+        .send_file_from(read, "stream.log", None)
+        .await
+        .unwrap();
     let offer = next_offer(&mut offers).await;
     assert!(offer.is_stream());
     let collected = Arc::new(Mutex::new(Vec::new()));
@@ -370,7 +379,7 @@ impl tokio::io::AsyncWrite for Collect {
 #[tokio::test]
 async fn a_disconnect_mid_transfer_leaves_no_complete_looking_file() {
     let run = running_transfer("cut", 1024 * 1024).await;
-    run.client.close_now(Code::GOING_AWAY, "cut");
+    run.client.peer().close_now(Code::GOING_AWAY, "cut");
     assert!(within("receiver end", run.receiving.finished()).await.is_err());
     assert!(within("sender end", run.sending.finished()).await.is_err());
     assert!(run.dest.names().is_empty(), "left {:?}", run.dest.names());
@@ -401,7 +410,7 @@ async fn two_transfers_both_ways_and_messages_interleave() {
         make_file(&down, 60 * 1024 * 1024),
     );
     let dest = Dir::new("two-dst");
-    let send_up = client.send_file(&up).await.unwrap();
+    let send_up = client.peer().send_file(&up).await.unwrap();
     let send_down = peer.send_file(&down).await.unwrap();
     let recv_up = next_offer(&mut offers)
         .await
@@ -419,7 +428,7 @@ async fn two_transfers_both_ways_and_messages_interleave() {
     let mut latencies = Vec::new();
     for i in 0..50u32 {
         let sent = Instant::now();
-        client.send_raw(i, &b"chat"[..]).await.unwrap();
+        client.peer().send_raw(i, &b"chat"[..]).await.unwrap();
         let (id, at) = within("echo during transfers", echoes.recv()).await.unwrap();
         assert_eq!(id, i, "messages stay in order");
         latencies.push(at.duration_since(sent));

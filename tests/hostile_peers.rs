@@ -86,7 +86,7 @@ fn small_limits() -> ServerConfig {
 
 impl Fixture {
     fn bystander_server_id(&self) -> truflux::PeerId {
-        let local = self.bystander.info().local;
+        let local = self.bystander.peer().info().local;
         self.server
             .peers()
             .into_iter()
@@ -569,6 +569,7 @@ async fn two_thousand_headers_announcing_16_mib_cannot_exhaust_a_server_under_an
         hostile.push(peer);
         if i % 500 == 499 {
             bystander
+                .peer()
                 .send_raw(2, Bytes::from(format!("after {}", i + 1)))
                 .await
                 .unwrap();
@@ -578,7 +579,7 @@ async fn two_thousand_headers_announcing_16_mib_cannot_exhaust_a_server_under_an
     }
     // Every hostile peer's 100 octets have reached the server once a later bystander message
     // has been echoed after all of them were written.
-    bystander.send_raw(2, &b"last"[..]).await.unwrap();
+    bystander.peer().send_raw(2, &b"last"[..]).await.unwrap();
     assert_eq!(
         within("the last echo", echoes.recv()).await.unwrap(),
         &b"last"[..]
@@ -590,7 +591,7 @@ async fn two_thousand_headers_announcing_16_mib_cannot_exhaust_a_server_under_an
         "address space peaked at {peak} KiB (now {size} KiB)"
     );
     drop(hostile);
-    bystander.close(Code::NORMAL, "done").await;
+    bystander.peer().close(Code::NORMAL, "done").await;
     let _ = child.kill().await;
 }
 

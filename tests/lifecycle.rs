@@ -70,7 +70,7 @@ async fn a_valid_token_over_tcp_sets_the_identity_and_others_are_unauthorized() 
         within("identity", identities.recv()).await.flatten(),
         Some(User("alice".into()))
     );
-    assert!(!client.is_closed());
+    assert!(!client.peer().is_closed());
 
     for builder in [
         truflux::Client::builder().token("mallory"),
@@ -327,13 +327,13 @@ async fn a_token_refused_on_reconnection_ends_the_client_without_retrying() {
                 let _ = closed_tx.send(info.clone());
             });
         let client = open(builder, &relay, via).await.expect("connect");
-        assert!(client.is_resumable());
+        assert!(client.peer().is_resumable());
         revoked.store(true, Ordering::SeqCst);
         relay.cut();
         assert_eq!(within("loss", lost.recv()).await, Some(Code::ABNORMAL), "{via:?}");
         let info = within("client end", closed.recv()).await.expect("closed");
         assert_eq!(info.code, Code::UNAUTHORIZED, "{via:?}: {info:?}");
-        assert!(client.is_closed());
+        assert!(client.peer().is_closed());
         // The supervisor has returned: exactly one reconnection reached the server.
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{via:?}");
         assert_eq!(relay.accepted(), 2, "{via:?}");
@@ -400,6 +400,7 @@ async fn a_silent_peer_is_closed_by_heartbeat_on_both_ends() {
         for _ in 0..3 {
             pongs += usize::from(
                 client
+                    .peer()
                     .request_timeout(
                         Message {
                             id: 1,
@@ -415,7 +416,10 @@ async fn a_silent_peer_is_closed_by_heartbeat_on_both_ends() {
             pongs, 3,
             "requests to NoMessages fail with NO_REPLY, but the connection stays"
         );
-        assert!(!client.is_closed(), "{via:?}: closed while the peer answered");
+        assert!(
+            !client.peer().is_closed(),
+            "{via:?}: closed while the peer answered"
+        );
         let frozen_at = tokio::time::Instant::now();
         relay.freeze();
         assert_eq!(
@@ -505,7 +509,10 @@ async fn requests_get_replies_in_both_directions_and_typed_errors() {
             payload: Bytes::from_static(payload),
         };
         // Many in flight at once, answered out of order of completion.
-        let (slow, fast) = tokio::join!(client.request(ask(b"slow")), client.request(ask(b"abc")));
+        let (slow, fast) = tokio::join!(
+            client.peer().request(ask(b"slow")),
+            client.peer().request(ask(b"abc"))
+        );
         assert_eq!(slow.expect("slow"), Bytes::from_static(b"wols"));
         assert_eq!(fast.expect("fast"), Bytes::from_static(b"cba"));
         assert_eq!(
@@ -514,13 +521,14 @@ async fn requests_get_replies_in_both_directions_and_typed_errors() {
         );
 
         match client
+            .peer()
             .request_timeout(ask(b"slow"), Duration::from_millis(50))
             .await
         {
             Err(Error::RequestTimeout(after)) => assert_eq!(after, Duration::from_millis(50)),
             other => panic!("{via:?}: expected a timeout, got {other:?}"),
         }
-        match client.request(ask(b"ignore")).await {
+        match client.peer().request(ask(b"ignore")).await {
             Err(Error::Remote(remote)) => assert_eq!(remote.code, Code::NO_REPLY),
             other => panic!("{via:?}: expected NO_REPLY, got {other:?}"),
         }
@@ -698,7 +706,12 @@ async fn connections_cut_at_random_points_lose_and_repeat_nothing() {
         }
         assert!(resumed >= 5, "{via:?}: only {resumed} reconnections");
         assert_eq!(server.num_connections(), 1, "{via:?}: one session throughout");
-        assert!(within("close", client.close(Code::NORMAL, "done")).await.code == Code::NORMAL);
+        assert!(
+            within("close", client.peer().close(Code::NORMAL, "done"))
+                .await
+                .code
+                == Code::NORMAL
+        );
         println!(
             "{via:?}: {resumed} reconnections, {} connections through the relay",
             relay.accepted()
@@ -823,8 +836,11 @@ async fn a_session_past_its_resume_window_fails_cleanly() {
     relay.state.frozen.send_replace(false);
     let info = within("client told", closed.recv()).await.expect("closed");
     assert_eq!(info.code, Code::RESUME_FAILED, "{info:?}");
-    assert!(client.is_closed());
-    assert!(matches!(client.send(numbered(0)).await, Err(Error::Closed(_))));
+    assert!(client.peer().is_closed());
+    assert!(matches!(
+        client.peer().send(numbered(0)).await,
+        Err(Error::Closed(_))
+    ));
     assert_no_panics(panics);
 }
 
@@ -861,7 +877,7 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
     assert_eq!((info.code, info.reason.as_str()), (Code::NORMAL, "kicked"));
     assert_eq!(lost.load(Ordering::SeqCst), 0);
     assert_eq!(relay.accepted(), 1);
-    assert!(client.is_closed());
+    assert!(client.peer().is_closed());
 
     // The client's own close: the server's session ends, nothing reconnects.
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
@@ -880,7 +896,7 @@ async fn a_deliberate_close_by_the_server_is_not_followed_by_a_reconnection() {
         .await
         .expect("connect");
     let peer = events.connected_peer().await;
-    assert_eq!(client.close(Code::NORMAL, "bye").await.code, Code::NORMAL);
+    assert_eq!(client.peer().close(Code::NORMAL, "bye").await.code, Code::NORMAL);
     assert_eq!(within("client end", closed.recv()).await, Some(Code::NORMAL));
     assert_eq!(within("server end", peer.closed()).await.code, Code::NORMAL);
     assert_eq!(lost.load(Ordering::SeqCst), 0);
@@ -925,7 +941,10 @@ async fn secure_sessions_are_secure_again_after_each_resume_and_lose_nothing() {
             streams.wait_for(2 * COUNT as usize),
         );
         streams.assert_exactly_once(COUNT);
-        assert!(client.is_secure() && client.is_peer_secure(), "{via:?}");
+        assert!(
+            client.peer().is_secure() && client.peer().is_peer_secure(),
+            "{via:?}"
+        );
         assert!(server_side.is_secure() && server_side.is_peer_secure(), "{via:?}");
         while let Ok(code) = errors.try_recv() {
             assert_ne!(
@@ -1031,7 +1050,7 @@ async fn hostile_resume_and_ack_frames_are_refused_with_documented_codes() {
         seen.contains(&Code::RESUME_FAILED) && seen.contains(&Code::PROTOCOL_ERROR),
         "{seen:?}"
     );
-    assert!(!bystander.is_closed());
+    assert!(!bystander.peer().is_closed());
     assert_eq!(server.num_connections(), 1, "only the bystander is left");
     assert_no_panics(panics);
 }
@@ -1081,7 +1100,7 @@ async fn room_membership_survives_a_resume_and_ends_with_the_session() {
         peer.is_connected() && relay.accepted() >= 2,
         "resumed on a new connection"
     );
-    client.close(Code::NORMAL, "done").await;
+    client.peer().close(Code::NORMAL, "done").await;
     within("the session to leave its rooms", async {
         while !server.local_rooms().is_empty() {
             tokio::task::yield_now().await;
@@ -1124,7 +1143,7 @@ async fn a_client_that_renews_starts_a_new_session_when_the_restarted_server_kno
         .connect(addr)
         .await
         .expect("client");
-    client.send_raw(1, &b"before"[..]).await.expect("send");
+    client.peer().send_raw(1, &b"before"[..]).await.expect("send");
     assert_eq!(
         within("before", received.recv()).await.expect("a message"),
         &b"before"[..]
@@ -1144,6 +1163,7 @@ async fn a_client_that_renews_starts_a_new_session_when_the_restarted_server_kno
         }
     };
     client
+        .peer()
         .send_raw(1, &b"after"[..])
         .await
         .expect("queued while reconnecting");
@@ -1153,8 +1173,138 @@ async fn a_client_that_renews_starts_a_new_session_when_the_restarted_server_kno
     );
     assert_eq!(renewed.load(Ordering::SeqCst), 1, "renewed once");
     assert!(
-        !client.is_closed() && client.is_resumable(),
+        !client.peer().is_closed() && client.peer().is_resumable(),
         "a new resumable session"
     );
     assert_eq!(second.num_connections(), 1);
+}
+
+/// A client that records what it receives and how it closed.
+async fn recording_client(
+    addr: SocketAddr,
+) -> (
+    truflux::Client,
+    mpsc::UnboundedReceiver<Bytes>,
+    mpsc::UnboundedReceiver<CloseInfo>,
+) {
+    let (got_tx, got) = mpsc::unbounded_channel();
+    let (close_tx, closed) = mpsc::unbounded_channel();
+    let client = truflux::Client::builder()
+        .protocol(from_fn(move |_, message: Message| {
+            let _ = got_tx.send(message.payload);
+            std::future::ready(())
+        }))
+        .on_close(move |info| {
+            let _ = close_tx.send(info.clone());
+        })
+        .connect(addr)
+        .await
+        .unwrap();
+    (client, got, closed)
+}
+
+async fn refused(addr: SocketAddr) -> bool {
+    TcpStream::connect(addr).await.is_err()
+}
+
+#[tokio::test]
+async fn shutdown_writes_what_is_queued_closes_with_going_away_and_frees_the_port() {
+    let panics = watch_panics();
+    let server = Server::builder().tcp("127.0.0.1:0").start().await.unwrap();
+    let addr = server.local_addrs()[0];
+    let (_client, mut got, mut closed) = recording_client(addr).await;
+    let peer = server.peers().pop().expect("the client's peer");
+    for i in 0..100u32 {
+        peer.send_raw(1, Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    within("shutdown", server.shutdown()).await;
+    assert!(
+        refused(addr).await,
+        "the listener is closed when shutdown returns"
+    );
+    for i in 0..100u32 {
+        let payload = within("a queued message", got.recv()).await.unwrap();
+        assert_eq!(payload, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    assert_eq!(
+        within("the close", closed.recv()).await.unwrap().code,
+        Code::GOING_AWAY
+    );
+    assert_eq!(server.num_connections(), 0);
+    assert_no_panics(panics);
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_the_close_is_cut_at_the_shutdown_timeout() {
+    let config = ServerConfig::default().shutdown_timeout(Duration::from_millis(200));
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    let mut raw = RawPeer::open(server.local_addrs()[0]).await;
+    within("shutdown bounded by its timeout", server.shutdown()).await;
+    // The close frame came, and then the end of the stream without waiting for our answer.
+    let close = raw.read_frame().await.expect("a close frame");
+    assert_eq!(close_code(&close), Code::GOING_AWAY);
+    assert!(raw.read_frame().await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_the_last_server_handle_shuts_the_server_down() {
+    let (handler_saw_tx, mut handler_saw) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .protocol(from_fn(move |peer: Peer, _| {
+            let _ = handler_saw_tx.send(peer.server().is_some());
+            std::future::ready(())
+        }))
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let (client, _got, mut closed) = recording_client(addr).await;
+    client.peer().send_raw(1, &b"hello"[..]).await.unwrap();
+    assert!(
+        within("handler", handler_saw.recv()).await.unwrap(),
+        "held: a handle"
+    );
+    drop(server);
+    assert_eq!(
+        within("the close", closed.recv()).await.unwrap().code,
+        Code::GOING_AWAY
+    );
+    within("the port freed", async {
+        while !refused(addr).await {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_closes_when_its_last_clone_is_dropped_and_not_before() {
+    let events = Events::default();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .protocol(from_fn(|peer: Peer, message: Message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .on_disconnect(events.disconnected())
+        .start()
+        .await
+        .unwrap();
+    let (client, mut got, _closed) = recording_client(server.local_addrs()[0]).await;
+    let clone = client.clone();
+    drop(client);
+    clone.peer().send_raw(1, &b"still open"[..]).await.unwrap();
+    assert_eq!(within("the echo", got.recv()).await.unwrap(), &b"still open"[..]);
+    let kept_peer = clone.peer().clone();
+    drop(clone);
+    let (_, info) = events.disconnect().await;
+    assert_eq!(info.code, Code::NORMAL, "the last clone closed it");
+    assert!(kept_peer.is_closed(), "a Peer clone does not keep it open");
 }

@@ -113,7 +113,7 @@ async fn presence_reports_joins_and_leaves_with_labels_and_a_session_that_ends_l
     let members = server.room_members("lobby").await.unwrap();
     let labels: Vec<Option<String>> = members.into_iter().map(|m| m.label).collect();
     assert!(labels.contains(&Some("alice".into())) && labels.contains(&None));
-    alice_client.close(truflux::Code::NORMAL, "bye").await;
+    alice_client.peer().close(truflux::Code::NORMAL, "bye").await;
     within("alice to leave the lobby", async {
         while server.room_members("lobby").await.unwrap().len() != 1 {
             tokio::task::yield_now().await;

@@ -107,25 +107,26 @@ async fn both_suites_handshake_and_protect_both_directions_over_tcp_and_ws() {
             let server = relay_server(SecurityConfig::default().suites([suite]), &events).await;
             let (a, mut a_rx, a_events) = client(&server, ws, SecurityConfig::default()).await.unwrap();
             let (b, mut b_rx, _) = client(&server, !ws, SecurityConfig::default()).await.unwrap();
-            assert_eq!(a.handshake().await.unwrap(), suite);
-            a.set_own_security(true)
+            assert_eq!(a.peer().handshake().await.unwrap(), suite);
+            a.peer()
+                .set_own_security(true)
                 .await
                 .unwrap()
                 .set_peer_security(true)
                 .await
                 .unwrap();
-            assert!(a.is_secure());
-            assert_eq!(a.suite(), Some(suite));
+            assert!(a.peer().is_secure());
+            assert_eq!(a.peer().suite(), Some(suite));
             assert!(a_events
                 .lock()
                 .unwrap()
                 .contains(&SecurityEvent::Handshaked { suite }));
 
-            a.send_raw(1, &b"secret hello"[..]).await.unwrap();
+            a.peer().send_raw(1, &b"secret hello"[..]).await.unwrap();
             let (message, _) = within("relayed", b_rx.recv()).await.unwrap();
             assert_eq!(message.payload, &b"secret hello"[..]);
             // The server now encrypts what it sends to `a`: b's message arrives protected.
-            b.send_raw(2, &b"to a"[..]).await.unwrap();
+            b.peer().send_raw(2, &b"to a"[..]).await.unwrap();
             let (message, protected) = within("relayed back", a_rx.recv()).await.unwrap();
             assert_eq!(
                 (message.id, &message.payload[..], protected),
@@ -196,12 +197,12 @@ async fn no_common_suite_closes_with_security_required_unless_both_sides_fall_ba
     let events = Events::default();
     let server = relay_server(only_dh.clone(), &events).await;
     let (a, _a_rx, a_events) = client(&server, false, only_ecdh.clone()).await.unwrap();
-    match a.set_own_security(true).await {
+    match a.peer().set_own_security(true).await {
         Err(Error::FailSecure { code, .. }) => assert_eq!(code, Code::NO_COMMON_SUITE),
         other => panic!("expected fail_secure, got {other:?}"),
     }
     assert_eq!(
-        within("the close", a.closed()).await.code,
+        within("the close", a.peer().closed()).await.code,
         Code::SECURITY_REQUIRED
     );
     assert!(matches!(
@@ -219,13 +220,13 @@ async fn no_common_suite_closes_with_security_required_unless_both_sides_fall_ba
         .unwrap();
     let (_b, mut b_rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
     assert!(matches!(
-        a.set_own_security(true).await,
+        a.peer().set_own_security(true).await,
         Err(Error::FailSecure { .. })
     ));
     let (text, code) = events.error_event().await;
     assert_eq!(code, Code::NO_COMMON_SUITE, "{text}");
-    assert!(!a.is_secure());
-    a.send_raw(5, &b"plain still works"[..]).await.unwrap();
+    assert!(!a.peer().is_secure());
+    a.peer().send_raw(5, &b"plain still works"[..]).await.unwrap();
     assert_eq!(
         within("plain relay", b_rx.recv()).await.unwrap().0.payload,
         &b"plain still works"[..]
@@ -265,15 +266,15 @@ async fn required_security_on_both_sides_is_in_place_before_connect_returns() {
         let (a, mut a_rx, _) = client(&server, ws, SecurityConfig::default().required(true))
             .await
             .unwrap();
-        assert!(a.is_secure() && a.is_peer_secure());
+        assert!(a.peer().is_secure() && a.peer().is_peer_secure());
         let (b, _b_rx, _) = client(&server, ws, SecurityConfig::default().required(true))
             .await
             .unwrap();
-        b.send_raw(3, &b"x"[..]).await.unwrap();
+        b.peer().send_raw(3, &b"x"[..]).await.unwrap();
         let (message, protected) = within("relayed", a_rx.recv()).await.unwrap();
         assert_eq!((message.id, protected), (3, true));
         assert!(
-            matches!(a.set_own_security(false).await, Err(Error::Security(_))),
+            matches!(a.peer().set_own_security(false).await, Err(Error::Security(_))),
             "never off"
         );
     }
@@ -289,11 +290,11 @@ async fn required_security_on_both_sides_is_in_place_before_connect_returns() {
     let (d, _d_rx, _) = client(&server, false, SecurityConfig::default().required(true))
         .await
         .unwrap();
-    d.send_raw(4, &b"y"[..]).await.unwrap();
+    d.peer().send_raw(4, &b"y"[..]).await.unwrap();
     let (message, protected) = within("relayed", c_rx.recv()).await.unwrap();
     assert_eq!((message.id, protected), (4, true));
     within("the client's own direction", async {
-        while !c.is_secure() {
+        while !c.peer().is_secure() {
             tokio::task::yield_now().await;
         }
     })
@@ -308,16 +309,16 @@ async fn a_pinned_server_key_authenticates_the_server_and_any_other_is_untrusted
     let (good, _rx, _) = client(&server, false, SecurityConfig::default().pin(key.fingerprint()))
         .await
         .unwrap();
-    assert!(good.server_authenticated());
-    assert_eq!(good.server_key(), Some(key.fingerprint()));
+    assert!(good.peer().server_authenticated());
+    assert_eq!(good.peer().server_key(), Some(key.fingerprint()));
     let other = truflux::security::ServerKey::generate();
     let wrong = client(&server, false, SecurityConfig::default().pin(other.fingerprint())).await;
     assert_eq!(wrong.err().map(|e| e.code()), Some(Code::UNTRUSTED_SERVER));
     // Without a pin the exchange is anonymous, and the API says so.
     let (anonymous, _rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
-    anonymous.handshake().await.unwrap();
-    assert!(!anonymous.server_authenticated());
-    assert_eq!(anonymous.server_key(), Some(key.fingerprint()));
+    anonymous.peer().handshake().await.unwrap();
+    assert!(!anonymous.peer().server_authenticated());
+    assert_eq!(anonymous.peer().server_key(), Some(key.fingerprint()));
     // A server without a key cannot satisfy a pin.
     let keyless = relay_server(SecurityConfig::default(), &Events::default()).await;
     let pinned = client(&keyless, true, SecurityConfig::default().pin(key.fingerprint())).await;
@@ -333,23 +334,24 @@ async fn keys_rotate_without_losing_or_reordering_messages() {
         let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
         let (a, mut a_rx, _) = client_via(tap.addr, rekey.clone()).await;
         let (b, mut b_rx, _) = client(&server, true, rekey.clone()).await.unwrap();
-        a.set_own_security(true)
+        a.peer()
+            .set_own_security(true)
             .await
             .unwrap()
             .set_peer_security(true)
             .await
             .unwrap();
-        b.set_own_security(true).await.unwrap();
+        b.peer().set_own_security(true).await.unwrap();
         // Asking is not waiting: the server turns its direction on when it reads the request.
         within("the server's direction to a to turn secure", async {
-            while !a.is_peer_secure() {
+            while !a.peer().is_peer_secure() {
                 tokio::task::yield_now().await;
             }
         })
         .await;
         for i in 0..300u32 {
-            a.send_raw(i, Bytes::from(vec![7u8; 100])).await.unwrap();
-            b.send_raw(i, Bytes::from(vec![8u8; 100])).await.unwrap();
+            a.peer().send_raw(i, Bytes::from(vec![7u8; 100])).await.unwrap();
+            b.peer().send_raw(i, Bytes::from(vec![8u8; 100])).await.unwrap();
         }
         for i in 0..300u32 {
             assert_eq!(within("b gets a's", b_rx.recv()).await.unwrap().0.id, i);
@@ -372,7 +374,7 @@ async fn a_broadcast_reaches_plain_and_secure_peers_each_in_its_mode() {
     let server = relay_server(SecurityConfig::default(), &events).await;
     let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
     let (secure, mut secure_rx, _) = client_via(tap.addr, SecurityConfig::default()).await;
-    secure.set_peer_security(true).await.unwrap();
+    secure.peer().set_peer_security(true).await.unwrap();
     let (_plain, mut plain_rx, _) = client(&server, false, SecurityConfig::default()).await.unwrap();
     within("the server's direction to turn secure", async {
         while !server.peers().iter().any(|p| p.is_secure()) {
@@ -550,9 +552,10 @@ async fn record_attack(suite: Suite, attack: Attack) -> (Vec<u32>, Code) {
     })
     .await;
     let (client, _rx, _) = client_via(tap.addr, SecurityConfig::default().suites([suite])).await;
-    client.set_own_security(true).await.unwrap();
+    client.peer().set_own_security(true).await.unwrap();
     for i in 0..10u32 {
         if client
+            .peer()
             .send_raw(i, Bytes::from(format!("message {i}")))
             .await
             .is_err()
@@ -617,8 +620,8 @@ async fn handshake_through(
 ) -> (Result<Suite, Error>, Code) {
     let tap = Tap::start(server.local_addrs()[0], rewrite).await;
     let (client, _rx, _) = client_via(tap.addr, client).await;
-    let result = client.handshake().await;
-    let info = within("the close", client.closed()).await;
+    let result = client.peer().handshake().await;
+    let info = within("the close", client.peer().closed()).await;
     (result, info.code)
 }
 
@@ -694,9 +697,10 @@ async fn file_chunks_are_sealed_like_any_record_in_a_secure_direction() {
         .unwrap();
     let tap = Tap::start(server.local_addrs()[0], |_, frame| vec![frame]).await;
     let (client, _rx, _) = client_via(tap.addr, SecurityConfig::default()).await;
-    client.set_own_security(true).await.unwrap();
+    client.peer().set_own_security(true).await.unwrap();
     let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let sending = client
+        .peer()
         .send_file_from(std::io::Cursor::new(content.clone()), "secret.bin", Some(300_000))
         .await
         .unwrap();
@@ -814,8 +818,8 @@ async fn finding_1_a_forged_plain_request_to_turn_security_off_closes_and_nothin
     )
     .await;
     let (client, _rx, _) = client_via(tap.addr, required()).await;
-    assert!(client.is_secure() && client.is_peer_secure());
-    client.send_raw(1, &b"go 20"[..]).await.unwrap();
+    assert!(client.peer().is_secure() && client.peer().is_peer_secure());
+    client.peer().send_raw(1, &b"go 20"[..]).await.unwrap();
     let (_, info) = events.disconnect().await;
     assert_eq!(info.code, Code::UNEXPECTED_PLAINTEXT);
     assert_eq!(
@@ -824,7 +828,7 @@ async fn finding_1_a_forged_plain_request_to_turn_security_off_closes_and_nothin
         "no message of the server's crossed in the clear"
     );
     assert_eq!(
-        within("the client's end", client.closed()).await.code,
+        within("the client's end", client.peer().closed()).await.code,
         Code::UNEXPECTED_PLAINTEXT
     );
 }
@@ -860,7 +864,7 @@ async fn finding_2_a_keyed_session_never_shows_its_resume_token_and_a_stolen_one
         .connect(tap.addr)
         .await
         .unwrap();
-    assert!(keyed.is_resumable());
+    assert!(keyed.peer().is_resumable());
     assert!(
         plain_session_tokens(&tap).is_empty(),
         "a resume token in the clear"
@@ -876,6 +880,7 @@ async fn finding_2_a_keyed_session_never_shows_its_resume_token_and_a_stolen_one
         .await
         .unwrap();
     victim
+        .peer()
         .set_own_security(true)
         .await
         .unwrap()
@@ -895,9 +900,9 @@ async fn finding_2_a_keyed_session_never_shows_its_resume_token_and_a_stolen_one
     attacker.write_frame(&hello.to_frame()).await;
     assert_eq!(attacker.expect_close().await.code, Code::RESUME_FAILED);
     // The victim was not disturbed.
-    victim.send_raw(1, &b"go 3"[..]).await.unwrap();
+    victim.peer().send_raw(1, &b"go 3"[..]).await.unwrap();
     within("the victim's numbers", async {
-        while !victim.is_peer_secure() {
+        while !victim.peer().is_peer_secure() {
             tokio::task::yield_now().await;
         }
     })
@@ -943,7 +948,7 @@ async fn finding_2_a_resume_presenting_another_identity_is_refused() {
     };
     bob.write_frame(&hello.to_frame()).await;
     assert_eq!(bob.expect_close().await.code, Code::RESUME_FAILED);
-    assert!(alice.is_connected(), "alice's session is untouched");
+    assert!(alice.peer().is_connected(), "alice's session is untouched");
 }
 
 /// A relay that records every octet the client sends.
@@ -1007,8 +1012,8 @@ async fn finding_3_the_bearer_token_never_travels_in_the_clear_when_keys_are_exc
         } else {
             builder.connect(addr).await.unwrap()
         };
-        assert!(client.suite().is_some(), "a keyed opening (ws={ws})");
-        client.close(Code::NORMAL, "done").await;
+        assert!(client.peer().suite().is_some(), "a keyed opening (ws={ws})");
+        client.peer().close(Code::NORMAL, "done").await;
         let seen = seen.lock().unwrap();
         assert!(
             !seen.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
@@ -1086,7 +1091,7 @@ async fn finding_5_a_forged_plain_close_in_a_secure_direction_is_a_lost_connecti
             .connect(tap.addr)
             .await
             .unwrap();
-        client.send_raw(1, &b"go 20"[..]).await.unwrap();
+        client.peer().send_raw(1, &b"go 20"[..]).await.unwrap();
         assert_eq!(
             numbers(&mut rx, 20).await,
             (0..20).collect::<Vec<_>>(),
@@ -1097,7 +1102,7 @@ async fn finding_5_a_forged_plain_close_in_a_secure_direction_is_a_lost_connecti
             "{forged_code:?}: resumed"
         );
         assert!(
-            !client.is_closed(),
+            !client.peer().is_closed(),
             "{forged_code:?}: the forged close did not end the session"
         );
     }
@@ -1191,6 +1196,7 @@ async fn finding_6_a_flood_of_canned_key_exchanges_leaves_a_bystander_served_and
         .collect();
     for i in 0..50u32 {
         bystander
+            .peer()
             .send_raw(1, Bytes::copy_from_slice(&i.to_be_bytes()))
             .await
             .unwrap();
@@ -1268,7 +1274,7 @@ async fn finding_7_under_required_every_plain_frame_kind_ends_the_connection_in_
         )
         .await;
         let (client, _rx, _) = client_via(tap.addr, required()).await;
-        client.send_raw(1, &b"go 1"[..]).await.unwrap();
+        client.peer().send_raw(1, &b"go 1"[..]).await.unwrap();
         let (_, info) = events.disconnect().await;
         assert_eq!(
             info.code,
@@ -1284,8 +1290,8 @@ async fn finding_7_under_required_every_plain_frame_kind_ends_the_connection_in_
         )
         .await;
         let (client, _rx, _) = client_via(tap.addr, required()).await;
-        client.send_raw(1, &b"go 2"[..]).await.unwrap();
-        let info = within("the client's end", client.closed()).await;
+        client.peer().send_raw(1, &b"go 2"[..]).await.unwrap();
+        let info = within("the client's end", client.peer().closed()).await;
         assert_eq!(
             info.code,
             Code::UNEXPECTED_PLAINTEXT,

@@ -55,6 +55,7 @@ async fn echo_round_trip_in_order() {
     let (client, mut rx) = collecting_client(&server).await;
     for i in 0..100u32 {
         client
+            .peer()
             .send_raw(i, Bytes::from(vec![i as u8; i as usize]))
             .await
             .unwrap();
@@ -75,7 +76,7 @@ async fn connection_count_follows_connects_and_disconnects() {
     let (a, _ra) = collecting_client(&server).await;
     let (b, _rb) = collecting_client(&server).await;
     assert_eq!(server.num_connections(), 2);
-    let info = a.close(Code::NORMAL, "bye").await;
+    let info = a.peer().close(Code::NORMAL, "bye").await;
     assert_eq!((info.code, info.initiator), (Code::NORMAL, Initiator::Local));
     let (_, seen) = events.disconnect().await;
     assert_eq!(
@@ -94,9 +95,9 @@ async fn info_reports_both_addresses() {
     let server = echo_server(&events).await;
     let (client, _rx) = collecting_client(&server).await;
     let peer = events.connected_peer().await;
-    assert_eq!(client.info().remote, server.local_addrs()[0]);
-    assert_eq!(peer.info().remote, client.info().local);
-    assert_eq!(peer.info().local, client.info().remote);
+    assert_eq!(client.peer().info().remote, server.local_addrs()[0]);
+    assert_eq!(peer.info().remote, client.peer().info().local);
+    assert_eq!(peer.info().local, client.peer().info().remote);
     assert!(!peer.is_websocket());
     assert_eq!(peer.info().transport, truflux::TransportKind::Tcp);
 }
@@ -143,7 +144,7 @@ async fn graceful_server_close_flushes_queued_frames_first() {
     for i in 0..500u32 {
         assert_eq!(recv(&mut rx).await.id, i);
     }
-    let info = within("client close", client.closed()).await;
+    let info = within("client close", client.peer().closed()).await;
     assert_eq!(
         (info.code, info.reason.as_str(), info.initiator),
         (Code::GOING_AWAY, "maintenance", Initiator::Remote)
@@ -162,13 +163,13 @@ async fn forced_close_tells_the_peer_and_refuses_new_sends() {
     let (client, _rx) = collecting_client(&server).await;
     let peer = server.peers().pop().unwrap();
     peer.close_now(Code::POLICY_VIOLATION, "kicked");
-    let info = within("client close", client.closed()).await;
+    let info = within("client close", client.peer().closed()).await;
     assert_eq!(
         (info.code, info.reason.as_str()),
         (Code::POLICY_VIOLATION, "kicked")
     );
     assert!(matches!(
-        client.send_raw(1, Bytes::new()).await,
+        client.peer().send_raw(1, Bytes::new()).await,
         Err(Error::Closed(_))
     ));
     let (_, seen) = events.disconnect().await;
@@ -208,7 +209,7 @@ async fn a_forced_close_reaches_a_client_that_is_still_sending() {
             let client = client.clone();
             async move {
                 let payload = Bytes::from(vec![0x5a; 32 * 1024]);
-                while client.send_raw(1, payload.clone()).await.is_ok() {}
+                while client.peer().send_raw(1, payload.clone()).await.is_ok() {}
             }
         });
         // The server has taken some of the flood; more is in flight behind it.
@@ -218,7 +219,7 @@ async fn a_forced_close_reaches_a_client_that_is_still_sending() {
             .forget();
         let peer = server.peers().pop().unwrap();
         peer.close_now(Code::POLICY_VIOLATION, "kicked");
-        let info = within("client close", client.closed()).await;
+        let info = within("client close", client.peer().closed()).await;
         assert_eq!(
             (info.code, info.reason.as_str()),
             (Code::POLICY_VIOLATION, "kicked"),
@@ -290,6 +291,34 @@ async fn connection_limit_refuses_with_try_again_later() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_per_address_limit_get_try_again_later() {
+    let events = common::Events::default();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(ServerConfig::default().max_connections_per_address(Some(2)))
+        .on_disconnect(events.disconnected())
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let first = Client::connect(addr, truflux::protocol::NoMessages)
+        .await
+        .unwrap();
+    let _second = Client::connect(addr, truflux::protocol::NoMessages)
+        .await
+        .unwrap();
+    match Client::connect(addr, truflux::protocol::NoMessages).await {
+        Err(Error::Closed(info)) => assert_eq!(info.code, Code::TRY_AGAIN_LATER),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(first);
+    events.disconnect().await;
+    Client::connect(addr, truflux::protocol::NoMessages)
+        .await
+        .expect("a slot is free again");
+}
+
+#[tokio::test]
 async fn listens_on_several_addresses() {
     let server = Server::builder()
         .tcp("127.0.0.1:0")
@@ -313,13 +342,13 @@ async fn oversized_send_fails_at_the_sender() {
     let events = Events::default();
     let server = echo_server(&events).await;
     let (client, _rx) = collecting_client(&server).await;
-    let too_big = Bytes::from(vec![0u8; client.max_payload() as usize + 1]);
-    let result = client.send_raw(1, too_big).await;
+    let too_big = Bytes::from(vec![0u8; client.peer().max_payload() as usize + 1]);
+    let result = client.peer().send_raw(1, too_big).await;
     assert!(matches!(
         result,
         Err(Error::Frame(truflux::frame::FrameError::PayloadTooLarge { .. }))
     ));
-    let result = client.send_raw(0x8000_0000, Bytes::new()).await;
+    let result = client.peer().send_raw(0x8000_0000, Bytes::new()).await;
     assert!(matches!(
         result,
         Err(Error::Frame(truflux::frame::FrameError::ReservedIdBit(_)))
@@ -560,7 +589,7 @@ async fn incoming_errors_are_reported_to_both_sides_and_the_connection_goes_on()
             Code::UNIMPLEMENTED,
         ),
     ] {
-        client.send_raw(id, payload).await.unwrap();
+        client.peer().send_raw(id, payload).await.unwrap();
         assert_eq!(server_events.error_event().await.1, code);
         assert_eq!(client_events.error_event().await.1, code);
     }

@@ -64,19 +64,19 @@ async fn tcp_and_websocket_peers_share_one_server() {
         .connect_ws(&server.ws_urls()[0])
         .await
         .unwrap();
-    assert!(ws.is_websocket());
+    assert!(ws.peer().is_websocket());
     assert_eq!(server.num_connections(), 2);
     assert_eq!(server.peers().iter().filter(|p| p.is_websocket()).count(), 1);
     let ws_side = server.peers().into_iter().find(|p| p.is_websocket()).unwrap();
     assert_eq!(
         ws_side.info().remote,
-        ws.info().local,
+        ws.peer().info().local,
         "real addresses for standalone WS peers"
     );
 
-    ws.send_raw(1, &b"from ws"[..]).await.unwrap();
+    ws.peer().send_raw(1, &b"from ws"[..]).await.unwrap();
     assert_eq!(recv(&mut tcp_rx).await.payload, &b"from ws"[..]);
-    tcp.send_raw(2, &b"from tcp"[..]).await.unwrap();
+    tcp.peer().send_raw(2, &b"from tcp"[..]).await.unwrap();
     assert_eq!(recv(&mut ws_rx).await.payload, &b"from tcp"[..]);
 
     // A broadcast from the server reaches both, payload shared.
@@ -89,12 +89,12 @@ async fn tcp_and_websocket_peers_share_one_server() {
 
     // The close code and reason travel in the WebSocket close frame.
     ws_side.close(Code::POLICY_VIOLATION, "ws kicked").await;
-    let info = within("ws close", ws.closed()).await;
+    let info = within("ws close", ws.peer().closed()).await;
     assert_eq!(
         (info.code, info.reason.as_str()),
         (Code::POLICY_VIOLATION, "ws kicked")
     );
-    let info = ws.close(Code::NORMAL, "again").await;
+    let info = ws.peer().close(Code::NORMAL, "again").await;
     assert_eq!(
         info.code,
         Code::POLICY_VIOLATION,
@@ -108,7 +108,7 @@ async fn websocket_client_closes_gracefully_with_its_code() {
     let events = Events::default();
     let server = relay_server(&events, ServerConfig::default()).await;
     let ws = Client::connect_ws_default(&server).await;
-    ws.close(Code::NORMAL, "done").await;
+    ws.peer().close(Code::NORMAL, "done").await;
     let (_, info) = events.disconnect().await;
     assert_eq!((info.code, info.reason.as_str()), (Code::NORMAL, "done"));
     assert_eq!(server.num_connections(), 0);
@@ -237,13 +237,13 @@ async fn http_bind_serves_truflux_beside_the_apps_own_routes() {
         .connect_ws(&format!("ws://{addr}/truflux"))
         .await
         .unwrap();
-    client.send_raw(9, &b"through hyper"[..]).await.unwrap();
+    client.peer().send_raw(9, &b"through hyper"[..]).await.unwrap();
     assert_eq!(recv(&mut rx).await.payload, &b"through hyper"[..]);
     let peer = server.peers().pop().unwrap();
     assert!(peer.is_websocket());
     assert_eq!(
         peer.info().remote,
-        client.info().local,
+        client.peer().info().local,
         "addresses from the ConnectionAddrs extension"
     );
 
@@ -272,10 +272,10 @@ async fn websocket_peers_work_over_an_http_stream_that_is_not_a_plain_tcp_stream
     // Small frames are copied into one write, large ones go by reference: both ways echo.
     let large = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
     for payload in [Bytes::from_static(b"small"), large] {
-        client.send_raw(9, payload.clone()).await.unwrap();
+        client.peer().send_raw(9, payload.clone()).await.unwrap();
         assert_eq!(recv(&mut rx).await.payload, payload);
     }
-    assert_eq!(client.close(Code::NORMAL, "done").await.code, Code::NORMAL);
+    assert_eq!(client.peer().close(Code::NORMAL, "done").await.code, Code::NORMAL);
 }
 
 #[tokio::test]
@@ -400,9 +400,9 @@ impl Bystander {
     /// The server still relays between its remaining peers, and nothing panicked.
     async fn assert_healthy(&mut self, server: &Server) {
         let other = Client::builder().connect_ws(&server.ws_urls()[0]).await.unwrap();
-        other.send_raw(77, &b"ping"[..]).await.unwrap();
+        other.peer().send_raw(77, &b"ping"[..]).await.unwrap();
         assert_eq!(recv(&mut self.rx).await.payload, &b"ping"[..]);
-        assert!(!self.client.is_closed());
+        assert!(!self.client.peer().is_closed());
         common::assert_no_panics(self.panics);
     }
 }
@@ -533,12 +533,12 @@ async fn axum_router_serves_truflux_beside_its_routes() {
         .connect_ws(&format!("ws://{addr}/truflux"))
         .await
         .unwrap();
-    client.send_raw(4, &b"via axum"[..]).await.unwrap();
+    client.peer().send_raw(4, &b"via axum"[..]).await.unwrap();
     assert_eq!(recv(&mut rx).await.payload, &b"via axum"[..]);
     let peer = events.connected_peer().await;
     assert_eq!(
         peer.info().remote,
-        client.info().local,
+        client.peer().info().local,
         "remote address from axum's ConnectInfo"
     );
 }
@@ -669,4 +669,98 @@ async fn framing_violations_close_with_protocol_error() {
         assert_eq!(events.error_event().await.1, Code::PROTOCOL_ERROR, "{what}");
     }
     bystander.assert_healthy(&server).await;
+}
+
+/// A standalone WebSocket upgrade with extra headers: the handshake's outcome.
+async fn upgrade_with(
+    url: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<RawWs, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+#[tokio::test]
+async fn an_upgrade_from_an_origin_not_allowed_gets_403_and_one_without_an_origin_is_let_through() {
+    let events = Events::default();
+    let config = ServerConfig::default().allowed_origins(Some(vec!["http://chat.example".into()]));
+    let server = relay_server(&events, config).await;
+    let url = &server.ws_urls()[0];
+    match upgrade_with(url, &[("origin", "http://evil.example")]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    upgrade_with(url, &[("origin", "http://CHAT.example")])
+        .await
+        .expect("an allowed origin");
+    upgrade_with(url, &[])
+        .await
+        .expect("no origin: not a browser page");
+}
+
+#[tokio::test]
+async fn the_validator_and_handlers_see_the_upgrade_request_without_its_token() {
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+    let (auth_tx, connect_tx) = (seen_tx.clone(), seen_tx);
+    let describe = |info: &truflux::PeerInfo| {
+        let upgrade = info.upgrade.as_ref().expect("a WebSocket peer has its upgrade");
+        format!(
+            "room={:?} sid={:?} origin={:?} authorization={}",
+            upgrade.query_param("room"),
+            upgrade.cookie("sid"),
+            upgrade.origin(),
+            upgrade.headers.contains_key("authorization"),
+        )
+    };
+    let server = Server::builder()
+        .ws("127.0.0.1:0", "/truflux")
+        .authenticate(move |request: truflux::auth::AuthRequest| {
+            let _ = auth_tx.send(describe(&request.info));
+            std::future::ready(Ok::<_, truflux::auth::Rejection>(()))
+        })
+        .on_connect(move |peer: truflux::Peer| {
+            let _ = connect_tx.send(describe(&peer.info()));
+            std::future::ready(())
+        })
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}?room=caf%C3%A9", server.ws_urls()[0]);
+    let mut ws = upgrade_with(
+        &url,
+        &[
+            ("authorization", "Bearer secret-token"),
+            ("cookie", "theme=dark; sid=42"),
+            ("origin", "http://chat.example"),
+        ],
+    )
+    .await
+    .unwrap();
+    ws.send(WsMessage::Binary(frame_bytes(&Hello::current().to_frame())))
+        .await
+        .unwrap();
+    let expected =
+        r#"room=Some("café") sid=Some("42") origin=Some("http://chat.example") authorization=false"#;
+    assert_eq!(within("the validator", seen_rx.recv()).await.unwrap(), expected);
+    assert_eq!(within("on_connect", seen_rx.recv()).await.unwrap(), expected);
+    let tcp = Server::builder().tcp("127.0.0.1:0").start().await.unwrap();
+    let client = Client::connect(tcp.local_addrs()[0], truflux::protocol::NoMessages)
+        .await
+        .unwrap();
+    assert!(client.peer().info().upgrade.is_none(), "TCP peers have none");
 }

@@ -137,7 +137,7 @@ pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
-            info = client.closed() => {
+            info = client.peer().closed() => {
                 eprintln!("bye ({})", info.code);
                 return Ok(());
             }
@@ -150,6 +150,6 @@ pub async fn terminal(addr: &str) -> Result<(), truflux::Error> {
             },
         }
     }
-    client.close(Code::NORMAL, "quit").await;
+    client.peer().close(Code::NORMAL, "quit").await;
     Ok(())
 }

@@ -46,6 +46,12 @@ impl fmt::Debug for Peer {
     }
 }
 
+impl AsRef<Peer> for Peer {
+    fn as_ref(&self) -> &Peer {
+        self
+    }
+}
+
 impl Peer {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Peer {
         Peer { shared }

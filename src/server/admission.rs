@@ -56,8 +56,14 @@ impl Hub {
             config.max_opening,
             config.connections_per_second,
         );
-        let _slot = match slot {
-            Ok(slot) => slot,
+        let address = slot.and_then(|slot| {
+            let address = self
+                .limits
+                .address(info.remote.ip(), config.max_connections_per_address)?;
+            Ok((slot, address))
+        });
+        let (_slot, address) = match address {
+            Ok(held) => held,
             Err(full) => {
                 debug!(remote = %info.remote, reason = full.reason(), "refused");
                 return opening::refuse(&mut writer, None, Code::TRY_AGAIN_LATER, full.reason()).await;
@@ -95,9 +101,10 @@ impl Hub {
             self.security(&peer, &event);
         }
         let hooks: Arc<dyn Hooks> = self.clone();
-        if let Outcome::Parked(lost) =
-            connection::driver::run(peer.clone(), start, reader, writer, hooks).await
-        {
+        let outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks).await;
+        // A session waiting for its client holds no connection of that address.
+        drop(address);
+        if let Outcome::Parked(lost) = outcome {
             self.wait_for_resume(peer, lost).await;
         }
     }

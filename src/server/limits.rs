@@ -1,5 +1,5 @@
-//! Admission limits: connections in the opening exchange, connections in all, and new
-//! connections per source address per second.
+//! Admission limits: connections in the opening exchange, connections in all, connections per
+//! source address, and new connections per source address per second.
 //!
 //! This module owns the counters and the per-address windows; the admission asks it for a slot
 //! before it reads anything from a new connection. It must not touch sockets.
@@ -18,6 +18,7 @@ const PRUNE_AT: usize = 4096;
 pub(crate) struct Limits {
     opening: Arc<AtomicUsize>,
     rates: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    addresses: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 /// Why a connection was turned away before its opening.
@@ -26,6 +27,7 @@ pub(crate) enum Full {
     Connections,
     Openings,
     Rate,
+    Address,
 }
 
 impl Full {
@@ -34,6 +36,7 @@ impl Full {
             Full::Connections => "server is at its connection limit",
             Full::Openings => "server is at its limit of openings in progress",
             Full::Rate => "too many new connections from this address",
+            Full::Address => "too many connections from this address",
         }
     }
 }
@@ -49,7 +52,41 @@ impl Drop for Opening {
     }
 }
 
+/// A connection from one address; counts until dropped.
+pub(crate) struct Address {
+    from: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Address {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.from) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.from);
+            }
+        }
+    }
+}
+
 impl Limits {
+    /// Counts a connection from `from` for as long as the returned guard lives, if there is a
+    /// limit; refused beyond `max`.
+    pub(crate) fn address(&self, from: IpAddr, max: Option<usize>) -> Result<Option<Address>, Full> {
+        let Some(max) = max else { return Ok(None) };
+        let mut counts = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(from).or_insert(0);
+        if *count >= max {
+            return Err(Full::Address);
+        }
+        *count += 1;
+        Ok(Some(Address {
+            from,
+            counts: self.addresses.clone(),
+        }))
+    }
+
     /// A slot for a new connection from `from`, given `connected` peers and the limits.
     pub(crate) fn admit(
         &self,
@@ -107,6 +144,19 @@ mod tests {
         drop(first);
         assert_eq!(limits.admit(ip, 9, 10, 2, None).err(), Some(Full::Connections));
         assert!(limits.admit(ip, 8, 10, 2, None).is_ok());
+    }
+
+    #[test]
+    fn connections_per_address_are_counted_while_their_guards_live() {
+        let limits = Limits::default();
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let first = limits.address(a, Some(2)).unwrap();
+        let _second = limits.address(a, Some(2)).unwrap();
+        assert_eq!(limits.address(a, Some(2)).err(), Some(Full::Address));
+        assert!(limits.address(b, Some(2)).is_ok(), "per address");
+        drop(first);
+        assert!(limits.address(a, Some(2)).is_ok());
+        assert!(limits.address(a, None).unwrap().is_none(), "no limit, no count");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod adapter;
 mod admission;
 mod broadcast;
+mod lifecycle;
 mod limits;
 mod rooms;
 mod store;
@@ -23,8 +24,8 @@ use tracing::{debug, warn};
 
 use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
 use crate::config::ServerConfig;
-use crate::connection::{self, Hooks, KexPool, Peer, PeerId};
-use crate::error::{CloseInfo, Code, Error};
+use crate::connection::{Hooks, KexPool, Peer, PeerId};
+use crate::error::{CloseInfo, Error};
 use crate::file::{FileOffer, OfferFn};
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
 use crate::security::{SecurityConfig, SecurityEvent};
@@ -61,6 +62,9 @@ pub(crate) struct Hub {
     shutdown: CancellationToken,
     local_addrs: RwLock<Vec<SocketAddr>>,
     ws_urls: RwLock<Vec<String>>,
+    listeners: lifecycle::Listeners,
+    /// The application's handles' shared life (see [`lifecycle`]).
+    life: std::sync::OnceLock<std::sync::Weak<lifecycle::Life>>,
 }
 
 impl Hub {
@@ -184,7 +188,11 @@ impl Peer {
     /// The server this peer is connected to, when the peer was accepted by one.
     pub fn server(&self) -> Option<Server> {
         let hub = self.owner()?.downcast::<Hub>().ok()?;
-        Some(Server { hub })
+        let life = hub.life.get()?.upgrade()?;
+        Some(Server {
+            hub,
+            _life: Some(life),
+        })
     }
 }
 
@@ -343,8 +351,18 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             local_addrs: RwLock::new(Vec::new()),
             ws_urls: RwLock::new(Vec::new()),
+            listeners: lifecycle::Listeners::default(),
+            life: std::sync::OnceLock::new(),
         });
-        let server = Server { hub: hub.clone() };
+        let server = Server {
+            _life: Some(lifecycle::Life::new(&hub)),
+            hub: hub.clone(),
+        };
+        // The listener's own handle does not keep the server alive.
+        let internal = Server {
+            hub: hub.clone(),
+            _life: None,
+        };
         hub.adapter.attach(adapter::Node::new(&hub));
         // Bind everything first: a failure leaves nothing running.
         let mut tcp = Vec::new();
@@ -353,7 +371,7 @@ impl ServerBuilder {
         }
         let mut ws = Vec::new();
         for (addr, path) in &self.ws {
-            let binding = crate::http::HttpBind::new(crate::http::NotFound).mount(path.clone(), &server)?;
+            let binding = crate::http::HttpBind::new(crate::http::NotFound).mount(path.clone(), &internal)?;
             ws.push((bind(addr).await?, path, binding));
         }
         for listener in tcp {
@@ -361,12 +379,13 @@ impl ServerBuilder {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(listener.local_addr()?);
-            tokio::spawn(hub.clone().serve_tcp(listener));
+            hub.listeners.add(tokio::spawn(hub.clone().serve_tcp(listener)));
         }
         for (listener, path, binding) in ws {
             let url = format!("ws://{}{}", listener.local_addr()?, path);
             hub.ws_urls.write().unwrap_or_else(|p| p.into_inner()).push(url);
-            tokio::spawn(hub.clone().serve_ws(listener, binding));
+            hub.listeners
+                .add(tokio::spawn(hub.clone().serve_ws(listener, binding)));
         }
         Ok(server)
     }
@@ -377,9 +396,16 @@ async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
 }
 
 /// A running server. Cheap to clone; every clone controls the same server.
+///
+/// The server runs while the application holds a handle: dropping the last one shuts it down
+/// in the background, as [`Server::shutdown`] does (a handler's [`Peer::server`] gives a
+/// handle only while the application holds one).
 #[derive(Clone)]
+#[must_use = "dropping the last Server handle shuts the server down"]
 pub struct Server {
     hub: Arc<Hub>,
+    /// `None` for the library's own handles, which do not keep the server running.
+    _life: Option<Arc<lifecycle::Life>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -447,6 +473,11 @@ impl Server {
         }
     }
 
+    /// The origins WebSocket upgrades may come from (`None`: any).
+    pub(crate) fn allowed_origins(&self) -> Option<&[String]> {
+        self.hub.config.allowed_origins.as_deref()
+    }
+
     /// Reports an error of a connection that never became a peer.
     pub(crate) fn report_refused(&self, error: &Error) {
         self.hub.report(None, error);
@@ -465,40 +496,5 @@ impl Server {
     /// Every connected peer.
     pub fn peers(&self) -> Vec<Peer> {
         self.hub.peers().values().cloned().collect()
-    }
-
-    /// Stops accepting, closes every peer gracefully with `code` and `reason` (queued frames are
-    /// written first) and waits until all have ended.
-    ///
-    /// Resumable sessions survive a close with a code that does not end sessions (such as
-    /// `GOING_AWAY`): their connections close, what is queued for them stays queued, and they
-    /// wait in the [`SessionStore`] for their clients to resume, on this server's successor if
-    /// it shares the store.
-    pub async fn close(&self, code: Code, reason: &str) {
-        self.hub.shutdown.cancel();
-        self.hub.adapter.shutdown().await;
-        let peers = self.peers();
-        futures_util::future::join_all(peers.iter().map(|peer| async move {
-            if peer.is_resumable() && !connection::engine::ends_session(code) {
-                peer.disconnect(code, reason).await;
-            } else {
-                peer.close(code, reason).await;
-            }
-        }))
-        .await;
-    }
-
-    /// Stops accepting and closes every peer at once (see [`Peer::close_now`]). Does not wait.
-    ///
-    /// Resumable sessions are kept as with [`Server::close`].
-    pub fn close_now(&self, code: Code, reason: &str) {
-        self.hub.shutdown.cancel();
-        for peer in self.peers() {
-            if peer.is_resumable() && !connection::engine::ends_session(code) {
-                tokio::spawn(async move { peer.disconnect(code, "server closed").await });
-            } else {
-                peer.close_now(code, reason);
-            }
-        }
     }
 }

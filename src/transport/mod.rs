@@ -27,8 +27,10 @@ pub enum TransportKind {
     WebSocket,
 }
 
-/// Addresses and transport of a connection.
+/// Addresses and transport of a connection, and for a WebSocket peer on a server, the HTTP
+/// request it upgraded with.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// This endpoint's address.
     pub local: SocketAddr,
@@ -36,6 +38,21 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// The transport.
     pub transport: TransportKind,
+    /// The upgrade request's method, URI and headers (cookies, query, origin), for a
+    /// WebSocket peer on a server; `None` for TCP peers and on clients.
+    pub upgrade: Option<std::sync::Arc<crate::http::UpgradeRequest>>,
+}
+
+impl PeerInfo {
+    /// A connection between `local` and `remote` over `transport`, without an upgrade request.
+    pub fn new(local: SocketAddr, remote: SocketAddr, transport: TransportKind) -> PeerInfo {
+        PeerInfo {
+            local,
+            remote,
+            transport,
+            upgrade: None,
+        }
+    }
 }
 
 /// A connected transport, before it is split for reading and writing.

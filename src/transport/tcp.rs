@@ -30,11 +30,7 @@ impl TcpTransport {
     /// frames.
     pub fn new(stream: TcpStream, nodelay: bool, max_payload: u32) -> io::Result<TcpTransport> {
         stream.set_nodelay(nodelay)?;
-        let info = PeerInfo {
-            local: stream.local_addr()?,
-            remote: stream.peer_addr()?,
-            transport: TransportKind::Tcp,
-        };
+        let info = PeerInfo::new(stream.local_addr()?, stream.peer_addr()?, TransportKind::Tcp);
         Ok(TcpTransport {
             stream,
             info,

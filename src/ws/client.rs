@@ -79,11 +79,11 @@ impl Upgrade {
         let headers = self.headers(keyed)?;
         let stream = TcpStream::connect((self.target.host.as_str(), self.target.port)).await?;
         stream.set_nodelay(self.nodelay)?;
-        let info = PeerInfo {
-            local: stream.local_addr()?,
-            remote: stream.peer_addr()?,
-            transport: TransportKind::WebSocket,
-        };
+        let info = PeerInfo::new(
+            stream.local_addr()?,
+            stream.peer_addr()?,
+            TransportKind::WebSocket,
+        );
         let stream = client_upgrade(stream, &self.target.uri, &headers).await?;
         Ok(WsTransport::new(
             stream,

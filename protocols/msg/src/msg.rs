@@ -108,9 +108,10 @@ impl<T, C: Codec<T>> Msg<T, C> {
         })
     }
 
-    /// Encodes `value` and queues it for `peer` (waiting while its queue is full).
-    pub async fn send(&self, peer: &Peer, value: &T) -> Result<(), Error> {
-        peer.send(self.encode(value)?).await
+    /// Encodes `value` and queues it for `peer` (waiting while its queue is full). `peer` is
+    /// a [`Peer`] or a [`Client`](truflux::Client).
+    pub async fn send(&self, peer: &impl AsRef<Peer>, value: &T) -> Result<(), Error> {
+        peer.as_ref().send(self.encode(value)?).await
     }
 
     /// Sends `value` as a request to `peer` and decodes the reply as `reply` (see
@@ -118,11 +119,11 @@ impl<T, C: Codec<T>> Msg<T, C> {
     /// `INVALID_PAYLOAD`).
     pub async fn request<R, D: Codec<R>>(
         &self,
-        peer: &Peer,
+        peer: &impl AsRef<Peer>,
         value: &T,
         reply: Msg<R, D>,
     ) -> Result<R, Error> {
-        let answer = peer.request(self.encode(value)?).await?;
+        let answer = peer.as_ref().request(self.encode(value)?).await?;
         Ok(reply.decode(answer)?)
     }
 

@@ -274,8 +274,13 @@ impl Registry {
     }
 
     /// [`Registry::encode_named`], then queues the message for `peer`.
-    pub async fn send_named(&self, peer: &Peer, name: &str, value: &impl Serialize) -> Result<(), Error> {
-        peer.send(self.encode_named(name, value)?).await
+    pub async fn send_named(
+        &self,
+        peer: &impl AsRef<Peer>,
+        name: &str,
+        value: &impl Serialize,
+    ) -> Result<(), Error> {
+        peer.as_ref().send(self.encode_named(name, value)?).await
     }
 
     /// Checks and handles one incoming message: `UNKNOWN_MESSAGE` for an unregistered id,

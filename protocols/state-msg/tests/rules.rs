@@ -169,7 +169,7 @@ async fn rules_are_per_connection() {
 async fn a_login_that_does_not_decode_does_not_count() {
     let server = server().await;
     let (client, mut rx) = client(&server).await;
-    client.send_raw(LOGIN.id(), &[0xc1u8][..]).await.unwrap();
+    client.peer().send_raw(LOGIN.id(), &[0xc1u8][..]).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::INVALID_PAYLOAD));
     CHAT.send(&client, &Chat { text: "x".into() }).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::UNMET_DEPENDENCY));
@@ -185,7 +185,7 @@ async fn a_login_that_does_not_decode_does_not_count() {
 async fn unknown_and_unimplemented_messages() {
     let server = server().await;
     let (client, mut rx) = client(&server).await;
-    client.send_raw(99, &b""[..]).await.unwrap();
+    client.peer().send_raw(99, &b""[..]).await.unwrap();
     assert_eq!(next(&mut rx).await, Err(Code::UNKNOWN_MESSAGE));
     SAID.send(
         &client,

@@ -11,7 +11,10 @@
 //! * [`Endpoint`] is one server at one path, as a tower service that never fails: mount it in
 //!   axum with `Router::route_service(path, Endpoint::new(&server))`.
 //!
-//! A non-upgrade request to a mounted path gets `426 Upgrade Required`. The peer's addresses
+//! A non-upgrade request to a mounted path gets `426 Upgrade Required`; an upgrade from a
+//! browser page whose `Origin` is not in [`ServerConfig::allowed_origins`](crate::ServerConfig::allowed_origins)
+//! gets `403 Forbidden`. The upgrade request (without its token) is kept in the peer's
+//! [`PeerInfo::upgrade`] ([`UpgradeRequest`]). The peer's addresses
 //! come from a [`ConnectionAddrs`] request extension when the HTTP server inserts one (the
 //! standalone listener does; with the `axum` feature, axum's `ConnectInfo` is used too);
 //! otherwise they are reported as `0.0.0.0:0`.
@@ -27,6 +30,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
+
+mod upgrade;
+
+pub use upgrade::UpgradeRequest;
 
 use crate::transport::{PeerInfo, TransportKind};
 use crate::ws::{self, WsTransport};
@@ -71,12 +78,14 @@ impl Endpoint {
             local: unknown,
             remote: unknown,
         });
-        let info = PeerInfo {
-            local: addrs.local,
-            remote: addrs.remote,
-            transport: TransportKind::WebSocket,
-        };
+        let mut info = PeerInfo::new(addrs.local, addrs.remote, TransportKind::WebSocket);
         let headers = request.headers();
+        let origin = headers.get(http::header::ORIGIN);
+        if !upgrade::origin_allowed(self.server.allowed_origins(), origin) {
+            let origin = String::from_utf8_lossy(origin.map_or(&b""[..], |o| o.as_bytes()));
+            tracing::info!(remote = %addrs.remote, %origin, "upgrade refused: origin not allowed");
+            return status(StatusCode::FORBIDDEN, "this origin may not connect\n");
+        }
         let token = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|value| crate::auth::from_authorization(value.as_bytes()))
@@ -87,13 +96,12 @@ impl Endpoint {
                     .find_map(|value| crate::auth::from_subprotocols(value.as_bytes()))
             });
         let identity = if ws::is_upgrade(&request) {
+            info.upgrade = Some(Arc::new(UpgradeRequest::of(&request)));
             match self.server.authenticate_upgrade(token, &info).await {
                 Ok(identity) => identity,
                 Err(error) => {
                     self.server.report_refused(&error);
-                    let mut response = Response::new(Full::new(Bytes::from(format!("{error}\n"))));
-                    *response.status_mut() = StatusCode::UNAUTHORIZED;
-                    return response;
+                    return status(StatusCode::UNAUTHORIZED, format!("{error}\n"));
                 }
             }
         } else {
@@ -118,6 +126,12 @@ impl Endpoint {
         });
         response
     }
+}
+
+fn status(code: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = code;
+    response
 }
 
 fn connection_addrs<B>(request: &Request<B>) -> Option<ConnectionAddrs> {
