@@ -150,6 +150,7 @@ pub enum Initiator {
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseInfo {
     /// The std code.
     pub code: Code,
@@ -187,6 +188,7 @@ impl fmt::Display for CloseInfo {
 /// frame), and by registries' send functions for an outgoing one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
+#[non_exhaustive]
 pub struct ProtocolError {
     /// The std code.
     pub code: Code,
@@ -346,6 +348,51 @@ impl Timeout {
     }
 }
 
+/// A configuration or argument that was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A WebSocket URL that does not parse, has no host, or a scheme other than `ws://`
+    /// (or `wss://` with the `tls` feature).
+    #[error("WebSocket URL {url:?}: {problem}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// An HTTP mount path that does not start with `/`.
+    #[error("the path {0:?} must start with '/'")]
+    PathNotAbsolute(String),
+    /// An HTTP mount path that already has a server.
+    #[error("the path {0:?} already has a truflux server")]
+    PathTaken(String),
+    /// A token with octets that cannot travel in a WebSocket upgrade's headers.
+    #[error("the token cannot travel in an HTTP header")]
+    TokenNotHeaderSafe,
+    /// A file name with nothing usable left once directories are stripped.
+    #[error("the offered name has no usable file name")]
+    FileName,
+    /// The key-exchange pool is gone (the runtime is shutting down).
+    #[error("the key exchange could not run")]
+    KexUnavailable,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The server authenticates and no token came.
+    #[error("no bearer token")]
+    Missing,
+    /// The token is longer than [`MAX_TOKEN_LEN`](crate::auth::MAX_TOKEN_LEN).
+    #[error("token too long")]
+    TooLong,
+    /// The validator refused it, with its reason (on a client: the server's words).
+    #[error("{0}")]
+    Rejected(String),
+}
+
 /// Which of a [`RateLimit`](crate::RateLimit)'s buckets ran dry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -388,13 +435,13 @@ pub enum Error {
     QueueFull,
     /// A configuration or argument was refused.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// A file transfer failed; the connection goes on.
     #[error(transparent)]
     File(#[from] FileError),
     /// The server refused the credentials (`UNAUTHORIZED`); the reason never contains the token.
     #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    Unauthorized(#[from] AuthError),
     /// Nothing arrived from the peer within the heartbeat interval plus its timeout.
     #[error("no frame from the peer for {0:?}")]
     HeartbeatTimeout(std::time::Duration),

@@ -58,7 +58,8 @@ pub use config::{
 };
 pub use connection::{Peer, PeerId};
 pub use error::{
-    CloseInfo, Code, Error, FileError, HelloError, Initiator, Limited, ProtocolError, RemoteError, Timeout,
+    AuthError, CloseInfo, Code, ConfigError, Error, FileError, HelloError, Initiator, Limited, ProtocolError,
+    RemoteError, Timeout,
 };
 pub use protocol::{Dispatch, Message, Protocol, Responder};
 pub use server::adapter;

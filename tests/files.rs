@@ -605,3 +605,58 @@ async fn hostile_file_frames_give_typed_errors_and_the_connection_survives() {
     drop(peer);
     common::assert_no_panics(panics);
 }
+
+#[tokio::test]
+async fn the_senders_progress_is_what_the_receiver_wrote_and_comes_as_a_stream() {
+    use futures_util::StreamExt;
+    const LEN: usize = 1 << 20;
+    const PIPE: usize = 1024;
+    let events = Events::default();
+    let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
+    let (client, _rx) = client(&server, false).await;
+    let content: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    let sending = client
+        .peer()
+        .send_file_from(
+            std::io::Cursor::new(content.clone()),
+            "gated.bin",
+            Some(LEN as u64),
+        )
+        .await
+        .unwrap();
+    let mut updates = sending.updates();
+    // The receiver writes into a small pipe that this test drains slowly, so the sender runs a
+    // whole window ahead of what was written.
+    let (pipe_in, mut pipe_out) = tokio::io::duplex(PIPE);
+    let receiving = next_offer(&mut offers)
+        .await
+        .accept_writer(pipe_in)
+        .await
+        .unwrap();
+    let mut read = 0usize;
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while read < LEN {
+        let n = within("the pipe", tokio::io::AsyncReadExt::read(&mut pipe_out, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(&buf[..n], &content[read..read + n]);
+        read += n;
+        if let FileStatus::Transferring { bytes } = sending.status() {
+            assert!(bytes as usize <= read + PIPE, "{bytes} shown, {read} written");
+        }
+        while let Some(Some(status)) = futures_util::FutureExt::now_or_never(updates.next()) {
+            seen.push(status);
+        }
+    }
+    within("the receiver", receiving.finished()).await.unwrap();
+    while let Some(status) = within("the updates", updates.next()).await {
+        seen.push(status);
+    }
+    assert!(
+        matches!(seen.last(), Some(FileStatus::Finished { size, .. }) if *size == LEN as u64),
+        "the stream ends with the final status: {:?}",
+        seen.last()
+    );
+    assert!(seen.len() > 2, "progress in between: {}", seen.len());
+}

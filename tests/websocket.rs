@@ -328,7 +328,7 @@ async fn binding_a_second_server_to_the_same_path_fails() {
         .err()
         .expect("a clear error");
     assert!(
-        matches!(&error, Error::Config(text) if text.contains("already has a truflux server")),
+        matches!(&error, Error::Config(truflux::ConfigError::PathTaken(path)) if path == "/truflux"),
         "{error}"
     );
     assert!(bind.mount("/other", &second).is_ok(), "another path is fine");

@@ -266,7 +266,7 @@ fn kex_done(peer: &Peer, done: Option<super::engine::KexDone>, events: &mut VecD
     match done {
         Some(done) => engine.kex_done(done, Instant::now(), events),
         None => {
-            let error = Error::Config("the key exchange could not run".into());
+            let error = Error::Config(crate::error::ConfigError::KexUnavailable);
             engine.on_error(&error);
             events.push_back(Event::Error(error));
             events.push_back(Event::Stop);

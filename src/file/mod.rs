@@ -190,7 +190,7 @@ impl FileOffer {
                 let mut offer = self;
                 offer.decided = true;
                 offer.refuse(Code::FILE_DECLINED, "no usable file name");
-                Err(Error::Config("the offered name has no usable file name".into()))
+                Err(crate::error::ConfigError::FileName.into())
             }
         }
     }
@@ -240,6 +240,8 @@ pub(crate) enum Inbound {
 pub(crate) struct Outgoing {
     state: Mutex<OutState>,
     notify: Notify,
+    /// What the sender's [`Progress`] shows: its progress is what the receiver confirmed.
+    status: watch::Sender<FileStatus>,
 }
 
 #[derive(Default)]
@@ -247,6 +249,8 @@ struct OutState {
     cancel: bool,
     accepted: bool,
     credit: u64,
+    /// Content octets the receiver wrote: the credit it returned after accepting.
+    confirmed: u64,
     paused: bool,
     done: Option<[u8; 32]>,
     ended: Option<FileError>,
@@ -265,6 +269,22 @@ impl Outgoing {
     fn end(&self, error: FileError) {
         self.update(|state| {
             state.ended.get_or_insert(error);
+        });
+    }
+
+    /// Credit came back: the receiver wrote `n` more octets.
+    fn confirm(&self, n: u64) {
+        let confirmed = {
+            let mut state = self.lock();
+            state.confirmed += n;
+            state.confirmed
+        };
+        self.status.send_if_modified(|status| match status {
+            FileStatus::Transferring { .. } | FileStatus::Paused { .. } => {
+                *status = FileStatus::Transferring { bytes: confirmed };
+                true
+            }
+            _ => false,
         });
     }
 }
@@ -313,6 +333,7 @@ impl Router {
         let outgoing = Arc::new(Outgoing {
             state: Mutex::new(OutState::default()),
             notify: Notify::new(),
+            status: status_channel().0,
         });
         routes.outgoing.insert(id, outgoing.clone());
         Some((id, outgoing))
@@ -400,11 +421,16 @@ impl FileSink for Router {
                 // Withdrawn before the application decided: nothing waits for it.
                 routed.or(Ok(()))
             }
-            FileEvent::Credit { id, credit, .. } => {
+            FileEvent::Credit { id, credit, accepted } => {
                 self.to_sender(id, |state| {
                     state.accepted = true;
                     state.credit = state.credit.saturating_add(u64::from(credit));
                 });
+                // The first credit is the window; every later one is content written.
+                let outgoing = self.routes().outgoing.get(&id).cloned();
+                if let (false, Some(outgoing)) = (accepted, outgoing) {
+                    outgoing.confirm(u64::from(credit));
+                }
                 Ok(())
             }
             FileEvent::Pause { id, paused } => {
@@ -487,6 +513,22 @@ impl Progress {
         };
         self.seen_final = status.is_final();
         Some(status)
+    }
+
+    /// Every status from now on as a [`Stream`](futures_util::Stream): the current one first,
+    /// then each change (intermediate progress values may be merged), ending after the final
+    /// status. Independent of this `Progress` (it can be moved into another task).
+    pub fn updates(&self) -> impl futures_util::Stream<Item = FileStatus> + Send + Unpin + 'static {
+        let mut status = self.status.clone();
+        status.mark_changed();
+        let progress = Progress::new(self.id, status);
+        Box::pin(futures_util::stream::unfold(
+            progress,
+            |mut progress| async move {
+                let status = progress.next_status().await?;
+                Some((status, progress))
+            },
+        ))
     }
 
     /// Waits for the end. Sender: the receiver confirmed that it stored the content intact.

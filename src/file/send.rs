@@ -7,9 +7,8 @@ use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
 
-use super::{status_channel, wire, FileError, FileStatus, Outgoing, Progress, Router};
+use super::{wire, FileError, FileStatus, Outgoing, Progress, Router};
 use crate::connection::link::Link;
 use crate::connection::Peer;
 use crate::error::{Code, Error};
@@ -77,14 +76,13 @@ impl Peer {
             router.remove_outgoing(&link, id);
             return Err(error);
         }
-        let (tx, status) = status_channel();
+        let status = outgoing.status.subscribe();
         let task = Sender {
             chunk: link.files_config().chunk.max(1),
             link,
             router,
             id,
             outgoing: outgoing.clone(),
-            status: tx,
         };
         tokio::spawn(task.run(source, size));
         Ok(FileSend {
@@ -99,7 +97,6 @@ struct Sender {
     router: Router,
     id: u32,
     outgoing: Arc<Outgoing>,
-    status: watch::Sender<FileStatus>,
     chunk: u32,
 }
 
@@ -112,7 +109,7 @@ impl Sender {
     async fn run<R: AsyncRead + Unpin>(self, source: R, size: Option<u64>) {
         let result = self.transfer(source, size).await;
         self.router.remove_outgoing(&self.link, self.id);
-        self.status.send_replace(match result {
+        self.outgoing.status.send_replace(match result {
             Ok((size, sha256)) => FileStatus::Finished { size, sha256 },
             Err(error) => FileStatus::Failed(error),
         });
@@ -153,7 +150,7 @@ impl Sender {
                 None => {}
             }
             if paused {
-                self.status.send_if_modified(|status| match *status {
+                self.outgoing.status.send_if_modified(|status| match *status {
                     FileStatus::Transferring { bytes } => {
                         *status = FileStatus::Paused { bytes };
                         true
@@ -172,7 +169,10 @@ impl Sender {
     ) -> Result<(u64, [u8; 32]), FileError> {
         self.wait(|state| state.accepted.then_some(Wait::Credit(0)))
             .await?;
-        self.status.send_replace(FileStatus::Transferring { bytes: 0 });
+        let confirmed = self.outgoing.lock().confirmed;
+        self.outgoing
+            .status
+            .send_replace(FileStatus::Transferring { bytes: confirmed });
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         loop {
@@ -215,8 +215,6 @@ impl Sender {
             if let Err(error) = self.link.enqueue(chunk).await {
                 return Err(FileError::new(error.code(), error.to_string()));
             }
-            self.status
-                .send_replace(FileStatus::Transferring { bytes: total });
         }
         if size.is_some_and(|size| total != size) {
             return Err(self

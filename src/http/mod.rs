@@ -35,6 +35,7 @@ mod upgrade;
 
 pub use upgrade::UpgradeRequest;
 
+use crate::error::ConfigError;
 use crate::transport::{PeerInfo, TransportKind};
 use crate::ws::{self, WsTransport};
 use crate::{Error, Server};
@@ -194,18 +195,15 @@ impl<F> HttpBind<F> {
 
     /// Mounts `server` at `path` (an exact request path such as `/truflux`).
     ///
-    /// Fails with [`Error::Config`] if `path` does not start with `/` or already has a server.
+    /// Fails with [`ConfigError::PathNotAbsolute`] if `path` does not start with `/`, with
+    /// [`ConfigError::PathTaken`] if it already has a server.
     pub fn mount(mut self, path: impl Into<String>, server: &Server) -> Result<HttpBind<F>, Error> {
         let path = path.into();
         if !path.starts_with('/') {
-            return Err(Error::Config(format!(
-                "http_bind path {path:?} must start with '/'"
-            )));
+            return Err(ConfigError::PathNotAbsolute(path).into());
         }
         if self.mounts.contains_key(&path) {
-            return Err(Error::Config(format!(
-                "http_bind path {path:?} already has a truflux server"
-            )));
+            return Err(ConfigError::PathTaken(path).into());
         }
         Arc::make_mut(&mut self.mounts).insert(path, Endpoint::new(server));
         Ok(self)

@@ -151,7 +151,7 @@ async fn run<T: Send + 'static>(
         (handshake, result)
     })
     .await
-    .ok_or_else(|| Error::Config("the key exchange could not run".into()))
+    .ok_or(Error::Config(crate::error::ConfigError::KexUnavailable))
 }
 
 /// `KEX_FAIL`: close, or go on in plain where this client opted in.
@@ -217,7 +217,7 @@ fn refusal(frame: &Frame, unprotected_in_keyed: bool) -> Error {
         .into();
     }
     if close.code == Code::UNAUTHORIZED {
-        return Error::Unauthorized(close.reason);
+        return crate::error::AuthError::Rejected(close.reason).into();
     }
     Error::Closed(CloseInfo::new(close.code, close.reason, Initiator::Remote))
 }

@@ -87,7 +87,7 @@ pub(crate) async fn accept<R: FrameRead, W: FrameWrite>(
             (handshake, step)
         })
         .await
-        .ok_or_else(|| Error::Config("the key exchange could not run".into()))?;
+        .ok_or(Error::Config(crate::error::ConfigError::KexUnavailable))?;
     let step = step?;
     let reply = step
         .send

@@ -15,7 +15,7 @@ use super::Hub;
 use crate::auth::{AuthRequest, Identity, Token};
 use crate::connection::engine::{Engine, Opened};
 use crate::connection::{self, Hooks, Outcome, Owner, Peer};
-use crate::error::{CloseInfo, Code, Error, Initiator, ProtocolError, Timeout};
+use crate::error::{AuthError, CloseInfo, Code, Error, Initiator, ProtocolError, Timeout};
 use crate::file::Router;
 use crate::opening::extensions::{Answer, Claim, TOKEN_LEN};
 use crate::opening::{self, server::Accepted};
@@ -337,10 +337,10 @@ impl Hub {
         let validate = self
             .auth
             .as_ref()
-            .ok_or_else(|| Error::Config("this server does not authenticate".into()))?;
-        let token = token.ok_or_else(|| Error::Unauthorized("no bearer token".into()))?;
+            .ok_or_else(|| AuthError::Rejected("this server does not authenticate".into()))?;
+        let token = token.ok_or(AuthError::Missing)?;
         if token.as_str().len() > crate::auth::MAX_TOKEN_LEN {
-            return Err(Error::Unauthorized("token too long".into()));
+            return Err(AuthError::TooLong.into());
         }
         let request = AuthRequest {
             token,
@@ -348,7 +348,7 @@ impl Hub {
         };
         match tokio::time::timeout(self.config.handshake_timeout, validate(request)).await {
             Ok(Ok(identity)) => Ok(identity),
-            Ok(Err(rejection)) => Err(Error::Unauthorized(rejection.0)),
+            Ok(Err(rejection)) => Err(AuthError::Rejected(rejection.0).into()),
             Err(_) => Err(Error::Timeout(Timeout::Validation)),
         }
     }

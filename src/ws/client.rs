@@ -11,8 +11,16 @@ use tokio::net::TcpStream;
 use super::{client_upgrade, Role, WsTransport, SUBPROTOCOL};
 use crate::auth::{Token, SUBPROTOCOL_PREFIX};
 use crate::client::TokenCarrier;
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::transport::{PeerInfo, TransportKind};
+
+fn bad_url(url: &str, problem: &'static str) -> Error {
+    ConfigError::Url {
+        url: url.to_owned(),
+        problem,
+    }
+    .into()
+}
 
 /// Where a `ws://` URL points.
 pub(crate) struct Target {
@@ -24,17 +32,13 @@ pub(crate) struct Target {
 impl Target {
     /// Parses a `ws://host[:port]/path` URL.
     pub(crate) fn parse(url: &str) -> Result<Target, Error> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| Error::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        let uri: http::Uri = url.parse().map_err(|_| bad_url(url, "it does not parse"))?;
         if uri.scheme_str() != Some("ws") {
-            return Err(Error::Config(format!(
-                "unsupported URL scheme in {url:?}: only ws:// is supported"
-            )));
+            return Err(bad_url(url, "only ws:// is supported"));
         }
         let host = uri
             .host()
-            .ok_or_else(|| Error::Config(format!("no host in {url:?}")))?
+            .ok_or_else(|| bad_url(url, "it has no host"))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(80);
         Ok(Target { uri, host, port })
@@ -60,7 +64,7 @@ impl Upgrade {
         match (&self.token, self.carrier) {
             (Some(token), TokenCarrier::Header) if !keyed => {
                 let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-                    .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+                    .map_err(|_| ConfigError::TokenNotHeaderSafe)?;
                 headers.insert(http::header::AUTHORIZATION, value);
             }
             (Some(token), TokenCarrier::Subprotocol) if !keyed => {
@@ -68,8 +72,8 @@ impl Upgrade {
             }
             _ => {}
         }
-        let protocols = http::HeaderValue::from_str(&protocols)
-            .map_err(|_| Error::Config("the token is not a valid subprotocol".into()))?;
+        let protocols =
+            http::HeaderValue::from_str(&protocols).map_err(|_| ConfigError::TokenNotHeaderSafe)?;
         headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocols);
         Ok(headers)
     }

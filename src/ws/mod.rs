@@ -224,7 +224,7 @@ where
             .await
             .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
             .unwrap_or_default();
-        return Err(crate::Error::Unauthorized(body));
+        return Err(crate::error::AuthError::Rejected(body).into());
     }
     if status != StatusCode::SWITCHING_PROTOCOLS {
         return Err(failed(format!("the server answered {status}")));

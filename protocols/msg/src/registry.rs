@@ -354,10 +354,7 @@ impl Registry {
                     }
                     Err(error) => {
                         let _ = responder.error(error.code, &error.message).await;
-                        Err(ProtocolError {
-                            peer_fault: false,
-                            ..error
-                        })
+                        Err(ProtocolError::local(error.code, error.id, error.message))
                     }
                 }
             }),
