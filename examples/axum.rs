@@ -5,6 +5,9 @@
 //! cargo run --example axum --features axum
 //! ```
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::net::SocketAddr;
 
 use axum::routing::get;
@@ -12,6 +15,7 @@ use truflux::{protocol, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init("info");
     // Relays every message to every other peer.
     let relay = Server::builder()
         .protocol(protocol::from_fn(|peer, message| async move {

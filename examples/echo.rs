@@ -8,11 +8,15 @@
 //! With `--serve` it prints `listening on ADDR` once it accepts connections and runs until
 //! Ctrl-C (the hostile-peer tests start it this way, under an address-space limit).
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use bytes::Bytes;
 use truflux::{protocol, Client, Code, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), truflux::Error> {
+    logs::init("info");
     let args: Vec<String> = std::env::args().collect();
     let addr = args
         .iter()

@@ -7,6 +7,9 @@
 //! cargo run --example file_transfer -- send ./big.iso 10.0.0.5:7070
 //! ```
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,6 +112,7 @@ async fn send(path: &str, addr: &str) -> Result<Result<(), String>, Box<dyn std:
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init("warn");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:7070".into());
     match args.first().map(String::as_str) {

@@ -6,6 +6,9 @@
 //! cargo run --example http_bind -- --demo  # also connects a client, echoes once, exits
 //! ```
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -14,6 +17,7 @@ use truflux::{protocol, Client, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init("info");
     let echo = Server::builder()
         .protocol(protocol::from_fn(|peer, message| async move {
             let _ = peer.send(message).await;

@@ -262,6 +262,7 @@ impl ClientBuilder {
             server: std::sync::RwLock::new(None),
             kex: dialer.pool.clone(),
             files: Arc::new(Router::new(hooks.on_file.clone())),
+            meters: crate::meters::Meters::default(),
         };
         let new = connection::new_peer(
             info,

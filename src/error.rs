@@ -373,6 +373,9 @@ pub enum ConfigError {
     /// A file name with nothing usable left once directories are stripped.
     #[error("the offered name has no usable file name")]
     FileName,
+    /// A metrics recorder could not be installed (another one is).
+    #[error("the metrics recorder could not be installed: {0}")]
+    Recorder(String),
     /// The key-exchange pool is gone (the runtime is shutting down).
     #[error("the key exchange could not run")]
     KexUnavailable,

@@ -43,7 +43,10 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+mod meters;
 mod opening;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 pub mod security;
 mod server;

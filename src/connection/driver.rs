@@ -52,7 +52,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
         mut dispatch,
         first,
     } = start;
-    let span = tracing::debug_span!("connection", peer = %peer.id(), remote = %conn.info.remote);
+    let span = tracing::info_span!("connection", peer = %peer.id(), remote = %conn.info.remote);
     async {
         debug!(resumed = !first, "open");
         *peer.shared().hooks.write().unwrap_or_else(|p| p.into_inner()) = Some(hooks.clone());
@@ -140,7 +140,7 @@ fn finish(peer: &Peer, conn: &Conn, dispatch: Box<dyn Dispatch>, hooks: Arc<dyn 
         peer.end_idle();
         return Outcome::Ended;
     }
-    debug!(code = %info.code, "connection lost; the session waits to resume");
+    tracing::info!(code = %info.code, "connection lost; the session waits to resume");
     Outcome::Parked(info)
 }
 
@@ -170,10 +170,11 @@ async fn read_loop<R: FrameRead>(
             frame = reader.read_frame() => frame,
         };
         match frame {
-            Ok(Some(frame)) => peer
-                .shared()
-                .engine()
-                .on_frame(frame, Instant::now(), &mut events),
+            Ok(Some(frame)) => {
+                let shared = peer.shared();
+                shared.owner.meters.received(&frame);
+                shared.engine().on_frame(frame, Instant::now(), &mut events)
+            }
             Ok(None) => {
                 return peer
                     .shared()
@@ -534,7 +535,10 @@ async fn write_out<W: FrameWrite>(
             }
         }
     };
-    let Err(error) = written else { return true };
+    let Err(error) = written else {
+        peer.shared().owner.meters.sent(out);
+        return true;
+    };
     // A peer that closed and reset the connection fails our write before our reader has read
     // its close frame, which may be waiting in the socket. The reader goes on (it ends at that
     // frame, the end of the stream or the reset), bounded, so that the peer's code, not this

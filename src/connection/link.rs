@@ -53,6 +53,11 @@ impl Link {
         Peer::from_shared(self.shared.clone())
     }
 
+    /// The meters of the server this session belongs to.
+    pub(crate) fn meters(&self) -> &crate::meters::Meters {
+        &self.shared.owner.meters
+    }
+
     pub(crate) fn files_config(&self) -> &FileConfig {
         &self.shared.config.files
     }

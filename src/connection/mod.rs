@@ -147,6 +147,8 @@ pub(crate) struct Owner {
     pub(crate) server: RwLock<Option<Weak<dyn Any + Send + Sync>>>,
     pub(crate) kex: KexPool,
     pub(crate) files: Arc<dyn link::FileSink>,
+    /// The server's meters (counting nothing on clients).
+    pub(crate) meters: crate::meters::Meters,
 }
 
 /// A peer's session: what lives from the opening to the end, across the connections of a

@@ -209,7 +209,10 @@ impl Peer {
             .queue
             .try_push(frame)
             .map_err(|refused| match refused {
-                queue::Refused::Full => Error::QueueFull,
+                queue::Refused::Full => {
+                    self.shared.owner.meters.queue_full();
+                    Error::QueueFull
+                }
                 queue::Refused::Closed => self.closed_error(),
             })
     }

@@ -11,6 +11,7 @@ use super::{names, status_channel, wire, FileError, FileStatus, Inbound, Progres
 use crate::connection::link::Link;
 use crate::error::{Code, Error};
 use crate::frame::Kind;
+use crate::meters::Direction;
 
 /// Where accepted content goes.
 pub(crate) enum Destination {
@@ -299,6 +300,11 @@ impl Receiver {
         // Cleaned up and forgotten before the peer hears of the end: its frames still in flight
         // are then late, and no partial file outlives the news.
         self.router.remove_incoming(&self.link, self.id);
+        let meters = self.link.meters();
+        match &result {
+            Ok((size, _)) => meters.file(Direction::Received, true, *size),
+            Err(_) => meters.file(Direction::Received, false, 0),
+        }
         let status = match result {
             Ok((size, sha256)) => {
                 let done = wire::frame(Kind::FileDone, self.id, bytes::Bytes::copy_from_slice(&sha256));

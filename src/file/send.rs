@@ -13,6 +13,7 @@ use crate::connection::link::Link;
 use crate::connection::Peer;
 use crate::error::{Code, Error};
 use crate::frame::Kind;
+use crate::meters::Direction;
 
 /// A transfer we send: its [`Progress`], and [`FileSend::cancel`]. Dropping the handle does
 /// not stop the transfer.
@@ -109,6 +110,10 @@ impl Sender {
     async fn run<R: AsyncRead + Unpin>(self, source: R, size: Option<u64>) {
         let result = self.transfer(source, size).await;
         self.router.remove_outgoing(&self.link, self.id);
+        let confirmed = self.outgoing.lock().confirmed;
+        self.link
+            .meters()
+            .file(Direction::Sent, result.is_ok(), confirmed);
         self.outgoing.status.send_replace(match result {
             Ok((size, sha256)) => FileStatus::Finished { size, sha256 },
             Err(error) => FileStatus::Failed(error),

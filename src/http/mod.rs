@@ -181,6 +181,8 @@ impl<B: Send + 'static> tower_service::Service<Request<B>> for Endpoint {
 #[derive(Clone)]
 pub struct HttpBind<F> {
     mounts: Arc<HashMap<String, Endpoint>>,
+    #[cfg(feature = "prometheus")]
+    metrics: Option<(String, crate::prometheus::Prometheus)>,
     fallback: F,
 }
 
@@ -189,8 +191,35 @@ impl<F> HttpBind<F> {
     pub fn new(fallback: F) -> HttpBind<F> {
         HttpBind {
             mounts: Arc::new(HashMap::new()),
+            #[cfg(feature = "prometheus")]
+            metrics: None,
             fallback,
         }
+    }
+
+    /// Serves the Prometheus scrape at `path` (such as `/metrics`): `GET` gets the current
+    /// values in the text format.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics(mut self, path: impl Into<String>, prometheus: &crate::prometheus::Prometheus) -> Self {
+        self.metrics = Some((path.into(), prometheus.clone()));
+        self
+    }
+
+    /// The scrape, if `request` is for the metrics path.
+    fn scrape<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        #[cfg(feature = "prometheus")]
+        if let Some((path, prometheus)) = &self.metrics {
+            if request.uri().path() == path {
+                let mut response = status(StatusCode::OK, prometheus.render());
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                return Some(response);
+            }
+        }
+        let _ = request;
+        None
     }
 
     /// Mounts `server` at `path` (an exact request path such as `/truflux`).
@@ -234,6 +263,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        if let Some(scrape) = self.scrape(&request) {
+            return Box::pin(std::future::ready(Ok(scrape.map(Either::Left))));
+        }
         if let Some(endpoint) = self.endpoint(&request).cloned() {
             return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
         }
@@ -257,6 +289,9 @@ where
     type Future = BoxFuture<Result<Self::Response, F::Error>>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
+        if let Some(scrape) = self.scrape(&request) {
+            return Box::pin(std::future::ready(Ok(scrape.map(Either::Left))));
+        }
         if let Some(endpoint) = self.endpoint(&request).cloned() {
             return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
         }
@@ -317,20 +352,28 @@ where
     }
 }
 
-/// Serves one accepted TCP connection as HTTP/1.1 with upgrades: the standalone WebSocket
-/// listener's connection driver.
-pub(crate) async fn serve_connection(
+/// Serves one accepted TCP connection as HTTP/1.1 with upgrades, giving truflux the
+/// connection's addresses: the driver of the standalone WebSocket listener and of
+/// [`HttpBind::serve`].
+pub(crate) async fn serve_connection<F, FB>(
     stream: tokio::net::TcpStream,
-    bind: HttpBind<NotFound>,
+    bind: HttpBind<F>,
     header_timeout: std::time::Duration,
-) -> Result<(), hyper::Error> {
+) -> Result<(), hyper::Error>
+where
+    F: tower_service::Service<Request<hyper::body::Incoming>, Response = Response<FB>>
+        + Clone
+        + Send
+        + 'static,
+    F::Future: Send + 'static,
+    F::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    FB: hyper::body::Body<Data = Bytes> + Send + 'static,
+    FB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let addrs = ConnectionAddrs {
-        local: stream
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-        remote: stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        local: stream.local_addr().unwrap_or(unknown),
+        remote: stream.peer_addr().unwrap_or(unknown),
     };
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(addrs);
@@ -342,6 +385,44 @@ pub(crate) async fn serve_connection(
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades()
         .await
+}
+
+impl<F, FB> HttpBind<F>
+where
+    F: tower_service::Service<Request<hyper::body::Incoming>, Response = Response<FB>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F::Future: Send + 'static,
+    F::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    FB: hyper::body::Body<Data = Bytes> + Send + 'static,
+    FB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Serves this binding on `listener` (HTTP/1.1 with upgrades, peers' real addresses,
+    /// request headers within 30 s), for applications without an HTTP server of their own.
+    /// Runs until the future is dropped; a failed accept (out of descriptors) is logged and
+    /// retried after 50 ms.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let bind = self.clone();
+                    tokio::spawn(async move {
+                        let served = serve_connection(stream, bind, std::time::Duration::from_secs(30));
+                        if let Err(error) = served.await {
+                            tracing::debug!(%error, "http connection");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(feature = "axum")]

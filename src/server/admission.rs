@@ -89,11 +89,18 @@ impl Hub {
                     &error.to_string(),
                 )
                 .await;
+                let auth = matches!(error, Error::Unauthorized(_));
+                if error.code() == Code::RESUME_FAILED {
+                    self.meters.resume(false);
+                } else {
+                    self.meters.refused(error.code(), auth);
+                }
                 return self.report(None, &error);
             }
         };
         drop(_slot);
         let fell_back = accepted.fell_back();
+        let transport = info.transport;
         let Some((peer, start)) = self.open(&mut writer, accepted, admitted, info).await else {
             return;
         };
@@ -101,7 +108,9 @@ impl Hub {
             self.security(&peer, &event);
         }
         let hooks: Arc<dyn Hooks> = self.clone();
+        let live = self.meters.live(transport);
         let outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks).await;
+        drop(live);
         // A session waiting for its client holds no connection of that address.
         drop(address);
         if let Outcome::Parked(lost) = outcome {
@@ -117,6 +126,7 @@ impl Hub {
         if code != Code::ABNORMAL {
             opening::refuse(writer, None, code, &error.to_string()).await;
         }
+        self.meters.refused(code, false);
         self.report(None, &error);
     }
 
@@ -265,6 +275,7 @@ impl Hub {
             server: std::sync::RwLock::new(Some(self.as_owner())),
             kex: self.kex.clone(),
             files: Arc::new(Router::new(self.on_file.clone())),
+            meters: self.meters.clone(),
         };
         let new = connection::new_peer(info, config, engine, owner, self.protocol.as_ref(), token);
         if let Some(identity) = identity {
@@ -289,9 +300,11 @@ impl Hub {
         count: u64,
         info: PeerInfo,
     ) -> Option<connection::Start> {
+        let remote = info.remote;
         match peer.resume(info, opened, count) {
             Ok(start) => {
-                debug!(peer = %peer.id(), "session resumed");
+                tracing::info!(peer = %peer.id(), remote = %remote, "session resumed");
+                self.meters.resume(true);
                 peer.set_owner(self.as_owner());
                 Some(start)
             }
@@ -302,6 +315,7 @@ impl Hub {
                     reason.clone(),
                     Initiator::Remote,
                 ));
+                self.meters.resume(false);
                 self.report(None, &refused(reason));
                 None
             }

@@ -230,6 +230,7 @@ impl Hub {
         let excluded: HashSet<PeerId> = target.except_peers.iter().copied().collect();
         let mut report = BroadcastReport::default();
         let mut slow = Vec::new();
+        let started = self.meters.fanout_start();
         let mut offer = |peer: &Peer| match peer.try_enqueue(frame.clone()) {
             Ok(()) => report.queued += 1,
             Err(Error::QueueFull) => slow.push(peer.clone()),
@@ -253,6 +254,7 @@ impl Hub {
             }
         }
         drop(peers);
+        self.meters.fanout_done(started);
         self.handle_slow(&mut report, slow);
         Ok(report)
     }
@@ -261,6 +263,7 @@ impl Hub {
         for peer in slow {
             if self.config.slow_peer == SlowPeerPolicy::Close {
                 warn!(peer = %peer.id(), "closing slow consumer");
+                self.meters.slow_consumer();
                 peer.close_now(Code::SLOW_CONSUMER, "outbound queue full");
             }
             report.slow.push(peer.id());

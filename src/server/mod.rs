@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
 use crate::config::ServerConfig;
@@ -63,6 +63,7 @@ pub(crate) struct Hub {
     local_addrs: RwLock<Vec<SocketAddr>>,
     ws_urls: RwLock<Vec<String>>,
     listeners: lifecycle::Listeners,
+    meters: crate::meters::Meters,
     /// The application's handles' shared life (see [`lifecycle`]).
     life: std::sync::OnceLock<std::sync::Weak<lifecycle::Life>>,
 }
@@ -83,8 +84,8 @@ impl Hub {
 
     fn report(&self, peer: Option<&Peer>, error: &Error) {
         match peer {
-            Some(peer) => debug!(peer = %peer.id(), %error, "connection error"),
-            None => debug!(%error, "connection refused"),
+            Some(peer) => info!(peer = %peer.id(), code = %error.code(), %error, "error"),
+            None => info!(code = %error.code(), %error, "connection refused"),
         }
         if let Some(on_error) = &self.on_error {
             on_error(peer, error);
@@ -155,6 +156,8 @@ impl Hub {
 
 impl Hooks for Hub {
     fn connected(&self, peer: &Peer) -> BoxFuture<'static, ()> {
+        let info = peer.info();
+        info!(peer = %peer.id(), transport = ?info.transport, remote = %info.remote, "connected");
         match &self.on_connect {
             Some(on_connect) => on_connect(peer.clone()),
             None => Box::pin(std::future::ready(())),
@@ -166,6 +169,13 @@ impl Hooks for Hub {
     }
 
     fn closed(&self, peer: &Peer, info: &CloseInfo) {
+        info!(
+            peer = %peer.id(),
+            code = %info.code,
+            reason = %info.reason,
+            by = ?info.initiator,
+            "disconnected"
+        );
         self.peers_mut().remove(&peer.id());
         if let Some(token) = peer.resume_token() {
             self.store.remove(&token);
@@ -352,6 +362,7 @@ impl ServerBuilder {
             local_addrs: RwLock::new(Vec::new()),
             ws_urls: RwLock::new(Vec::new()),
             listeners: lifecycle::Listeners::default(),
+            meters: crate::meters::Meters::server(),
             life: std::sync::OnceLock::new(),
         });
         let server = Server {
@@ -375,14 +386,17 @@ impl ServerBuilder {
             ws.push((bind(addr).await?, path, binding));
         }
         for listener in tcp {
+            let addr = listener.local_addr()?;
+            info!(%addr, "listening for TCP peers");
             hub.local_addrs
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(listener.local_addr()?);
+                .push(addr);
             hub.listeners.add(tokio::spawn(hub.clone().serve_tcp(listener)));
         }
         for (listener, path, binding) in ws {
             let url = format!("ws://{}{}", listener.local_addr()?, path);
+            info!(%url, "listening for WebSocket peers");
             hub.ws_urls.write().unwrap_or_else(|p| p.into_inner()).push(url);
             hub.listeners
                 .add(tokio::spawn(hub.clone().serve_ws(listener, binding)));
