@@ -1,20 +1,46 @@
 /**
- * The client: the driver around the engine (`engine.ts`). It opens transports, runs the
- * opening (PROTOCOL.md §4.1), feeds the engine what arrives, writes what it returns, keeps
- * its one timer, reconnects with backoff and resumes the session (§11.3), and gives the
+ * The client: every rule of a session and its current connection (PROTOCOL.md §4, §5, §9.3,
+ * §11) in one closure. It opens transports, runs the opening (§4.1), reads frames in order,
+ * writes the control lane ahead of the application queue, keeps heartbeats, counts and
+ * acknowledges application frames, replays them after a reconnection (§11.3), and gives the
  * application named, typed messages and requests.
  *
- * Security (`truflux/security`) and files (`truflux/files`) plug in through `security` and
- * `files` in the options, so that a page that does not use them does not ship them.
+ * The session's state (resume counts and buffer, the application queue, pending requests)
+ * outlives connections; each connection starts its own state afresh. Security
+ * (`truflux/security`) and files (`truflux/files`) plug in through the options, so that a page
+ * that does not use them does not ship them.
  */
 
-import { ABNORMAL, HANDSHAKE_TIMEOUT, INVALID_PAYLOAD, NO_REPLY, NORMAL, RESUME_FAILED, TrufluxError, UNAUTHORIZED, UNKNOWN_MESSAGE } from './code.js';
-import { encodeClose, parseClose } from './control.js';
-import { engine, endsSession, coded, type End, type Engine, type Files, type Sec } from './engine.js';
-import { decodeExact, encodeFrame, type Frame } from './frame.js';
+import {
+  ABNORMAL,
+  BAD_RECORD,
+  FILE_DECLINED,
+  HANDSHAKE_FAILED,
+  HANDSHAKE_TIMEOUT,
+  HEARTBEAT_TIMEOUT,
+  INVALID_PAYLOAD,
+  MESSAGE_TOO_BIG,
+  NO_COMMON_SUITE,
+  NO_REPLY,
+  NORMAL,
+  POLICY_VIOLATION,
+  PROTOCOL_ERROR,
+  REQUEST_TIMEOUT,
+  RESUME_FAILED,
+  SLOW_CONSUMER,
+  error,
+  UNAUTHORIZED,
+  UNKNOWN_MESSAGE,
+  UNKNOWN_REQUEST,
+  UNKNOWN_TRANSFER,
+  UNTRUSTED_SERVER,
+  VERSION_MISMATCH,
+} from './code.js';
+import { coded, encodeAck, encodeClose, encodeRequest, parseAck, parseClose, parseRequest } from './control.js';
+import { decodeExact, frame, malformed, MAX_ID, wire, type Frame } from './frame.js';
 import { helloFrame, parseAnswer, type Answer, type Credentials } from './hello.js';
 import { messageId } from './ids.js';
-import { CLOSE, ERROR, MESSAGE, REPLY, REPLY_ERROR } from './kind.js';
+import { ACK, CLOSE, ERROR, FILE_OFFER, FILE_REFUSE, HELLO, MESSAGE, PING, PONG, REPLY, REPLY_ERROR, REQUEST, SECURITY } from './kind.js';
 import { decode, encode } from './msgpack.js';
 import { strict, utf8 } from './octets.js';
 import type { Connector, Transport } from './transport.js';
@@ -32,20 +58,38 @@ export interface MessageContext {
   client: Client;
 }
 
-/** The opening's frames, for a plugin that runs a keyed opening. */
-export interface OpeningIo {
-  send(f: Frame): void;
-  next(): Promise<Frame>;
-  /** A byte stream (TCP, TLS), not a WebSocket. */
-  stream: boolean;
+/** What a plugin sees of the client. */
+export interface Link {
+  /** Queues a frame ahead of the application queue (answers, key exchange). */
+  ctl(f: Frame): void;
+  /** Queues a frame behind the application queue (a toggle, a file offer); throws when the
+   * queue is full. */
+  push(f: Frame): void;
+  /** A fatal error: the connection closes with `code` (`ABNORMAL`: it is lost). */
+  fail(code: number, reason?: string): void;
+  emit(event: string, ...args: any[]): void;
+  /** Writes what may be written now. */
+  flush(): void;
 }
 
-/** One connection's security: the engine's rules, and the records' crypto. */
-export interface SecurityConnection extends Sec {
-  seal(f: Frame): Promise<Frame>;
-  open(f: Frame): Promise<Frame>;
-  /** The connection started (queues `SEC_ON` where it must be secure at once). */
-  start(now: number): void;
+/** The opening's frames, for a plugin that runs a keyed opening. */
+export interface OpeningIo {
+  /** Writes a frame at once, as it is. */
+  send(f: Frame): void;
+  /** The next frame; rejects when the transport ends first. */
+  next(): Promise<Frame>;
+}
+
+/** One connection's security (`truflux/security`). */
+export interface Sec {
+  /** An arriving frame, through PROTOCOL.md §9.3's receiving table: opened if protected, and
+   * handled here if it is a `SECURITY` frame (the client awaits the result before the next
+   * frame). Resolves with the frame for the client to handle, or nothing; rejects with the
+   * fatal `TrufluxError` due (`ABNORMAL` for a plain `CLOSE` in a keyed direction: the
+   * connection is lost). */
+  rx(f: Frame): Promise<Frame | void>;
+  /** Writes `f` as our direction's rules say, sealed or not, through `w`, in order. */
+  tx(f: Frame, w: (f: Frame) => void): void;
 }
 
 /** What `truflux/security` plugs in. */
@@ -53,27 +97,24 @@ export interface SecurityPlugin {
   /** Whether this opening exchanges keys first. */
   keyed(c: Credentials): boolean;
   /** A keyed opening. */
-  open(io: OpeningIo, c: Credentials, link: Link): Promise<{ answer: Answer; sec: SecurityConnection }>;
-  /** After a plain opening: keys may still be exchanged later. `sent` and `got` are the hello
-   * payloads (the transcript starts with them). */
-  plain(sent: Uint8Array, got: Uint8Array, link: Link): SecurityConnection;
+  open(io: OpeningIo, c: Credentials, link: Link): Promise<[Answer, Sec]>;
+  /** After a plain opening (keys may still be exchanged later): `sent` and `got` are the
+   * hello payloads the transcript starts with. */
+  plain(sent: Uint8Array, got: Uint8Array, link: Link): Sec;
+}
+
+/** The file transfers of one connection (`truflux/files`). */
+export interface Files {
+  frame(f: Frame): void;
+  /** The next chunk to send, if one is ready. */
+  pull(): Frame | undefined;
+  /** The connection ended: every transfer ends with it. */
+  end(code: number, reason: string): void;
 }
 
 /** What `truflux/files` plugs in. */
 export interface FilesPlugin {
   connect(link: Link): Files;
-  /** The connection ended: every transfer ends with it. */
-  end(code: number, reason: string): void;
-}
-
-/** What a plugin sees of the client. */
-export interface Link {
-  engine: Engine;
-  emit(event: string, ...args: any[]): void;
-  flush(): void;
-  now(): number;
-  /** The connection's transport, while it is open. */
-  transport(): Transport | undefined;
 }
 
 export interface ClientOptions {
@@ -101,18 +142,17 @@ export interface ClientOptions {
   /** Resume buffer: frames, octets. Default 4096 / 16 MiB. */
   resumeBuffer?: number;
   resumeBytes?: number;
-  /** Octets the transport may hold unsent before the queue waits. Default 1 MiB. */
+  /** Octets the transport may hold unsent before the queue waits. Default 1 MiB. The
+   * transport may hold `highWater` + 2 × `maxPayload` at most: beyond, the server is not
+   * reading what it provokes, and the connection closes with `SLOW_CONSUMER`. */
   highWater?: number;
   security?: SecurityPlugin;
   files?: FilesPlugin;
 }
 
-/** Lifecycle events; every other name given to `on` is a message name. */
-const EVENTS = ['connected', 'disconnected', 'reconnected', 'closed', 'error', 'handshaked', 'failSecure', 'secure', 'peerSecure', 'file'];
-
 export interface Client {
   /** A lifecycle event listener (`connected`, `disconnected`, `reconnected`, `closed`,
-   * `error`, and the plugins' events), or a handler of the message `name`. */
+   * `error`, and the plugins' events), or the handler of the message `name`. */
   on(name: Name, handler: (...args: any[]) => void, codec?: Codec): Client;
   off(name: Name, handler: (...args: any[]) => void): Client;
   /** Sends `value` as the message `name`. Queued while disconnected; throws a
@@ -128,413 +168,491 @@ export interface Client {
   readonly opened: Promise<void>;
   /** `connecting`, `open`, `reconnecting` or `closed`. */
   readonly state: string;
-  readonly link: Link;
 }
 
-const idOf = (name: Name) => (typeof name === 'number' ? name : messageId(name));
+/** Lifecycle events; every other name given to `on` is a message name. */
+const EVENTS = 'connected disconnected reconnected closed error handshaked failSecure secure peerSecure file'.split(' ');
 
-function pack(value: unknown, codec?: Codec): Uint8Array {
-  return codec === 'raw' ? (value as Uint8Array) : codec === 'text' ? utf8.encode(value as string) : encode(value);
-}
+/** Whether a close with `code` ends its session even where it could resume (§11.3). */
+export const endsSession = (code: number) => [NORMAL, UNAUTHORIZED, VERSION_MISMATCH, POLICY_VIOLATION, RESUME_FAILED, UNTRUSTED_SERVER].includes(code);
 
-function unpack(payload: Uint8Array, codec?: Codec): unknown {
+const isApp = (kind: number) => kind > 15 && kind < 20;
+
+const pack = (value: any, codec?: Codec) => (codec == 'raw' ? value : codec == 'text' ? utf8.encode(value) : encode(value));
+
+function unpack(payload: Uint8Array, codec?: Codec): any {
   try {
-    return codec === 'raw' ? payload : codec === 'text' ? strict.decode(payload) : decode(payload);
+    return codec == 'raw' ? payload : codec == 'text' ? strict.decode(payload) : decode(payload);
   } catch {
-    throw new TrufluxError(INVALID_PAYLOAD, 'payload does not decode');
+    throw error(INVALID_PAYLOAD);
   }
 }
 
 /** Connects through `connector`, and keeps the session going. */
 export function connect(connector: Connector, o: ClientOptions = {}): Client {
-  const now = () => Date.now();
+  const now = Date.now;
   const mp = o.maxPayload ?? 0x1000000;
   const hw = o.highWater ?? 0x100000;
-  const hb = o.heartbeat === false ? {} : o.heartbeat ?? {};
-  const rc = o.reconnect === false ? undefined : o.reconnect ?? {};
+  const hb = o.heartbeat || {};
+  const interval = o.heartbeat === false ? 0 : (hb.interval ?? 25000);
+  const timeout = hb.timeout ?? 20000;
+  const rc = o.reconnect === false ? 0 : (o.reconnect ?? {});
   const listeners: Record<string, Function[]> = {};
-  const handlers = new Map<number, [Function, Name, Codec?]>();
-  const answerers = new Map<number, [Function, Name, Codec?]>();
+  /** Message handlers and request answerers, by id. */
+  const handlers: Record<number, [Function, Name, Codec?]> = {};
+  const answerers: Record<number, [Function, Name, Codec?]> = {};
+  // The session.
   let state = 'connecting';
-  let t: Transport | undefined;
-  let sec: SecurityConnection | undefined;
   let token: Uint8Array | undefined;
-  let inq: (Frame | (() => void))[] = [];
-  let pumping = false;
-  let chain: Promise<unknown> | undefined;
-  let timer: any;
-  let timerAt = Infinity;
-  let poll: any;
-  let closer: any;
-  let again: any;
-  let trying: Transport | undefined;
+  let resumable = false;
+  let received = 0;
+  let acked = 0;
+  /** The first frame of `outbox` is the session's frame number `base + 1`. */
+  let base = 0;
+  let octets = 0;
+  /** Application frames written and not yet acknowledged, for a resume. */
+  let outbox: Frame[] = [];
+  const q: Frame[] = [];
+  const pending = new Map<number, [(b: Uint8Array) => void, (e: Error) => void, any]>();
+  let nextRequest = 0;
   let attempts = 0;
+  let why: [number, string] = [ABNORMAL, ''];
+  let trying: Transport | undefined;
+  let again: any;
+  // The connection: `t` while it is open.
+  let t: Transport | undefined;
+  let sec: Sec | undefined;
+  let files: Files | undefined;
+  let ctl: Frame[] = [];
+  let replay: Frame[] = [];
+  let heard = 0;
+  let pinged = false;
+  let stopped = true;
+  let shut = false;
+  /** How the connection ended: code, reason, whether the session ends with it. */
+  let end: [number, string, boolean] | undefined;
+  let beat: any;
+  let poll: any;
   let opened!: [() => void, (e: unknown) => void];
-  let closed!: (v: { code: number; reason: string }) => void;
-  const done = new Promise<{ code: number; reason: string }>((r) => (closed = r));
+  let done!: (v: { code: number; reason: string }) => void;
+  const closed = new Promise<{ code: number; reason: string }>((r) => (done = r));
+
+  const idOf = (name: Name) => (typeof name == 'number' ? name : messageId(name));
 
   const emit = (name: string, ...args: any[]) => {
     for (const fn of listeners[name] ?? []) {
       try {
         fn(...args);
-      } catch (error) {
-        if (name !== 'error') emit('error', error);
+      } catch (e) {
+        if (name != 'error') emit('error', e);
       }
     }
   };
 
-  const E = engine(
-    {
-      hb: o.heartbeat === false ? 0 : hb.interval ?? 25000,
-      hbt: hb.timeout ?? 20000,
-      queue: o.queue ?? 1024,
-      rf: o.resumeBuffer ?? 4096,
-      ro: o.resumeBytes ?? 0x1000000,
-      maxPayload: mp,
-    },
-    (event, a, b, c) => {
-      if (event === 'message') onMessage(a, b);
-      else if (event === 'request') onRequest(a, b, c);
-      else if (event === 'end') flush();
-      else emit(event, a);
-    },
-  );
+  const forget = (n: number) => {
+    for (const f of outbox.splice(0, n - base)) octets -= f.payload.length;
+    base = n;
+  };
 
-  const ctx = (id: number, name: Name): MessageContext => ({ id, name, client });
+  const drop = (code: number, reason?: string) => {
+    for (const p of pending.values()) clearTimeout(p[2]), p[1](error(code, reason));
+    pending.clear();
+  };
 
-  function onMessage(id: number, payload: Uint8Array) {
-    const h = handlers.get(id);
-    if (!h) {
-      E.ctl(coded(ERROR, id, UNKNOWN_MESSAGE, 'no handler'));
-      return emit('error', new TrufluxError(UNKNOWN_MESSAGE, `no handler for message ${id}`));
-    }
-    try {
-      h[0](unpack(payload, h[2]), ctx(id, h[1]));
-    } catch (error: any) {
-      if (error.code === INVALID_PAYLOAD) E.ctl(coded(ERROR, id, INVALID_PAYLOAD, error.message));
-      emit('error', error);
-    }
-  }
+  const record = (code: number, reason = '', ends: boolean) => (end ??= [code, reason, ends || !resumable]);
 
-  function onRequest(id: number, request: number, body: Uint8Array) {
-    const a = answerers.get(id);
-    const reply = (kind: number, payload: Uint8Array) => {
-      // A reply can exceed the limits or find the session over: tell the requester why.
-      try {
-        E.push({ kind, id: request, payload }, true);
-      } catch (error: any) {
-        E.push(coded(REPLY_ERROR, request, error.code, error.message), true);
-      }
-      flush();
-    };
-    new Promise((ok) => {
-      if (!a) throw new TrufluxError(NO_REPLY, 'no request handler');
-      ok(a[0](unpack(body, a[2]), ctx(id, a[1])));
-    }).then(
-      (value) => reply(REPLY, pack(value, a![2])),
-      (error) => reply(REPLY_ERROR, encodeClose(error?.code > 999 && error.code < 5000 ? error.code : NO_REPLY, String(error?.message ?? error))),
-    );
-  }
+  const stop = () => {
+    if (!stopped) (stopped = true), flush();
+  };
+
+  /** A fatal error; `ABNORMAL`: the connection is lost. */
+  const fail = (code: number, reason?: string) => {
+    record(code, reason, code != HEARTBEAT_TIMEOUT && code != ABNORMAL);
+    emit('error', error(code, reason));
+    stop();
+  };
+
+  /** A refused frame: `ERROR` to the server, an `error` event here; the connection goes on. */
+  const refuse = (code: number, id: number) => {
+    ctl.push(coded(ERROR, id, code));
+    emit('error', error(code, '', id));
+  };
 
   // ---- writing ---------------------------------------------------------------------------
 
-  function write(f: Frame, sealed: boolean) {
-    // Each write keeps its transport: a connection that ends still gets its last frames.
-    const tr = t!;
-    if (!(sealed || chain)) return out(f, tr);
-    const p = sealed ? sec!.seal(f) : f;
-    const c = (chain = (chain ?? Promise.resolve()).then(() => p).then((g) => out(g, tr), (e) => E.fail(e.code, e.message)));
-    c.then(() => chain === c && (chain = undefined));
-  }
+  const push = (f: Frame, force?: boolean) => {
+    const bad = (f.id & MAX_ID) !== f.id;
+    if (bad || f.payload.length > mp) throw error(bad ? PROTOCOL_ERROR : MESSAGE_TOO_BIG);
+    // Replies go past the bound (their requests were taken in), up to twice the bound.
+    if (q.length >= (o.queue ?? 1024) * (force ? 2 : 1)) throw error(SLOW_CONSUMER);
+    q.push(f);
+  };
 
-  function out(f: Frame, t: Transport) {
+  /** Writes a frame to `tr`; a `CLOSE` ends our side of it. */
+  const out = (tr: Transport, f: Frame) => {
     try {
-      if (f.kind !== CLOSE) return t.send(encodeFrame(f, mp));
-      const c = parseClose(f.payload);
-      // A plain close over WebSocket is the WebSocket close itself (§1); a sealed one is a frame.
-      if (t.stream || f.tag) t.send(encodeFrame(f, mp));
-      t.close(c.code, c.reason);
-      closer ??= setTimeout(() => t.abort(), o.closeTimeout ?? 5000);
+      // A plain close over WebSocket is the WebSocket close itself (§1); a sealed one is a
+      // binary message, and the WebSocket close follows.
+      if (f.kind != CLOSE || tr.stream || f.tag) tr.send(wire(f));
+      if (f.kind == CLOSE) {
+        const c = f.tag ? undefined : parseClose(f.payload);
+        tr.close(c?.code, c?.reason);
+        setTimeout(tr.abort, o.closeTimeout ?? 5000).unref?.();
+      }
     } catch {
-      t.abort();
+      tr.abort();
     }
-  }
+  };
+
+  const put = (f: Frame) => {
+    const tr = t!;
+    if (shut) return;
+    shut = f.kind == CLOSE;
+    sec ? sec.tx(f, (g) => out(tr, g)) : out(tr, f);
+  };
 
   function flush() {
-    arm();
-    if (!t || state === 'connecting' || state === 'reconnecting') return;
     const tr = t;
-    for (const [f, s] of E.take(now(), () => tr.buffered < hw)) write(f, s);
-    if (tr.buffered >= hw && E.queued) poll ??= setTimeout(() => {
-      poll = undefined;
-      flush();
-    }, 5);
-  }
-
-  function arm() {
-    const at = E.due();
-    if (at < timerAt) {
-      clearTimeout(timer);
-      timerAt = at;
-      timer = setTimeout(fire, Math.min(at - now(), 0x7fffffff));
+    let f: Frame | undefined;
+    if (!tr) return;
+    const room = () => tr.buffered < hw;
+    // A lost connection is dropped; any other end sends its CLOSE (once).
+    if (stopped) return end && (end[0] == ABNORMAL ? tr.abort() : put(coded(CLOSE, 0, end[0], end[1])));
+    while (ctl.length) put(ctl.shift()!);
+    while (room() && (f = replay.shift())) put(f);
+    while (!shut && room() && outbox.length < (o.resumeBuffer ?? 4096) && octets < (o.resumeBytes ?? 0x1000000) && (f = q.shift() ?? files?.pull())) {
+      if (isApp(f.kind) && resumable) octets += outbox.push(f) && f.payload.length;
+      put(f);
     }
+    // Frames the server provokes go out ahead of everything: a server that does not read them
+    // fills the transport, and is cut off before it holds more than this.
+    if (tr.buffered > hw + 2 * mp) fail(SLOW_CONSUMER);
+    else if (!room())
+      poll ??= setTimeout(() => {
+        poll = undefined;
+        flush();
+      }, 5);
   }
 
-  function fire() {
-    timerAt = Infinity;
-    E.tick(now());
-    flush();
-    arm();
-  }
+  const ack = () => ctl.push(frame(ACK, encodeAck((acked = received))));
+
+  const check = () => {
+    const silent = now() - heard;
+    if (stopped) return;
+    if (silent >= interval + timeout) return fail(HEARTBEAT_TIMEOUT);
+    if (silent >= interval && !pinged) {
+      pinged = true;
+      ctl.push(frame(PING));
+      if (received > acked) ack();
+      flush();
+    }
+    beat = setTimeout(check, interval + (pinged ? timeout : 0) - silent);
+  };
 
   // ---- reading ---------------------------------------------------------------------------
 
-  async function pump() {
-    if (pumping) return;
-    pumping = true;
-    while (inq.length) {
-      const x = inq.shift()!;
+  const onRequest = (id: number, request: number, body: Uint8Array) => {
+    const a = answerers[id];
+    const reply = (kind: number, payload: Uint8Array) => {
+      // A reply can exceed the limits: tell the requester why.
       try {
-        if (typeof x === 'function') x();
-        else {
-          const f = x.tag && sec ? await sec.open(x) : x;
-          const job = E.frame(f, !!x.tag, now());
-          if (job) await job;
-        }
-      } catch (error: any) {
-        E.fail(error.code ?? ABNORMAL, error.message);
+        push(frame(kind, payload, request), true);
+      } catch (e: any) {
+        // A server that asks faster than it reads the replies is cut off.
+        e.code == SLOW_CONSUMER ? fail(SLOW_CONSUMER) : push(coded(REPLY_ERROR, request, e.code), true);
       }
       flush();
-      if (inq.length < 64) t?.pause?.(false);
+    };
+    new Promise((ok) => ok(a ? a[0](unpack(body, a[2]), { id, name: a[1], client }) : Promise.reject(error(NO_REPLY))))
+      .then((value) => pack(value, a![2]))
+      .then(
+        (payload) => reply(REPLY, payload),
+        (e) => reply(REPLY_ERROR, encodeClose(e?.code > 999 && e.code < 5000 ? e.code : NO_REPLY, String(e?.message ?? e))),
+      );
+  };
+
+  /** One frame of the open connection, after §9.3; may return work to await. */
+  const handle = (f: Frame): unknown => {
+    const { kind: k, id, payload: p } = f;
+    const h = handlers[id];
+    const r = pending.get(id);
+    if (isApp(k) && resumable && ++received - acked >= 32) ack();
+    if (k == MESSAGE) {
+      if (!h) return refuse(UNKNOWN_MESSAGE, id);
+      try {
+        // An async handler's failure is an error event too.
+        h[0](unpack(p, h[2]), { id, name: h[1], client })?.catch?.((e: unknown) => emit('error', e));
+      } catch (e: any) {
+        if (e.code == INVALID_PAYLOAD) return refuse(INVALID_PAYLOAD, id);
+        emit('error', e);
+      }
+    } else if (k == REQUEST) {
+      const q = parseRequest(p);
+      // A reply carries the request id in its 31-bit id field.
+      if (q.requestId > MAX_ID) throw malformed();
+      onRequest(id, q.requestId, q.body);
+    } else if (isApp(k)) {
+      const c = k == REPLY_ERROR && parseClose(p);
+      if (!r) return refuse(UNKNOWN_REQUEST, id);
+      pending.delete(id);
+      clearTimeout(r[2]);
+      c ? r[1](error(c.code, c.reason)) : r[0](p);
+    } else if (k == PING) ctl.push(frame(PONG, p));
+    else if (k == ACK) {
+      const n = parseAck(p);
+      if (!resumable || n > base + outbox.length) throw malformed();
+      forget(Math.max(n, base));
+    } else if (k == ERROR) {
+      const c = parseClose(p);
+      emit('error', error(c.code, c.reason, id));
+    } else if (k == CLOSE) {
+      let c = { code: PROTOCOL_ERROR, reason: '' };
+      try {
+        c = parseClose(p);
+      } catch {}
+      record(c.code, c.reason, endsSession(c.code));
+      stop();
+    } else if (k == HELLO) throw malformed();
+    else if (k == SECURITY) {
+      // START or REQUEST: the server asks for a key exchange this client cannot make.
+      if (id != 5 && id != 10) throw error(HANDSHAKE_FAILED);
+      emit('error', error(NO_COMMON_SUITE));
+    } else if (k != PONG) {
+      if (files) return files.frame(f);
+      if (k == FILE_OFFER) ctl.push(coded(FILE_REFUSE, id, FILE_DECLINED));
+      emit('error', error(UNKNOWN_TRANSFER, '', id));
     }
-    pumping = false;
-  }
+  };
+
+  /** Reads the open connection until its transport ends. */
+  const run = async (tr: Transport, next: () => Promise<Frame>) => {
+    for (let over = false; !over; flush()) {
+      try {
+        let x: Frame;
+        try {
+          x = await next();
+        } catch (c: any) {
+          const [code, reason, e] = c;
+          if (!Array.isArray(c)) throw c;
+          over = true;
+          // A stream that could not be cut into frames: ours to close (the socket still writes).
+          if (e && code != ABNORMAL && !(e.truncated && resumable)) throw error(code, reason);
+          if (tr.stream || e || code == ABNORMAL) {
+            record(ABNORMAL, reason, false);
+            stop();
+            continue;
+          }
+          // A WebSocket close is the server's plain CLOSE (§1).
+          x = frame(CLOSE, encodeClose(code, reason));
+        }
+        heard = now();
+        pinged = false;
+        if (stopped) continue;
+        // Without keys, a protected frame or a plain toggle is BAD_RECORD (§9.3).
+        if (!sec && (x.tag || (x.kind == SECURITY && x.id > 7 && x.id != 10))) throw error(BAD_RECORD);
+        const f = sec ? await sec.rx(x) : x;
+        if (f) await handle(f);
+      } catch (e: any) {
+        fail(e.code ?? PROTOCOL_ERROR);
+      }
+    }
+    gone(tr);
+  };
 
   // ---- connections -----------------------------------------------------------------------
 
-  const link: Link = { engine: E, emit, flush, now, transport: () => t };
+  const link: Link = { ctl: (f) => ctl.push(f), push, fail, emit, flush };
 
   /** The transport ended: the connection is over; the session goes on or ends. */
-  function gone(it: Transport) {
-    if (it !== t) return;
-    clearTimeout(closer);
-    closer = t = sec = undefined;
-    inq = [];
-    const end = E.end() ?? { code: ABNORMAL, reason: 'connection lost', local: false, ends: !E.resumable };
-    o.files?.end(end.code, end.reason);
-    if (end.ends || !rc || state === 'closed') return finish(end);
+  const gone = (tr: Transport) => {
+    const [code, reason, ends] = end ?? [ABNORMAL, '', !resumable];
+    if (tr != t) return;
+    t = sec = undefined;
+    clearTimeout(beat);
+    files?.end(code, reason);
+    if (ends || !rc) return finish(code, reason);
     state = 'reconnecting';
-    emit('disconnected', end.code, end.reason);
+    why = [code, reason];
+    emit('disconnected', code, reason);
     attempts = 0;
     retry();
-  }
+  };
 
-  function finish(end: End) {
-    if (state === 'closed' && !closed) return;
+  const finish = (code: number, reason = '') => {
+    if (state == 'closed') return;
     state = 'closed';
-    clearTimeout(timer);
-    clearTimeout(poll);
+    drop(code, reason);
+    q.length = outbox.length = replay.length = 0;
     clearTimeout(again);
-    E.finish(end);
+    clearTimeout(beat);
     trying?.abort();
-    opened[1](new TrufluxError(end.code, end.reason));
-    emit('closed', end.code, end.reason);
-    closed({ code: end.code, reason: end.reason });
-    closed = undefined!;
-  }
+    opened[1](error(code, reason));
+    emit('closed', code, reason);
+    done({ code, reason });
+  };
 
-  function retry() {
-    const max = rc!.maxAttempts ?? 20;
-    if (attempts >= max) {
-      const end = E.end()!;
-      return finish({ ...end, reason: `${end.reason} (gave up after ${attempts} attempts)` });
-    }
-    const cap = Math.min(rc!.maxDelay ?? 10000, (rc!.initialDelay ?? 100) * 2 ** attempts++);
+  const retry = () => {
+    const r = rc as { initialDelay?: number; maxDelay?: number; maxAttempts?: number };
+    if (attempts >= (r.maxAttempts ?? 20)) return finish(...why);
     // Full jitter: anywhere between 0 and the capped delay.
-    again = setTimeout(() => attempt(true), Math.random() * cap);
-  }
+    again = setTimeout(attempt, Math.random() * Math.min(r.maxDelay ?? 10000, (r.initialDelay ?? 100) * 2 ** attempts++), 1);
+  };
 
-  /** One connection attempt: transport, opening, then the engine takes over. */
-  async function attempt(resume: boolean) {
+  /** One connection attempt: transport, opening, then `run`. */
+  const attempt = async (resume?: unknown) => {
     const plan: Credentials = {
       token: o.token,
       session: !!rc && !(resume && token),
-      resume: resume && token ? { token, count: E.received } : undefined,
+      resume: resume && token ? { token, count: received } : undefined,
     };
     const keyed = !!o.security?.keyed(plan);
-    let it: Transport | undefined;
-    const got: Frame[] = [];
+    const inq: (Uint8Array | [number, string, any])[] = [];
     let wake: (() => void) | undefined;
-    let failed: TrufluxError | undefined;
-    /** A close that came while the opening finished: replayed once the connection runs. */
-    let early: [number, string, unknown] | undefined;
+    let paused = false;
+    let it: Transport | undefined;
     const events = {
-      data(octets: Uint8Array) {
-        if (it !== t && t) return;
-        let f: Frame;
-        try {
-          f = decodeExact(octets, mp);
-        } catch (error: any) {
-          return events.close(error.code, error.message, error);
-        }
-        if (state === 'open' && it === t) {
-          inq.push(f);
-          if (inq.length > 256) it?.pause?.(true);
-          pump();
-        } else got.push(f), wake?.();
+      data(m: Uint8Array) {
+        inq.push(m);
+        wake?.();
+        if (inq.length > 256 && !paused) it?.pause?.((paused = true));
       },
-      close(code: number, reason: string, error?: unknown) {
-        const ws = it && !it.stream && !error && code !== ABNORMAL;
-        if (state !== 'open' || it !== t) {
-          // During the opening a WebSocket close is the server's plain close: a refusal in a
-          // plain opening, only a failed attempt in a keyed one (§4.1).
-          failed ??= Object.assign(new TrufluxError(ws ? code : ABNORMAL, reason || 'connection closed'), { refused: ws && !keyed });
-          early = [code, reason, error];
-          return wake?.();
-        }
-        inq.push(() => {
-          // A stream that could not be cut into frames: ours to close (the socket still writes).
-          if (error && code !== ABNORMAL && !((error as any).truncated && E.resumable)) E.fail(code, reason);
-          // A WebSocket close is the peer's plain CLOSE (§1).
-          else if (ws) E.frame({ kind: CLOSE, id: 0, payload: encodeClose(code, reason) }, false, now());
-          else E.lost(reason || 'connection lost');
-          gone(it!);
-        });
-        pump();
+      close(code: number, reason: string, e?: unknown) {
+        inq.push([code, reason, e]);
+        wake?.();
       },
     };
-    const io: OpeningIo = {
-      send: (f) => it!.send(encodeFrame(f, mp)),
-      next: async () => {
-        while (!got.length) {
-          if (failed) throw failed;
-          await new Promise<void>((r) => (wake = r));
-        }
-        return got.shift()!;
-      },
-      stream: true,
+    /** The next frame; throws [code, reason, error] when the transport ended. */
+    const next = async () => {
+      while (!inq.length) await new Promise<void>((r) => (wake = r));
+      const m = inq.shift()!;
+      if (paused && inq.length < 64) it?.pause?.((paused = false));
+      if (Array.isArray(m)) throw m;
+      return decodeExact(m, mp);
     };
     const limit = setTimeout(() => {
-      failed = new TrufluxError(HANDSHAKE_TIMEOUT, 'the opening took too long');
+      events.close(HANDSHAKE_TIMEOUT, '', 1);
       it?.abort();
-      wake?.();
     }, o.connectTimeout ?? 10000);
+    ctl = [];
     try {
-      it = trying = await connector(events, mp, !keyed && o.token ? [`truflux.bearer.${o.token}`] : []);
-      if (state === 'closed' || failed) throw failed ?? new TrufluxError(NORMAL, 'closed');
-      io.stream = it.stream;
+      it = trying = await connector(events, mp, !keyed && o.token ? ['truflux.bearer.' + o.token] : []);
+      if (state == 'closed') throw 0;
+      const io: OpeningIo = { send: (f) => it!.send(wire(f)), next };
       let answer: Answer;
-      let s: SecurityConnection | undefined;
-      if (keyed) ({ answer, sec: s } = await o.security!.open(io, plan, link));
+      let s: Sec | undefined;
+      if (keyed) [answer, s] = await o.security!.open(io, plan, link);
       else {
         // Over WebSocket the token went in the subprotocol; over a stream it goes in the hello.
         if (!it.stream) plan.token = undefined;
         const hello = helloFrame(plan);
         io.send(hello);
-        const f = await io.next();
-        if (f.kind === CLOSE) throw refusal(f);
+        const f = await next();
+        // A plain opening's close is the server's refusal.
+        if (f.kind == CLOSE) {
+          const c = parseClose(f.payload);
+          throw error(c.code, c.reason);
+        }
+        if (f.kind != HELLO) throw malformed();
         answer = parseAnswer(f.payload);
         s = o.security?.plain(hello.payload, f.payload, link);
       }
       clearTimeout(limit);
-      start(it, answer, s, plan, got);
-      if (early) events.close(...early);
-    } catch (error: any) {
+      if (!plan.resume) (token = answer.session), (resumable = !!token);
+      t = it;
+      sec = s;
+      files = o.files?.connect(link);
+      heard = now();
+      pinged = stopped = shut = false;
+      end = undefined;
+      replay = [];
+      if (plan.resume) {
+        const n = answer.resume!;
+        // The server's count must fit what we wrote and still hold (§11.3).
+        if (!(n >= base && n <= base + outbox.length)) fail(RESUME_FAILED);
+        else forget(n), (replay = outbox.slice());
+      }
+      acked = received;
+      if (interval) beat = setTimeout(check, interval);
+      if (state == 'connecting') opened[0](), emit('connected');
+      else emit('reconnected', attempts, !!plan.resume);
+      state = 'open';
+      flush();
+      run(it, next);
+    } catch (e: any) {
       clearTimeout(limit);
-      it?.abort();
-      failedAttempt(error, plan);
+      if (Array.isArray(e)) {
+        // The transport ended during the opening. A WebSocket close is the server's plain
+        // CLOSE: believed in a plain opening, only a failed attempt in a keyed one (§4.1).
+        const [code, reason, err] = e;
+        e = error(err || !(keyed || it?.stream) ? code : ABNORMAL, reason);
+      }
+      // A refused WebSocket upgrade; only Node's ws says why.
+      if (/ 401\b/.test(e?.message)) e = error(UNAUTHORIZED);
+      const code = e?.code ?? ABNORMAL;
+      if (it) code == ABNORMAL ? it.abort() : out(it, coded(CLOSE, 0, code));
+      if (state == 'closed') return;
+      if (code != ABNORMAL) emit('error', e);
+      if (plan.resume && code == RESUME_FAILED && o.renew !== false) {
+        // The server no longer knows the session: a new one, keeping the queue; pending
+        // requests fail, and what was written but not acknowledged is gone.
+        drop(RESUME_FAILED);
+        received = acked = base = octets = 0;
+        outbox = [];
+        token = undefined;
+        resumable = false;
+        return attempt();
+      }
+      if (state == 'connecting' || !rc || endsSession(code)) return finish(code, e?.message);
+      retry();
     }
-  }
-
-  function refusal(f: Frame) {
-    const c = parseClose(f.payload);
-    return Object.assign(new TrufluxError(c.code, c.reason), { refused: true });
-  }
-
-  function failedAttempt(error: any, plan: Credentials) {
-    if (state === 'closed') return;
-    // A refused WebSocket upgrade; only Node's ws says why.
-    if (/ 401\b/.test(error.message)) error = Object.assign(new TrufluxError(UNAUTHORIZED, error.message), { refused: true });
-    const code = error.code ?? ABNORMAL;
-    const resuming = !!plan.resume;
-    if (resuming && code === RESUME_FAILED && error.refused && o.renew !== false) {
-      E.renew();
-      token = undefined;
-      return attempt(false);
-    }
-    if (state === 'connecting' || (error.refused && endsSession(code)) || !rc) {
-      return finish({ code, reason: error.message, local: !error.refused, ends: true });
-    }
-    retry();
-  }
-
-  function start(it: Transport, answer: Answer, s: SecurityConnection | undefined, plan: Credentials, got: Frame[]) {
-    const resumed = !!plan.resume;
-    if (!resumed) {
-      token = answer.session;
-      E.resumable = !!token;
-    }
-    t = it;
-    sec = s;
-    try {
-      if (resumed && answer.resume === undefined) throw new TrufluxError(RESUME_FAILED, 'the server did not resume');
-      E.open(now(), s, o.files?.connect(link), resumed ? answer.resume : undefined);
-    } catch (error: any) {
-      E.open(now(), s);
-      E.fail(error.code, error.message);
-    }
-    s?.start(now());
-    const first = state === 'connecting';
-    state = 'open';
-    inq.push(...got.splice(0));
-    if (first) {
-      opened[0]();
-      emit('connected');
-    } else emit('reconnected', attempts, resumed);
-    pump();
-    flush();
-  }
+  };
 
   const client: Client = {
     on(name, handler, codec) {
-      if (typeof name === 'string' && EVENTS.includes(name)) (listeners[name] ??= []).push(handler);
-      else handlers.set(idOf(name), [handler, name, codec]);
+      if (EVENTS.includes(name as string)) (listeners[name] ??= []).push(handler);
+      else handlers[idOf(name)] = [handler, name, codec];
       return client;
     },
     off(name, handler) {
-      listeners[name] = (listeners[name] ?? []).filter((h) => h !== handler);
-      if (handlers.get(idOf(name))?.[0] === handler) handlers.delete(idOf(name));
+      listeners[name] = (listeners[name] ?? []).filter((h) => h != handler);
+      if (handlers[idOf(name)]?.[0] == handler) delete handlers[idOf(name)];
       return client;
     },
     send(name, value, codec) {
-      if (state === 'closed') throw new TrufluxError(ABNORMAL, 'the client is closed');
-      E.push({ kind: MESSAGE, id: idOf(name), payload: pack(value, codec) });
+      if (state == 'closed') throw error(ABNORMAL);
+      push(frame(MESSAGE, pack(value, codec), idOf(name)));
       flush();
     },
-    request(name, value, options = {}) {
-      if (state === 'closed') return Promise.reject(new TrufluxError(ABNORMAL, 'the client is closed'));
-      const p = E.request(idOf(name), pack(value, options.codec), options.timeout ?? o.requestTimeout ?? 30000, now());
-      flush();
-      return p.then((body) => unpack(body, options.codec));
+    request(name, value, { timeout, codec } = {}) {
+      return new Promise<Uint8Array>((ok, no) => {
+        let r = nextRequest;
+        if (state == 'closed') throw error(ABNORMAL);
+        while (pending.has(r)) r = (r + 1) & MAX_ID;
+        nextRequest = (r + 1) & MAX_ID;
+        push(frame(REQUEST, encodeRequest(r, pack(value, codec)), idOf(name)));
+        pending.set(r, [ok, no, setTimeout(() => pending.delete(r) && no(error(REQUEST_TIMEOUT)), timeout ?? o.requestTimeout ?? 30000)]);
+        flush();
+      }).then((body) => unpack(body, codec));
     },
     onRequest(name, handler, codec) {
-      answerers.set(idOf(name), [handler, name, codec]);
+      answerers[idOf(name)] = [handler, name, codec];
       return client;
     },
     close(code = NORMAL, reason = '') {
-      if (state === 'open') {
-        E.close(code, reason);
+      if (t && !stopped) {
+        record(code, reason, true);
+        // Behind everything queued, whatever the queue's bound.
+        q.push(coded(CLOSE, 0, code, reason));
         flush();
-      } else finish({ code, reason, local: true, ends: true });
-      return done;
+      } else finish(code, reason);
+      return closed;
     },
     opened: new Promise<void>((ok, no) => (opened = [ok, no])),
     get state() {
       return state;
     },
-    link,
   };
   client.opened.catch(() => {});
-  attempt(false);
+  attempt();
   return client;
 }

@@ -94,13 +94,18 @@ export function codeName(code: number): CodeName | 'UNKNOWN' {
   return 'UNKNOWN';
 }
 
-/** An error with the std code a connection reports or closes with when it meets it. */
+/** An error with the std code a connection reports or closes with when it meets it; `id`: the
+ * message, request or transfer it is about, where there is one. */
 export class TrufluxError extends Error {
   override name = 'TrufluxError';
   constructor(
     readonly code: number,
-    message: string,
+    message?: string,
+    readonly id?: number,
   ) {
-    super(message);
+    super(message || 'code ' + code);
   }
 }
+
+/** A {@link TrufluxError}. */
+export const error = (code: number, reason?: string, id?: number) => new TrufluxError(code, reason, id);

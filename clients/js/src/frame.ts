@@ -9,7 +9,7 @@
  */
 
 import { MESSAGE_TOO_BIG, PROTOCOL_ERROR, TrufluxError } from './code.js';
-import { getUint, setUint } from './octets.js';
+import { concat, getUint, uint } from './octets.js';
 
 export { Kind } from './kind.js';
 
@@ -44,75 +44,55 @@ export interface Header {
   size: number;
 }
 
+/** A frame of `kind`: `payload` empty unless given, `id` 0 unless given. */
+export const frame = (kind: number, payload: Uint8Array = new Uint8Array(0), id = 0): Frame => ({ kind, id, payload });
+
 /** A malformed or oversized frame; `code` is `PROTOCOL_ERROR` or `MESSAGE_TOO_BIG`. */
 export class FrameError extends TrufluxError {
   override name = 'FrameError';
 }
 
 /** A `PROTOCOL_ERROR` {@link FrameError}. */
-export const malformed = (what: string) => new FrameError(PROTOCOL_ERROR, what);
+export const malformed = (what?: string) => new FrameError(PROTOCOL_ERROR, what);
 
 /** Whether `kind` (protected bit cleared) is a kind of PROTOCOL.md §3. */
-export function isKind(kind: number): boolean {
-  return (kind > 0 && kind < 8) || (kind > 0xf && kind < 0x14) || (kind > 0x1f && kind < 0x2a);
-}
+export const isKind = (kind: number) => (kind > 0 && kind < 8) || (kind > 15 && kind < 20) || (kind > 31 && kind < 42);
 
 /** Checks a payload length against the limit (16 octets more when protected). */
-function limit(length: number, maxPayload: number, sealed: unknown): void {
-  if (length > maxPayload + (sealed ? SEAL_OVERHEAD : 0)) {
-    throw new FrameError(MESSAGE_TOO_BIG, `payload ${length} over the limit ${maxPayload}`);
-  }
-}
+const limit = (length: number, maxPayload: number, sealed: unknown) => {
+  if (length > maxPayload + (sealed ? SEAL_OVERHEAD : 0)) throw new FrameError(MESSAGE_TOO_BIG);
+};
 
 /** Parses and checks the 9 header octets at `at` of `b` (the caller has checked they are there). */
 export function parseHeader(b: Uint8Array, at: number, maxPayload: number): Header {
-  const kind = b[at]! & ~PROTECTED;
-  const sealed = b[at]! & PROTECTED;
-  const id = getUint(b, at + 1, 4);
-  const length = getUint(b, at + 5, 4);
-  if (!isKind(kind)) throw malformed(`unknown kind ${b[at]}`);
-  if (id > MAX_ID) throw malformed('id bit 31 set');
-  limit(length, maxPayload, sealed);
-  return { kind, id, length, size: sealed ? HEADER_LEN + TAG_LEN : HEADER_LEN };
+  const octet = b[at]!;
+  const h = { kind: octet & 127, id: getUint(b, at + 1, 4), length: getUint(b, at + 5, 4), size: octet & PROTECTED ? 21 : 9 };
+  if (!isKind(h.kind) || h.id > MAX_ID) throw malformed();
+  limit(h.length, maxPayload, octet & PROTECTED);
+  return h;
 }
 
 /** The 9 header octets for a kind octet (protected bit included), an id and a length. */
-export function header(octet: number, id: number, length: number): Uint8Array {
-  const out = new Uint8Array(HEADER_LEN);
-  out[0] = octet;
-  setUint(out, 1, id, 4);
-  setUint(out, 5, length, 4);
-  return out;
-}
+export const header = (octet: number, id: number, length: number) => concat([uint(octet, 1), uint(id, 4), uint(length, 4)]);
+
+/** A frame's wire form, unchecked: header, tag, payload. */
+export const wire = ({ kind, id, payload, tag }: Frame) => concat([header(tag ? kind | PROTECTED : kind, id, payload.length), tag ?? payload.subarray(0, 0), payload]);
 
 /** A frame's wire form: header, tag, payload. Checks kind, id, tag and payload length first,
  * so that a frame the receiver would refuse is not sent. */
-export function encodeFrame(frame: Frame, maxPayload: number = DEFAULT_MAX_PAYLOAD): Uint8Array {
+export function encodeFrame(frame: Frame, maxPayload = DEFAULT_MAX_PAYLOAD): Uint8Array {
   const { kind, id, payload, tag } = frame;
-  if (!isKind(kind)) throw malformed(`unknown kind ${kind}`);
-  if (!(id >= 0 && id <= MAX_ID && id % 1 === 0)) throw malformed(`id ${id}`);
-  if (tag && tag.length !== TAG_LEN) throw malformed('tag length');
+  if (!isKind(kind) || !(id >= 0 && id <= MAX_ID && id % 1 == 0) || (tag && tag.length != TAG_LEN)) throw malformed();
   limit(payload.length, maxPayload, tag);
-  const size = tag ? HEADER_LEN + TAG_LEN : HEADER_LEN;
-  const out = new Uint8Array(size + payload.length);
-  out.set(header(tag ? kind | PROTECTED : kind, id, payload.length));
-  if (tag) out.set(tag, HEADER_LEN);
-  out.set(payload, size);
-  return out;
-}
-
-/** The frame at `at` of `b`, whose header `h` has been checked; payload and tag share `b`. */
-function slice(b: Uint8Array, at: number, h: Header): Frame {
-  const frame: Frame = { kind: h.kind, id: h.id, payload: b.subarray(at + h.size, at + h.size + h.length) };
-  if (h.size > HEADER_LEN) frame.tag = b.subarray(at + HEADER_LEN, at + h.size);
-  return frame;
+  return wire(frame);
 }
 
 /** Decodes one WebSocket message as exactly one frame: its length field must equal the
  * message's size minus the header (PROTOCOL.md §1). Payload and tag share `message`. */
-export function decodeExact(message: Uint8Array, maxPayload: number = DEFAULT_MAX_PAYLOAD): Frame {
-  if (message.length < HEADER_LEN) throw malformed('short message');
-  const h = parseHeader(message, 0, maxPayload);
-  if (message.length !== h.size + h.length) throw malformed('length field differs from the message');
-  return slice(message, 0, h);
+export function decodeExact(message: Uint8Array, maxPayload = DEFAULT_MAX_PAYLOAD): Frame {
+  const h = message.length < HEADER_LEN ? 0 : parseHeader(message, 0, maxPayload);
+  if (!h || message.length != h.size + h.length) throw malformed();
+  const frame: Frame = { kind: h.kind, id: h.id, payload: message.subarray(h.size) };
+  if (h.size > HEADER_LEN) frame.tag = message.subarray(HEADER_LEN, h.size);
+  return frame;
 }

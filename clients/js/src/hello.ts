@@ -1,14 +1,15 @@
 /**
  * The hello extensions of PROTOCOL.md §4.1, typed: the client's credentials and the server's
  * answer. Each type appears at most once and has the length its type fixes; unknown types are
- * ignored; anything else is a `PROTOCOL_ERROR` `FrameError`.
+ * ignored; anything else is a `PROTOCOL_ERROR` `FrameError`, another version
+ * `VERSION_MISMATCH`.
  */
 
 import { VERSION_MISMATCH, TrufluxError } from './code.js';
 import { encodeHello, parseHello, type Extension } from './control.js';
-import { malformed, type Frame } from './frame.js';
+import { frame, malformed, type Frame } from './frame.js';
 import { HELLO } from './kind.js';
-import { setUint, utf8 } from './octets.js';
+import { concat, getUint, uint, utf8 } from './octets.js';
 
 /** The protocol version this client speaks. */
 export const VERSION = 2;
@@ -28,7 +29,8 @@ export interface Credentials {
   resume?: { token: Uint8Array; count: number; binder?: Uint8Array | undefined } | undefined;
   /** Requires both directions secure. */
   secure?: boolean | undefined;
-  /** The first hello of a keyed opening: `KEX` and nothing else. */
+  /** The first hello of a keyed opening: `KEX` and nothing else (the credentials given
+   * beside it are not sent: they travel protected after the key exchange). */
   kex?: boolean | undefined;
 }
 
@@ -42,50 +44,38 @@ export interface Answer {
   secure: boolean;
 }
 
-const empty = new Uint8Array(0);
-
 /** The extensions that carry `c`. */
 export function credentials(c: Credentials): Extension[] {
   const out: Extension[] = [];
-  const add = (type: number, value = empty) => out.push({ type, value });
-  if (c.kex) add(KEX);
-  if (c.token) add(AUTH, utf8.encode(c.token));
-  if (c.session) add(SESSION);
+  const add = (type: number, value: Uint8Array = new Uint8Array(0)) => out.push({ type, value });
   const r = c.resume;
-  if (r) {
-    const v = new Uint8Array(r.binder ? 72 : 40);
-    v.set(r.token);
-    setUint(v, 32, r.count, 8);
-    if (r.binder) v.set(r.binder, 40);
-    add(RESUME, v);
+  if (c.kex) add(KEX);
+  else {
+    if (c.token) add(AUTH, utf8.encode(c.token));
+    if (c.session) add(SESSION);
+    if (r) add(RESUME, concat([r.token, uint(r.count, 8), r.binder ?? new Uint8Array(0)]));
+    if (c.secure) add(SECURE);
   }
-  if (c.secure) add(SECURE);
   return out;
 }
 
 /** A hello frame of our version carrying `c`. */
-export function helloFrame(c: Credentials): Frame {
-  return { kind: HELLO, id: 0, payload: encodeHello({ version: VERSION, extensions: credentials(c) }) };
-}
+export const helloFrame = (c: Credentials): Frame => frame(HELLO, encodeHello({ version: VERSION, extensions: credentials(c) }));
 
 /** Parses a server's hello: version 2, each type once, the lengths its type fixes. */
 export function parseAnswer(payload: Uint8Array): Answer {
-  const hello = parseHello(payload);
-  if (hello.version !== VERSION) throw new TrufluxError(VERSION_MISMATCH, `server speaks version ${hello.version}`);
-  const seen = new Map<number, Uint8Array>();
-  for (const { type, value } of hello.extensions) {
-    if (seen.has(type)) throw malformed('repeated hello extension');
-    seen.set(type, value);
+  const { version, extensions } = parseHello(payload);
+  const seen: Record<number, Uint8Array> = {};
+  if (version != VERSION) throw new TrufluxError(VERSION_MISMATCH);
+  for (const { type, value } of extensions) {
+    if (seen[type]) throw malformed();
+    seen[type] = value;
   }
   const get = (type: number, size: number) => {
-    const v = seen.get(type);
-    if (v && v.length !== size) throw malformed('hello extension length');
+    const v = seen[type];
+    if (v && v.length != size) throw malformed();
     return v;
   };
   const count = get(RESUME, 8);
-  return {
-    session: get(SESSION, 32)?.slice(),
-    resume: count && Number(new DataView(count.buffer, count.byteOffset).getBigUint64(0)),
-    secure: !!get(SECURE, 0),
-  };
+  return { session: get(SESSION, 32)?.slice(), resume: count && getUint(count, 0, 8), secure: !!get(SECURE, 0) };
 }

@@ -1,8 +1,8 @@
 /**
- * `truflux`: the core of the JavaScript client. Frame codec and control payloads
- * (PROTOCOL.md §2–§4), std codes (§6), message ids (§5), MessagePack, and the transport
- * interface with its WebSocket adapter. Security is in `truflux/security`, file transfer
- * support in `truflux/files`, the Node transports in `truflux/node`.
+ * `truflux`: the core of the JavaScript client. The client itself (`connect`), the frame codec
+ * and control payloads (PROTOCOL.md §2–§4), std codes (§6), message ids (§5), MessagePack,
+ * and the transport interface with its WebSocket adapter. Security is in `truflux/security`,
+ * file transfer support in `truflux/files`, the Node transports in `truflux/node`.
  */
 
 export { Code, codeName, TrufluxError, type CodeName } from './code.js';
@@ -10,6 +10,7 @@ export {
   decodeExact,
   DEFAULT_MAX_PAYLOAD,
   encodeFrame,
+  frame,
   FrameError,
   header,
   HEADER_LEN,
@@ -27,6 +28,19 @@ export * from './control.js';
 export * from './ids.js';
 export * from './msgpack.js';
 export * from './transport.js';
-export { connect, type Client, type ClientOptions, type Codec, type FilesPlugin, type Link, type MessageContext, type Name, type OpeningIo, type SecurityConnection, type SecurityPlugin } from './client.js';
-export { engine, endsSession, type End, type Engine, type EngineOptions, type Files, type Out, type Sec } from './engine.js';
+export {
+  connect,
+  endsSession,
+  type Client,
+  type ClientOptions,
+  type Codec,
+  type Files,
+  type FilesPlugin,
+  type Link,
+  type MessageContext,
+  type Name,
+  type OpeningIo,
+  type Sec,
+  type SecurityPlugin,
+} from './client.js';
 export * from './hello.js';

@@ -85,10 +85,7 @@ export const SUBPROTOCOL = 'truflux';
 
 /** The close code sent on the wire for `code`: codes WebSocket forbids there (below 1000,
  * 1004–1006, 1015–2999, 5000 and up) are sent as `POLICY_VIOLATION`, as PROTOCOL.md §1 says. */
-export function wireCloseCode(code: number): number {
-  const allowed = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
-  return allowed ? code : POLICY_VIOLATION;
-}
+export const wireCloseCode = (code: number) => ((code > 999 && code < 1004) || (code > 1006 && code < 1015) || (code > 2999 && code < 5000) ? code : POLICY_VIOLATION);
 
 function closeSocket(ws: WebSocketLike, code: number, reason: string): void {
   try {
@@ -129,25 +126,18 @@ export function openWebSocket(create: () => WebSocketLike, events: TransportEven
         },
         send: (bytes) => ws.send(bytes),
         close: (code = NORMAL, reason = '') => closeSocket(ws, code, reason),
-        abort: () => (ws.terminate ? ws.terminate() : ws.close()),
+        // A browser cannot drop a WebSocket: it closes it, and the connection is over for us.
+        abort: () => (ws.close(), end(ABNORMAL, '')),
       });
     };
-    ws.onmessage = (event) => {
-      if (event.data instanceof ArrayBuffer) {
-        if (!ended) events.data(new Uint8Array(event.data));
-      } else {
-        // A text message is fatal UNSUPPORTED_DATA (PROTOCOL.md §1).
-        const error = new TrufluxError(UNSUPPORTED_DATA, 'a WebSocket text message');
-        closeSocket(ws, error.code, error.message);
-        end(error.code, error.message, error);
-      }
+    ws.onmessage = ({ data }) => {
+      // A text message is fatal UNSUPPORTED_DATA (PROTOCOL.md §1).
+      if (!(data instanceof ArrayBuffer)) closeSocket(ws, UNSUPPORTED_DATA, ''), end(UNSUPPORTED_DATA, '', new TrufluxError(UNSUPPORTED_DATA));
+      else if (!ended) events.data(new Uint8Array(data));
     };
     // An error is always followed by a close event; keep what it says (ws says why, browsers
     // do not) for that report.
     ws.onerror = (event) => (failure = event.error ?? event);
-    ws.onclose = (event) => {
-      if (open) end(event.code, event.reason, failure);
-      else reject(new TrufluxError(ABNORMAL, `WebSocket did not open: ${failure?.message ?? event.code}`));
-    };
+    ws.onclose = (event) => (open ? end(event.code, event.reason, failure) : reject(new TrufluxError(ABNORMAL, failure?.message)));
   });
 }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { bundle as browserBundle, BUNDLE } from '../scripts/bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -57,4 +58,13 @@ test('a page ships only what it uses: no files code without files, no stream spl
   // A page that only encodes MessagePack ships neither frames nor transports.
   const msgpackOnly = await bundle(`import { encode } from 'truflux'; globalThis.kept = encode;`);
   assert.doesNotMatch(msgpackOnly, /arraybuffer|FrameError|TFLX/);
+});
+
+test('the committed browser bundle (bundle/truflux.min.js) is what npm run bundle builds', async () => {
+  const fresh = await browserBundle();
+  const committed = existsSync(BUNDLE) ? readFileSync(BUNDLE, 'utf8') : '';
+  assert.ok(committed === fresh, 'the bundle is stale: run npm run bundle');
+  assert.doesNotMatch(fresh, /node:|require\(/, 'nothing from Node');
+  const exported = await import(new URL('../bundle/truflux.min.js', import.meta.url));
+  for (const name of ['connect', 'webSocket', 'security', 'files', 'Code', 'encode', 'decode']) assert.equal(typeof exported[name], name === 'Code' ? 'object' : 'function', name);
 });

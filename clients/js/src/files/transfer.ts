@@ -7,12 +7,11 @@
  */
 
 import { FILE_CANCELLED, FILE_DECLINED, FILE_FLOW_VIOLATION, FILE_INTEGRITY, FILE_IO, TOO_MANY_TRANSFERS, TrufluxError, UNKNOWN_TRANSFER } from '../code.js';
-import type { FilesPlugin, Link } from '../client.js';
-import { parseClose } from '../control.js';
-import { coded } from '../engine.js';
-import type { Frame } from '../frame.js';
+import type { Files as Connection, FilesPlugin, Link } from '../client.js';
+import { coded, parseClose, reasonBytes } from '../control.js';
+import { frame, type Frame } from '../frame.js';
 import { FILE_ABORT, FILE_ACCEPT, FILE_CHUNK, FILE_CREDIT, FILE_DONE, FILE_END, FILE_OFFER, FILE_PAUSE, FILE_REFUSE, FILE_RESUME } from '../kind.js';
-import { getUint, setUint, strict, utf8 } from '../octets.js';
+import { concat, getUint, hex, strict, uint } from '../octets.js';
 import { Sha256 } from './sha256.js';
 
 export interface FileOptions {
@@ -68,331 +67,256 @@ export interface Files extends FilesPlugin {
   send(source: Source, options?: { name?: string; size?: number }): Transfer;
 }
 
-const UNKNOWN = 2 ** 64 - 1;
-const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-const u32 = (n: number) => {
-  const b = new Uint8Array(4);
-  setUint(b, 0, n, 4);
-  return b;
-};
-
-function handle(id: number, name: string, size: number | undefined) {
+/** The parts every transfer has: events, the outcome, the hash of its content. */
+function transfer(id: number, name: string, size: number | undefined, end: (code: number, reason?: string) => void) {
   const listeners: Record<string, Listener[]> = {};
   let settle!: [(v: { size: number; sha256: string }) => void, (e: unknown) => void];
-  const done = new Promise<{ size: number; sha256: string }>((ok, no) => (settle = [ok, no]));
-  done.catch(() => {});
-  let over = false;
-  const h = {
+  const t = {
     id,
     name,
     size,
     bytes: 0,
-    done,
+    over: false,
+    sha: new Sha256(),
+    done: new Promise<{ size: number; sha256: string }>((ok, no) => (settle = [ok, no])),
     on(event: string, fn: Listener) {
       (listeners[event] ??= []).push(fn);
-      return h;
+      return t;
     },
     emit(event: string, ...args: any[]) {
       for (const fn of listeners[event] ?? []) fn(...args);
     },
-    finish(sha: Uint8Array) {
-      if (over) return;
-      over = true;
-      h.emit('finished', h.bytes, hex(sha));
-      settle[0]({ size: h.bytes, sha256: hex(sha) });
+    /** Ends the transfer: finished with a SHA-256, or failed with a code. */
+    settle(code: number | Uint8Array, reason = '') {
+      if (t.over) return;
+      t.over = true;
+      if (typeof code == 'number') t.emit('failed', code, reason), settle[1](new TrufluxError(code, reason, id));
+      else t.emit('finished', t.bytes, hex(code)), settle[0]({ size: t.bytes, sha256: hex(code) });
     },
-    fail(code: number, reason: string) {
-      if (over) return;
-      over = true;
-      h.emit('failed', code, reason);
-      settle[1](new TrufluxError(code, reason));
-    },
-    get over() {
-      return over;
-    },
-    cancel() {},
+    cancel: () => end(FILE_CANCELLED),
   };
-  return h;
+  t.done.catch(() => {});
+  return t;
 }
 
-/** An async iterator of octets from any source. */
-function chunks(source: Source): AsyncIterator<Uint8Array> {
-  const s = 'stream' in source ? source.stream() : source;
-  if ('getReader' in s) {
-    const reader = s.getReader();
-    return { next: () => reader.read() as Promise<IteratorResult<Uint8Array>>, return: async () => (reader.cancel(), { done: true, value: undefined }) };
+/** The frames' code and reason, or `FILE_CANCELLED` when they do not parse. */
+const why = (f: Frame) => {
+  try {
+    return parseClose(f.payload);
+  } catch {
+    return { code: FILE_CANCELLED, reason: '' };
   }
-  return s[Symbol.asyncIterator]();
-}
-
-/** A sink collecting a Blob of at most `limit` octets. */
-function blobSink(limit: number) {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  let blob: Blob | undefined;
-  return {
-    write(c: Uint8Array) {
-      if ((n += c.length) > limit) throw new TrufluxError(FILE_IO, 'over the Blob limit');
-      parts.push(c.slice());
-    },
-    close() {
-      blob = new Blob(parts as BlobPart[]);
-    },
-    get blob() {
-      return blob;
-    },
-  };
-}
+};
 
 export function files(options: FileOptions = {}): Files {
-  const chunk = options.chunk ?? 0x10000;
   const window = options.window ?? 0x40000;
   let link: Link | undefined;
   let out = new Map<number, ReturnType<typeof outgoing>>();
   let inc = new Map<number, ReturnType<typeof incoming>>();
   let nextId = 0;
-  /** Chunks and ends read ahead, one per transfer at most, for the engine to pull. */
+  /** Chunks and ends read ahead, one per transfer at most, for the client to pull. */
   let ready: Frame[] = [];
 
   const ctl = (f: Frame) => {
-    link?.engine.ctl(f);
+    link?.ctl(f);
     link?.flush();
   };
 
   function outgoing(source: Source, name: string, size: number | undefined) {
     const id = nextId;
-    nextId = (nextId + 1) & 0x7fffffff;
-    const h = handle(id, name, size);
-    const it = chunks(source);
-    const sha = new Sha256();
+    const s = 'stream' in source ? source.stream() : source;
+    const reader: any = 'getReader' in s ? s.getReader() : s[Symbol.asyncIterator]();
     let credit = 0;
     let paused = false;
     let reading = false;
     let left: Uint8Array | undefined;
-    let ended = false;
     let digest: Uint8Array | undefined;
-    const end = (code: number, reason: string, tell?: boolean) => {
+    /** Ends the transfer; `tell`: the receiver hears it in a `FILE_ABORT`. */
+    const end = (code: number, reason?: string, tell = true) => {
+      if (t.over) return;
       if (tell) ctl(coded(FILE_ABORT, id, code, reason));
       out.delete(id);
-      ready = ready.filter((f) => f.id !== id);
-      it.return?.();
-      h.fail(code, reason);
+      ready = ready.filter((f) => f.id != id);
+      Promise.resolve('cancel' in reader ? reader.cancel() : reader.return?.()).catch(() => {});
+      t.settle(code, reason);
     };
-    /** Reads the next chunk within the credit, unless one waits or we may not. */
-    const read = async () => {
-      if (reading || ended || paused || credit <= 0 || ready.some((f) => f.id === id) || h.over) return;
-      reading = true;
-      try {
-        let c = left;
-        left = undefined;
-        if (!c) {
-          const r = await it.next();
-          if (r.done) {
-            ended = true;
-            if (size !== undefined && h.bytes !== size) return end(FILE_INTEGRITY, 'the source is shorter than announced', true);
-            const p = new Uint8Array(40);
-            setUint(p, 0, h.bytes, 8);
-            p.set((digest = sha.digest()), 8);
-            ready.push({ kind: FILE_END, id, payload: p });
-            return link?.flush();
+    const t = Object.assign(transfer(id, name, size, end), {
+      /** Reads the next chunk within the credit, unless one waits or we may not. */
+      async read() {
+        if (reading || digest || paused || credit <= 0 || t.over || ready.some((f) => f.id == id)) return;
+        reading = true;
+        try {
+          const c = left ?? (await reader.read()).value;
+          if (!c) {
+            if (size != null && t.bytes != size) return end(FILE_INTEGRITY);
+            ready.push(frame(FILE_END, concat([uint(t.bytes, 8), (digest = t.sha.digest())]), id));
+          } else {
+            const n = Math.min(c.length, credit, options.chunk ?? 0x10000);
+            left = n < c.length ? c.subarray(n) : undefined;
+            if (size != null && t.bytes + n > size) return end(FILE_INTEGRITY);
+            credit -= n;
+            t.bytes += n;
+            t.sha.update(c.subarray(0, n));
+            ready.push(frame(FILE_CHUNK, c.slice(0, n), id));
+            t.emit('progress', t.bytes);
           }
-          c = r.value;
+          link?.flush();
+        } catch (e: any) {
+          end(FILE_IO, e?.message);
+        } finally {
+          reading = false;
         }
-        const n = Math.min(c.length, credit, chunk);
-        if (n < c.length) left = c.subarray(n);
-        const piece = c.subarray(0, n);
-        if (size !== undefined && h.bytes + n > size) return end(FILE_INTEGRITY, 'the source is longer than announced', true);
-        credit -= n;
-        h.bytes += n;
-        sha.update(piece);
-        ready.push({ kind: FILE_CHUNK, id, payload: piece.slice() });
-        h.emit('progress', h.bytes);
-        link?.flush();
-      } catch (error: any) {
-        end(FILE_IO, `reading the source: ${error?.message ?? error}`, true);
-      } finally {
-        reading = false;
-      }
-    };
-    const t = Object.assign(h, {
-      read,
-      cancel: () => !h.over && end(FILE_CANCELLED, 'cancelled by the sender', true),
+      },
       frame(f: Frame) {
         const k = f.kind;
-        if (k === FILE_ACCEPT || k === FILE_CREDIT) {
-          if (f.payload.length !== 4) return end(FILE_FLOW_VIOLATION, 'malformed credit', true);
-          if (k === FILE_ACCEPT) h.emit('accepted');
+        if (k == FILE_ACCEPT || k == FILE_CREDIT) {
+          if (f.payload.length != 4) return end(FILE_FLOW_VIOLATION);
+          if (k == FILE_ACCEPT) t.emit('accepted');
           credit += getUint(f.payload, 0, 4);
-        } else if (k === FILE_PAUSE || k === FILE_RESUME) {
-          paused = k === FILE_PAUSE;
-          h.emit(paused ? 'paused' : 'resumed');
-        } else if (k === FILE_DONE) {
+        } else if (k == FILE_PAUSE || k == FILE_RESUME) t.emit((paused = k == FILE_PAUSE) ? 'paused' : 'resumed');
+        else if (k == FILE_DONE) {
           out.delete(id);
-          if (digest && hex(f.payload) === hex(digest)) h.finish(f.payload);
-          else h.fail(FILE_INTEGRITY, 'the receiver confirmed another hash');
-          return;
-        } else {
-          let r = { code: FILE_CANCELLED, reason: 'ended by the receiver' };
-          try {
-            r = parseClose(f.payload);
-          } catch {}
-          return end(r.code, r.reason);
+          return digest && hex(f.payload) == hex(digest) ? t.settle(f.payload) : t.settle(FILE_INTEGRITY);
+        } else return end(why(f).code, why(f).reason, false);
+        t.read();
+      },
+    });
+    // An async iterator reads through `read` as a reader does.
+    if (!('read' in reader)) reader.read = reader.next;
+    nextId = (nextId + 1) & 0x7fffffff;
+    return t;
+  }
+
+  function incoming(id: number, name: string, size: number | undefined) {
+    let sink: Sink | undefined;
+    let parts: Uint8Array[] | undefined;
+    let blob: Blob | undefined;
+    let credit = 0;
+    let paused = false;
+    let withheld = 0;
+    let writing: Promise<unknown> = Promise.resolve();
+    /** Ends the transfer; `tell`: the sender hears it in a `FILE_REFUSE`. */
+    const end = (code: number, reason?: string, tell = true) => {
+      if (t.over) return;
+      inc.delete(id);
+      if (tell) ctl(coded(FILE_REFUSE, id, code, reason));
+      new Promise((ok) => ok(sink?.abort?.(reason))).catch(() => {});
+      t.settle(code, reason);
+    };
+    const grant = (n: number, kind = FILE_CREDIT) => {
+      credit += n;
+      ctl(frame(kind, uint(n, 4), id));
+    };
+    const t = Object.assign(transfer(id, name, size, end), {
+      accept(s?: Sink | WritableStream<Uint8Array>) {
+        if (!sink && !t.over) {
+          // A Blob collects at most the blob limit.
+          const limit = options.blobLimit ?? 0x4000000;
+          sink = s ? ('getWriter' in s ? s.getWriter() : s) : { write: (c) => ((parts ??= []).push(c), t.bytes > limit && Promise.reject(Error('blob limit'))), close: () => (blob = new Blob(parts as BlobPart[])) };
+          grant(window, FILE_ACCEPT);
         }
-        read();
+        return t;
+      },
+      decline(reason?: string) {
+        if (!sink) end(FILE_DECLINED, reason);
+      },
+      pause() {
+        if (!paused && sink && !t.over) ctl(frame(FILE_PAUSE, undefined, id)), t.emit((paused = true) && 'paused');
+      },
+      resume() {
+        if (paused && !t.over) {
+          paused = false;
+          ctl(frame(FILE_RESUME, undefined, id));
+          if (withheld) grant(withheld);
+          withheld = 0;
+          t.emit('resumed');
+        }
+      },
+      blob: () => blob,
+      frame(f: Frame) {
+        const p = f.payload;
+        const n = p.length;
+        if (f.kind == FILE_ABORT) return end(why(f).code, why(f).reason, false);
+        if (!sink || (f.kind == FILE_CHUNK && n > credit)) return end(FILE_FLOW_VIOLATION);
+        if (f.kind == FILE_CHUNK) {
+          if (size != null && t.bytes + n > size) return end(FILE_INTEGRITY);
+          credit -= n;
+          t.bytes += n;
+          t.sha.update(p);
+          // Writes run one after the other; credit returns as each completes.
+          const bytes = p.slice();
+          const at = t.bytes;
+          writing = writing.then(async () => {
+            if (t.over) return;
+            await sink!.write(bytes);
+            t.emit('progress', at);
+            if (paused) withheld += n;
+            else if (!t.over) grant(n);
+          });
+        } else {
+          // FILE_END: size and SHA-256 against what arrived.
+          const digest = t.sha.digest();
+          if (n != 40 || getUint(p, 0, 8) != t.bytes || (size != null && size != t.bytes) || hex(p.subarray(8)) != hex(digest)) return end(FILE_INTEGRITY);
+          writing = writing.then(async () => {
+            if (t.over) return;
+            await sink!.close?.();
+            inc.delete(id);
+            ctl(frame(FILE_DONE, digest, id));
+            t.settle(digest);
+          });
+        }
+        writing.catch((e) => end(FILE_IO, e?.message));
       },
     });
     return t;
   }
 
-  function incoming(id: number, name: string, size: number | undefined) {
-    const h = handle(id, name, size);
-    const sha = new Sha256();
-    let sink: Sink | undefined;
-    let blob: ReturnType<typeof blobSink> | undefined;
-    let credit = 0;
-    let paused = false;
-    let withheld = 0;
-    let writing = Promise.resolve();
-    let accepted = false;
-    const grant = (n: number) => {
-      credit += n;
-      ctl({ kind: FILE_CREDIT, id, payload: u32(n) });
-    };
-    const end = (code: number, reason: string, tell: boolean) => {
-      inc.delete(id);
-      if (tell) ctl(coded(FILE_REFUSE, id, code, reason));
-      Promise.resolve(sink?.abort?.(reason)).catch(() => {});
-      h.fail(code, reason);
-    };
-    const offer = Object.assign(h, {
-      accept(s?: Sink | WritableStream<Uint8Array>) {
-        if (accepted || h.over) return offer;
-        accepted = true;
-        sink = s ? ('getWriter' in s ? s.getWriter() : s) : (blob = blobSink(options.blobLimit ?? 0x4000000));
-        credit = window;
-        ctl({ kind: FILE_ACCEPT, id, payload: u32(window) });
-        return offer;
-      },
-      decline(reason = 'declined') {
-        if (!accepted && !h.over) end(FILE_DECLINED, reason, true);
-      },
-      pause() {
-        if (!paused && accepted && !h.over) {
-          paused = true;
-          ctl({ kind: FILE_PAUSE, id, payload: new Uint8Array(0) });
-          h.emit('paused');
-        }
-      },
-      resume() {
-        if (paused && !h.over) {
-          paused = false;
-          ctl({ kind: FILE_RESUME, id, payload: new Uint8Array(0) });
-          if (withheld) grant(withheld);
-          withheld = 0;
-          h.emit('resumed');
-        }
-      },
-      cancel: () => !h.over && end(FILE_CANCELLED, 'cancelled by the receiver', true),
-      blob: () => blob?.blob,
-      frame(f: Frame) {
-        const k = f.kind;
-        if (k === FILE_ABORT) {
-          let r = { code: FILE_CANCELLED, reason: 'ended by the sender' };
-          try {
-            r = parseClose(f.payload);
-          } catch {}
-          return end(r.code, r.reason, false);
-        }
-        if (!accepted) return end(FILE_FLOW_VIOLATION, 'content before acceptance', true);
-        if (k === FILE_CHUNK) {
-          const n = f.payload.length;
-          if (n > credit) return end(FILE_FLOW_VIOLATION, 'more than the credit', true);
-          if (size !== undefined && h.bytes + n > size) return end(FILE_INTEGRITY, 'more content than announced', true);
-          credit -= n;
-          h.bytes += n;
-          sha.update(f.payload);
-          // Writes run one after the other; credit returns as each completes.
-          const bytes = f.payload.slice();
-          writing = writing.then(async () => {
-            if (h.over) return;
-            await sink!.write(bytes);
-            h.emit('progress', h.bytes);
-            if (paused) withheld += n;
-            else if (!h.over) grant(n);
-          });
-          writing.catch((e) => end(FILE_IO, `writing: ${e?.message ?? e}`, true));
-          return;
-        }
-        // FILE_END: size and SHA-256 against what arrived.
-        const digest = hex(sha.digest());
-        if (f.payload.length !== 40 || getUint(f.payload, 0, 8) !== h.bytes || (size !== undefined && size !== h.bytes) || hex(f.payload.subarray(8)) !== digest) {
-          return end(FILE_INTEGRITY, 'size or SHA-256 does not match', true);
-        }
-        writing.then(async () => {
-          if (h.over) return;
-          await sink!.close?.();
-          inc.delete(id);
-          const d = f.payload.slice(8);
-          ctl({ kind: FILE_DONE, id, payload: d });
-          h.finish(d);
-        }).catch((e) => end(FILE_IO, `storing: ${e?.message ?? e}`, true));
-      },
-    });
-    return offer;
-  }
-
-  const plugin: Files = {
-    connect(l) {
+  return {
+    connect(l): Connection {
       link = l;
       return {
         frame(f) {
-          const k = f.kind;
-          if (k === FILE_OFFER) {
-            if (inc.has(f.id)) return l.emit('error', new TrufluxError(FILE_FLOW_VIOLATION, `transfer ${f.id} offered twice`));
-            const n = f.payload.length >= 8 && f.payload.length <= 1032 ? getUint(f.payload, 0, 8) : -1;
-            let name: string | undefined;
+          const { kind: k, id, payload: p } = f;
+          let name: string | undefined;
+          if (k == FILE_OFFER) {
             try {
-              name = strict.decode(f.payload.subarray(8));
+              name = strict.decode(p.subarray(8));
             } catch {}
-            if (n < 0 || name === undefined) return ctl(coded(FILE_REFUSE, f.id, FILE_FLOW_VIOLATION, 'malformed offer'));
-            if (inc.size >= (options.maxIncoming ?? 8)) return ctl(coded(FILE_REFUSE, f.id, TOO_MANY_TRANSFERS, 'too many transfers'));
-            const offer = incoming(f.id, name, n >= UNKNOWN ? undefined : n);
-            inc.set(f.id, offer);
-            l.emit('file', offer);
-            return;
+            if (inc.has(id)) return l.emit('error', new TrufluxError(FILE_FLOW_VIOLATION, '', id));
+            if (p.length < 8 || p.length > 1032 || name == null) return ctl(coded(FILE_REFUSE, id, FILE_FLOW_VIOLATION));
+            if (inc.size >= (options.maxIncoming ?? 8)) return ctl(coded(FILE_REFUSE, id, TOO_MANY_TRANSFERS));
+            const size = getUint(p, 0, 8);
+            const offer = incoming(id, name, size < 2 ** 64 - 1 ? size : undefined);
+            inc.set(id, offer);
+            return l.emit('file', offer);
           }
-          const t = k < FILE_ACCEPT ? inc.get(f.id) : out.get(f.id);
+          const t = k < FILE_ACCEPT ? inc.get(id) : out.get(id);
           if (t) return t.frame(f);
-          l.emit('error', new TrufluxError(UNKNOWN_TRANSFER, `file frame for unknown transfer ${f.id}`));
+          l.emit('error', new TrufluxError(UNKNOWN_TRANSFER, '', id));
         },
         pull() {
           const f = ready.shift();
           if (f) queueMicrotask(() => out.get(f.id)?.read());
           return f;
         },
+        end(code, reason) {
+          const all = [...out.values(), ...inc.values()];
+          out = new Map();
+          inc = new Map();
+          ready = [];
+          for (const t of all) t.settle(code, reason);
+        },
       };
     },
-    end(code, reason) {
-      const all = [...out.values(), ...inc.values()];
-      out = new Map();
-      inc = new Map();
-      ready = [];
-      for (const t of all) t.fail(code, `connection ended: ${reason}`);
-    },
     send(source, o = {}) {
-      const size = o.size ?? ('size' in source ? (source as Blob).size : undefined);
-      const name = o.name ?? ((source as File).name || 'file');
-      const t = outgoing(source, name, size);
+      const size = o.size ?? (source as Blob).size;
+      const name = reasonBytes(o.name ?? ((source as File).name || 'file'), 1024);
+      if (!link) throw new TrufluxError(FILE_IO);
+      const t = outgoing(source, strict.decode(name), size);
+      link.push(frame(FILE_OFFER, concat([size == null ? new Uint8Array(8).fill(255) : uint(size, 8), name]), t.id));
       out.set(t.id, t);
-      const p = new Uint8Array(8 + Math.min(utf8.encode(name).length, 1024));
-      if (size === undefined) p.fill(255, 0, 8);
-      else setUint(p, 0, size, 8);
-      p.set(utf8.encode(name).subarray(0, 1024), 8);
-      if (!link) throw new TrufluxError(FILE_IO, 'not connected');
-      link.engine.push({ kind: FILE_OFFER, id: t.id, payload: p });
       link.flush();
       return t;
     },
   };
-  return plugin;
 }

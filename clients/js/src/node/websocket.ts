@@ -42,6 +42,12 @@ export function nodeWebSocket(url: string | URL, options: NodeWebSocketOptions =
     // ws ends such a connection itself, with 1009 to the peer; the engine hears why.
     const close = (code: number, reason: string, error?: any) =>
       events.close(error?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? MESSAGE_TOO_BIG : code, reason, error);
-    return openWebSocket(() => new Socket(String(url), [...protocols, ...extra], init), { data: (frame) => events.data(frame), close });
+    let socket: any;
+    const t = await openWebSocket(() => (socket = new Socket(String(url), [...protocols, ...extra], init)), { data: (frame) => events.data(frame), close });
+    // ws drops a connection at once (a browser can only close it), and reads on demand:
+    // pausing it bounds what waits to be processed.
+    t.abort = () => (socket.terminate ? socket.terminate() : socket.close());
+    if (socket.pause) t.pause = (on) => (on ? socket.pause() : socket.resume());
+    return t;
   };
 }

@@ -5,19 +5,13 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
 import { WebSocketServer } from 'ws';
 import { PROTOCOL_MD } from '../support/files.js';
+import { browserPage, serveFiles } from './chromium.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 async function pageScript() {
@@ -41,11 +35,7 @@ async function serve(script) {
     '/page.js': ['text/javascript', script],
     '/PROTOCOL.md': ['text/markdown; charset=utf-8', readFileSync(PROTOCOL_MD, 'utf8')],
   };
-  const server = createServer((request, response) => {
-    const file = files[request.url];
-    response.writeHead(file ? 200 : 404, { 'content-type': file ? file[0] : 'text/plain' });
-    response.end(file ? file[1] : 'not found');
-  });
+  const { server, url, close } = await serveFiles(files);
   const wss = new WebSocketServer({ server, path: '/truflux', handleProtocols: (offered) => (offered.has('truflux') ? 'truflux' : false) });
   wss.on('connection', (socket) => {
     socket.on('message', (data, isBinary) => {
@@ -54,30 +44,20 @@ async function serve(script) {
       else socket.send(data, { binary: isBinary });
     });
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
   return {
-    url: `http://127.0.0.1:${server.address().port}/`,
+    url,
     close() {
       for (const client of wss.clients) client.terminate();
       wss.close();
-      server.close();
+      close();
     },
   };
 }
 
 test('the library in Chromium', async (t) => {
   const site = await serve(await pageScript());
-  const profile = mkdtempSync(join(tmpdir(), 'truflux-chromium-'));
-  t.after(() => {
-    site.close();
-    rmSync(profile, { recursive: true, force: true });
-  });
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e));
+  t.after(() => site.close());
+  const { page, errors } = await browserPage(t);
   await page.goto(site.url);
   await page.waitForFunction(() => typeof window.checks === 'function');
   const results = await page.evaluate(() => window.checks());

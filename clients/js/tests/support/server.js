@@ -8,12 +8,12 @@ import { fileURLToPath } from 'node:url';
 
 export const INTEROP = fileURLToPath(new URL('../../../../target/debug/examples/interop', import.meta.url));
 
-/** Starts the server with `args`; resolves with its addresses, fingerprint and `stop()`. */
-export async function startServer(args = [], { tcp = '127.0.0.1:0', ws = '127.0.0.1:0' } = {}) {
-  if (!existsSync(INTEROP)) {
-    throw new Error(`${INTEROP} is missing: build it with \`cargo build --example interop\` in the repository root`);
+/** Starts the server (`binary`, the debug build by default) with `args`; resolves with its addresses, fingerprint and `stop()`. */
+export async function startServer(args = [], { tcp = '127.0.0.1:0', ws = '127.0.0.1:0', binary = INTEROP } = {}) {
+  if (!existsSync(binary)) {
+    throw new Error(`${binary} is missing: build it with \`cargo build --example interop\` in the repository root`);
   }
-  const child = spawn(INTEROP, ['--tcp', tcp, '--ws', ws, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(binary, ['--tcp', tcp, '--ws', ws, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let errors = '';
   child.stderr.on('data', (d) => (errors += d));
   const line = await new Promise((resolve, reject) => {
