@@ -3,13 +3,17 @@
 //! ```sh
 //! cargo run --example interop -- --tcp 127.0.0.1:0 --ws 127.0.0.1:0 \
 //!     [--key FILE] [--token SECRET] [--files DIR] [--required] [--plain-resume] \
-//!     [--resume-window-ms N] [--heartbeat-ms N] [--heartbeat-timeout-ms N]
+//!     [--resume-window-ms N] [--heartbeat-ms N] [--heartbeat-timeout-ms N] \
+//!     [--tls-dir DIR --tls-tcp ADDR --wss ADDR]          # feature tls
 //! cargo run --example interop -- client ADDR [--name NAME] [--token SECRET] [--pin HEX]
 //! ```
 //!
 //! The server prints one JSON line when it is ready: `{"tcp":"…","ws":"ws://…/truflux",
 //! "fingerprint":"…"}` (the fingerprint of `--key`, generated there if the file does not
-//! exist; `null` without a key). Its messages, all MessagePack by name unless said otherwise:
+//! exist; `null` without a key). With `--tls-dir`, it makes a test CA and a certificate for
+//! `localhost` and `127.0.0.1` signed by it, writes `DIR/ca.pem`, `DIR/cert.pem` and
+//! `DIR/key.pem`, listens for TLS over TCP on `--tls-tcp` and for `wss://` on `--wss`, and the
+//! line adds `"tls":"…","wss":"wss://…/truflux","ca":"DIR/ca.pem"`. Its messages, all MessagePack by name unless said otherwise:
 //!
 //! | name | what the server does |
 //! |---|---|
@@ -206,6 +210,9 @@ struct Options {
     heartbeat_timeout: Option<Duration>,
     name: String,
     pin: Option<String>,
+    tls_dir: Option<PathBuf>,
+    tls_tcp: Option<String>,
+    wss: Option<String>,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -222,6 +229,9 @@ fn options(args: &[String]) -> Result<Options, String> {
         heartbeat_timeout: None,
         name: "rust".into(),
         pin: None,
+        tls_dir: None,
+        tls_tcp: None,
+        wss: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -244,6 +254,9 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--heartbeat-timeout-ms" => o.heartbeat_timeout = Some(ms(value()?)?),
             "--name" => o.name = value()?,
             "--pin" => o.pin = Some(value()?),
+            "--tls-dir" => o.tls_dir = Some(value()?.into()),
+            "--tls-tcp" => o.tls_tcp = Some(value()?),
+            "--wss" => o.wss = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -440,6 +453,14 @@ async fn serve(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = &o.ws {
         builder = builder.ws(addr.clone(), "/truflux");
     }
+    let ca = match &o.tls_dir {
+        Some(dir) => {
+            let (with_tls, ca) = tls::listen(builder, dir, &o)?;
+            builder = with_tls;
+            Some(ca)
+        }
+        None => None,
+    };
     if let Some(token) = o.token.clone() {
         builder = builder.authenticate(move |request: AuthRequest| {
             let ok = truflux::auth::tokens_match(request.token.as_str(), &token);
@@ -458,11 +479,28 @@ async fn serve(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move { receive_file(peer, offer, dir, transfers).await });
     });
     let server = builder.start().await?;
-    let tcp = o.tcp.as_ref().map(|_| server.local_addrs()[0].to_string());
-    let ws = server.ws_urls().first().cloned();
+    // Listeners are numbered in the order they were given: TCP, then TLS; ws, then wss.
+    let (addrs, urls) = (server.local_addrs(), server.ws_urls());
+    let tcp = o.tcp.as_ref().map(|_| addrs[0].to_string());
+    let ws = o.ws.as_ref().map(|_| urls[0].clone());
+    let tls = o
+        .tls_tcp
+        .as_ref()
+        .and_then(|_| addrs.last())
+        .map(|a| a.to_string());
+    let wss = o.wss.as_ref().and_then(|_| urls.last().cloned());
     let quoted = |v: Option<String>| v.map_or("null".to_string(), |v| format!("{v:?}"));
+    let tls_fields = match ca {
+        Some(ca) => format!(
+            ",\"tls\":{},\"wss\":{},\"ca\":{}",
+            quoted(tls),
+            quoted(wss),
+            quoted(Some(ca.display().to_string()))
+        ),
+        None => String::new(),
+    };
     println!(
-        "{{\"tcp\":{},\"ws\":{},\"fingerprint\":{}}}",
+        "{{\"tcp\":{},\"ws\":{},\"fingerprint\":{}{tls_fields}}}",
         quoted(tcp),
         quoted(ws),
         quoted(fingerprint)
@@ -470,6 +508,50 @@ async fn serve(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     tokio::signal::ctrl_c().await?;
     server.close(Code::GOING_AWAY, "server shutting down").await;
     Ok(())
+}
+
+#[cfg(feature = "tls")]
+#[path = "support/certs.rs"]
+#[allow(dead_code)] // tests use the rest
+mod certs;
+
+/// `--tls-dir`: a test CA, a certificate for this machine, and the TLS listeners.
+mod tls {
+    use std::path::{Path, PathBuf};
+
+    use truflux::ServerBuilder;
+
+    /// Adds the TLS listeners; returns the path of the CA certificate clients should trust.
+    #[cfg(feature = "tls")]
+    pub fn listen(
+        mut builder: ServerBuilder,
+        dir: &Path,
+        o: &super::Options,
+    ) -> Result<(ServerBuilder, PathBuf), Box<dyn std::error::Error>> {
+        let ca = super::certs::TestCa::new("truflux interop test CA")?;
+        let leaf = ca.leaf(&["localhost", "127.0.0.1"])?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("ca.pem"), ca.pem())?;
+        std::fs::write(dir.join("cert.pem"), &leaf.cert_pem)?;
+        std::fs::write(dir.join("key.pem"), &leaf.key_pem)?;
+        let config = truflux::tls::server_config_from_pem(dir.join("cert.pem"), dir.join("key.pem"))?;
+        if let Some(addr) = &o.tls_tcp {
+            builder = builder.tls(addr.clone(), config.clone());
+        }
+        if let Some(addr) = &o.wss {
+            builder = builder.wss(addr.clone(), "/truflux", config);
+        }
+        Ok((builder, dir.join("ca.pem")))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    pub fn listen(
+        _: ServerBuilder,
+        _: &Path,
+        _: &super::Options,
+    ) -> Result<(ServerBuilder, PathBuf), Box<dyn std::error::Error>> {
+        Err("--tls-dir needs the tls feature (cargo run --features tls --example interop)".into())
+    }
 }
 
 async fn receive_file(peer: Peer, offer: truflux::file::FileOffer, dir: Option<PathBuf>, transfers: Shared) {

@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Rust: cargo test --workspace --all-features"
+features=$(scripts/features.sh)
+echo "== Rust: cargo test --workspace --features $features"
 # Also builds the examples the JavaScript tests run against (target/debug/examples/interop).
-cargo test --workspace --all-features
+cargo test --workspace --features "$features"
 
 echo "== JavaScript: npm ci"
 command -v node >/dev/null || { echo "node is missing (Node 20 or later)"; exit 1; }

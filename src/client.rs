@@ -97,6 +97,8 @@ pub struct ClientBuilder {
     hooks: ClientHooks,
     token: Option<Token>,
     carrier: TokenCarrier,
+    #[cfg(feature = "tls-base")]
+    tls: Option<Arc<crate::tls::rustls::ClientConfig>>,
 }
 
 impl ClientBuilder {
@@ -202,11 +204,51 @@ impl ClientBuilder {
         self.open(dial, true).await
     }
 
-    /// Connects over WebSocket to a `ws://host:port/path` URL (offering the `truflux`
-    /// subprotocol) and completes the opening, within `connect_timeout`. `wss://` is not
-    /// supported yet. A refused token (`401`) yields [`Error::Unauthorized`].
+    /// The TLS config of [`connect_tls`](Self::connect_tls) and `wss://` URLs (feature
+    /// `tls`): its root store decides which servers are trusted
+    /// ([`truflux::tls::client_config`](crate::tls::client_config)). Without it, feature
+    /// `tls-webpki-roots` trusts Mozilla's roots; otherwise connecting is a config error.
+    /// An ALPN list left empty gets the transport's (`truflux`, or `http/1.1` for `wss://`).
+    #[cfg(feature = "tls-base")]
+    pub fn tls(mut self, config: Arc<crate::tls::rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Connects over TLS over TCP (feature `tls`), checking that the server's certificate is
+    /// valid for `server_name` (a DNS name or an IP address), and completes the opening, all
+    /// within `connect_timeout`. A certificate that is not trusted, not for this name or
+    /// expired yields [`Error::Tls`] with code `UNTRUSTED_SERVER`, and a reconnecting client
+    /// gives up on it rather than retrying.
+    #[cfg(feature = "tls-base")]
+    pub async fn connect_tls(self, addr: impl ToSocketAddrs, server_name: &str) -> Result<Client, Error> {
+        let tls = crate::tls::Dial::new(self.tls.as_ref(), crate::tls::ALPN_TCP, server_name)?;
+        let config = &self.config.connection;
+        let (nodelay, max_payload) = (config.nodelay, config.max_payload);
+        let addrs: Arc<[std::net::SocketAddr]> = tokio::net::lookup_host(addr).await?.collect();
+        let dial = move |_keyed: bool| {
+            let (addrs, tls) = (addrs.clone(), tls.clone());
+            async move {
+                let stream = TcpStream::connect(&addrs[..]).await?;
+                stream.set_nodelay(nodelay)?;
+                let (local, remote) = (stream.local_addr()?, stream.peer_addr()?);
+                let mut info = PeerInfo::new(local, remote, crate::transport::TransportKind::Tcp);
+                info.tls = true;
+                let stream = tls.connect(stream).await?;
+                Ok::<_, Error>(TcpTransport::over(stream, info, max_payload))
+            }
+        };
+        self.open(dial, true).await
+    }
+
+    /// Connects over WebSocket to a `ws://host:port/path` URL, or `wss://` with feature `tls`
+    /// (see [`tls`](Self::tls)), offering the `truflux` subprotocol, and completes the
+    /// opening, within `connect_timeout`. A refused token (`401`) yields
+    /// [`Error::Unauthorized`]; a certificate problem, [`Error::Tls`] as for
+    /// [`connect_tls`](Self::connect_tls).
     pub async fn connect_ws(self, url: &str) -> Result<Client, Error> {
         let target = crate::ws::client::Target::parse(url)?;
+        let tls = self.ws_tls(&target)?;
         let config = &self.config.connection;
         let upgrade = crate::ws::client::Upgrade {
             target,
@@ -215,6 +257,7 @@ impl ClientBuilder {
             nodelay: config.nodelay,
             max_payload: config.max_payload,
             read_buffer: config.ws_read_buffer,
+            tls,
         };
         let upgrade = Arc::new(upgrade);
         let dial = move |keyed: bool| {
@@ -223,6 +266,20 @@ impl ClientBuilder {
         };
         let hello_token = self.carrier == TokenCarrier::Hello;
         self.open(dial, hello_token).await
+    }
+
+    #[cfg(feature = "tls-base")]
+    fn ws_tls(&self, target: &crate::ws::client::Target) -> Result<Option<crate::ws::client::Tls>, Error> {
+        let alpn = crate::tls::ALPN_WS;
+        target
+            .secure
+            .then(|| crate::tls::Dial::new(self.tls.as_ref(), alpn, &target.host))
+            .transpose()
+    }
+
+    #[cfg(not(feature = "tls-base"))]
+    fn ws_tls(&self, _: &crate::ws::client::Target) -> Result<Option<crate::ws::client::Tls>, Error> {
+        Ok(None)
     }
 
     /// Connects with `dial`, then starts the connection and, with reconnection on, the task
@@ -601,6 +658,8 @@ impl Client {
             hooks: ClientHooks::default(),
             token: None,
             carrier: TokenCarrier::default(),
+            #[cfg(feature = "tls-base")]
+            tls: None,
         }
     }
 

@@ -373,6 +373,14 @@ pub enum ConfigError {
     /// A file name with nothing usable left once directories are stripped.
     #[error("the offered name has no usable file name")]
     FileName,
+    /// A TLS certificate, key or config that could not be used.
+    #[error("TLS {what}: {problem}")]
+    Tls {
+        /// What was being loaded or built.
+        what: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A metrics recorder could not be installed (another one is).
     #[error("the metrics recorder could not be installed: {0}")]
     Recorder(String),
@@ -458,6 +466,10 @@ pub enum Error {
     /// A room operation was refused (a name or count limit).
     #[error(transparent)]
     Room(#[from] crate::server::RoomError),
+    /// The TLS handshake failed (feature `tls`).
+    #[cfg(feature = "tls-base")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The peer sent faster than its rate limit allows
     /// ([`RatePolicy::Close`](crate::RatePolicy::Close)).
     #[error("the peer exceeded its {0} rate limit")]
@@ -492,6 +504,8 @@ impl Error {
             Error::RequestTimeout(_) => Code::REQUEST_TIMEOUT,
             Error::File(error) => error.code,
             Error::Room(_) | Error::RateLimited(_) => Code::POLICY_VIOLATION,
+            #[cfg(feature = "tls-base")]
+            Error::Tls(error) => error.code(),
         }
     }
 }

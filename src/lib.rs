@@ -52,6 +52,8 @@ pub mod security;
 mod server;
 mod session;
 mod setters;
+#[cfg(feature = "tls-base")]
+pub mod tls;
 mod transport;
 pub mod ws;
 

@@ -80,6 +80,7 @@ impl Endpoint {
             remote: unknown,
         });
         let mut info = PeerInfo::new(addrs.local, addrs.remote, TransportKind::WebSocket);
+        info.tls = request.extensions().get::<OverTls>().is_some();
         let headers = request.headers();
         let origin = headers.get(http::header::ORIGIN);
         if !upgrade::origin_allowed(self.server.allowed_origins(), origin) {
@@ -352,15 +353,24 @@ where
     }
 }
 
-/// Serves one accepted TCP connection as HTTP/1.1 with upgrades, giving truflux the
-/// connection's addresses: the driver of the standalone WebSocket listener and of
+/// Marks a request that came over TLS: WebSocket peers from it report
+/// [`PeerInfo::tls`](crate::PeerInfo::tls). Listeners of truflux insert it; an application
+/// serving [`HttpBind`] or [`Endpoint`] behind its own TLS may insert it too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverTls;
+
+/// Serves one accepted connection as HTTP/1.1 with upgrades, giving truflux the connection's
+/// addresses (and whether it is TLS): the driver of the standalone WebSocket listeners and of
 /// [`HttpBind::serve`].
-pub(crate) async fn serve_connection<F, FB>(
-    stream: tokio::net::TcpStream,
+pub(crate) async fn serve_connection<I, F, FB>(
+    io: I,
+    addrs: ConnectionAddrs,
+    tls: bool,
     bind: HttpBind<F>,
     header_timeout: std::time::Duration,
 ) -> Result<(), hyper::Error>
 where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     F: tower_service::Service<Request<hyper::body::Incoming>, Response = Response<FB>>
         + Clone
         + Send
@@ -370,19 +380,17 @@ where
     FB: hyper::body::Body<Data = Bytes> + Send + 'static,
     FB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let addrs = ConnectionAddrs {
-        local: stream.local_addr().unwrap_or(unknown),
-        remote: stream.peer_addr().unwrap_or(unknown),
-    };
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(addrs);
+        if tls {
+            request.extensions_mut().insert(OverTls);
+        }
         hyper::service::Service::call(&bind, request)
     });
     hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .with_upgrades()
         .await
 }
@@ -404,25 +412,86 @@ where
     /// Runs until the future is dropped; a failed accept (out of descriptors) is logged and
     /// retried after 50 ms.
     pub async fn serve(self, listener: tokio::net::TcpListener) {
+        self.serve_with(listener, None).await
+    }
+
+    /// [`serve`](Self::serve) over TLS (feature `tls`): `https://` for the other routes and
+    /// `wss://` for truflux. ALPN is `http/1.1` unless `config` sets its own; a TLS handshake
+    /// gets 30 s, and one that fails is logged at debug and dropped.
+    #[cfg(feature = "tls-base")]
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        config: Arc<crate::tls::rustls::ServerConfig>,
+    ) {
+        let config = crate::tls::with_alpn(&config, crate::tls::ALPN_WS);
+        self.serve_with(listener, Some(Tls::from(config))).await
+    }
+
+    async fn serve_with(self, listener: tokio::net::TcpListener, tls: Option<Tls>) {
+        const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let bind = self.clone();
-                    tokio::spawn(async move {
-                        let served = serve_connection(stream, bind, std::time::Duration::from_secs(30));
-                        if let Err(error) = served.await {
-                            tracing::debug!(%error, "http connection");
-                        }
-                    });
-                }
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            };
+            let _ = stream.set_nodelay(true);
+            let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+            let addrs = ConnectionAddrs {
+                local: stream.local_addr().unwrap_or(unknown),
+                remote: stream.peer_addr().unwrap_or(unknown),
+            };
+            let (bind, tls) = (self.clone(), tls.clone());
+            tokio::spawn(async move {
+                let served = match tls {
+                    None => serve_connection(stream, addrs, false, bind, TIMEOUT).await,
+                    Some(tls) => match accept_tls(&tls, stream, TIMEOUT).await {
+                        Some(stream) => serve_connection(stream, addrs, true, bind, TIMEOUT).await,
+                        None => return,
+                    },
+                };
+                if let Err(error) = served {
+                    tracing::debug!(%error, "http connection");
+                }
+            });
         }
     }
+}
+
+#[cfg(feature = "tls-base")]
+pub(crate) type Tls = tokio_rustls::TlsAcceptor;
+/// Without the `tls` feature there is no acceptor: `Option<Tls>` is always `None`.
+#[cfg(not(feature = "tls-base"))]
+#[derive(Clone)]
+pub(crate) enum Tls {}
+
+#[cfg(feature = "tls-base")]
+async fn accept_tls(
+    tls: &Tls,
+    stream: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(feature = "tls-base"))]
+async fn accept_tls(
+    tls: &Tls,
+    _: tokio::net::TcpStream,
+    _: std::time::Duration,
+) -> Option<tokio::net::TcpStream> {
+    match *tls {}
 }
 
 #[cfg(feature = "axum")]

@@ -10,6 +10,7 @@ mod admission;
 mod broadcast;
 mod lifecycle;
 mod limits;
+mod listeners;
 mod rooms;
 mod store;
 
@@ -18,9 +19,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
 use crate::config::ServerConfig;
@@ -29,7 +29,7 @@ use crate::error::{CloseInfo, Error};
 use crate::file::{FileOffer, OfferFn};
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
 use crate::security::{SecurityConfig, SecurityEvent};
-use crate::transport::{PeerInfo, TcpTransport, Transport};
+use crate::transport::{PeerInfo, Transport};
 pub use broadcast::{BroadcastReport, Except, RoomSet, To};
 pub use rooms::{HistoryLimit, Member, Presence, RoomConfig, RoomError};
 pub use store::SessionStore;
@@ -89,67 +89,6 @@ impl Hub {
         }
         if let Some(on_error) = &self.on_error {
             on_error(peer, error);
-        }
-    }
-
-    /// Accepts until shutdown, handing each stream to `serve`.
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener, serve: impl Fn(&Arc<Self>, TcpStream)) {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, _)) => serve(&self, stream),
-                Err(error) => {
-                    // Out of file descriptors and similar: pause rather than spin.
-                    warn!(%error, "accept failed");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, |hub, stream| {
-            tokio::spawn(hub.clone().admit_tcp(stream));
-        })
-        .await;
-    }
-
-    async fn serve_ws(
-        self: Arc<Self>,
-        listener: TcpListener,
-        bind: crate::http::HttpBind<crate::http::NotFound>,
-    ) {
-        self.accept_loop(listener, move |hub, stream| {
-            let _ = stream.set_nodelay(hub.config.connection.nodelay);
-            let (bind, timeout, shutdown) =
-                (bind.clone(), hub.config.handshake_timeout, hub.shutdown.clone());
-            tokio::spawn(async move {
-                // An upgraded connection lives on as a peer after this future ends; plain HTTP
-                // connections end with the server.
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    served = crate::http::serve_connection(stream, bind, timeout) => {
-                        if let Err(error) = served {
-                            debug!(%error, "http connection");
-                        }
-                    }
-                }
-            });
-        })
-        .await;
-    }
-
-    async fn admit_tcp(self: Arc<Self>, stream: TcpStream) {
-        let connection = &self.config.connection;
-        match TcpTransport::new(stream, connection.nodelay, connection.max_payload) {
-            Ok(transport) => self.admit(transport, None).await,
-            Err(error) => self.report(None, &Error::Io(error)),
         }
     }
 }
@@ -218,8 +157,7 @@ pub struct ServerBuilder {
     on_file: Option<OfferFn>,
     on_presence: Option<PresenceFn>,
     adapter: Arc<dyn adapter::Adapter>,
-    tcp: Vec<String>,
-    ws: Vec<(String, String)>,
+    listen: Vec<listeners::Listen>,
     auth: Option<Validator>,
     store: Option<SessionStore>,
 }
@@ -240,7 +178,7 @@ impl ServerBuilder {
     /// Listens for TCP peers on `addr` (for example `"127.0.0.1:7000"`; port 0 picks a free
     /// port, see [`Server::local_addrs`]). May be given several times.
     pub fn tcp(mut self, addr: impl Into<String>) -> Self {
-        self.tcp.push(addr.into());
+        self.listen.push(listeners::Listen::Tcp(addr.into()));
         self
     }
 
@@ -259,12 +197,37 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens for TLS-over-TCP peers on `addr` with `config` (feature `tls`; see
+    /// [`crate::tls::server_config_from_pem`]). ALPN `truflux` is offered unless `config`
+    /// names protocols of its own. The TLS handshake counts against the handshake timeout; a
+    /// failed one is reported to the error handler as [`Error::Tls`] or [`Error::Io`].
+    #[cfg(feature = "tls-base")]
+    pub fn tls(mut self, addr: impl Into<String>, config: Arc<crate::tls::rustls::ServerConfig>) -> Self {
+        self.listen.push(listeners::Listen::Tls(addr.into(), config));
+        self
+    }
+
+    /// Listens for WebSocket-over-TLS (`wss://`) peers on `addr` at `path` with `config`
+    /// (feature `tls`), as [`ServerBuilder::ws`] does in the clear. ALPN `http/1.1` is
+    /// offered unless `config` names protocols of its own.
+    #[cfg(feature = "tls-base")]
+    pub fn wss(
+        mut self,
+        addr: impl Into<String>,
+        path: impl Into<String>,
+        config: Arc<crate::tls::rustls::ServerConfig>,
+    ) -> Self {
+        self.listen
+            .push(listeners::Listen::Wss(addr.into(), path.into(), config));
+        self
+    }
+
     /// Listens for WebSocket peers on `addr`, upgrading HTTP/1.1 requests to `path` (for
     /// example `.ws("127.0.0.1:7001", "/truflux")`); every other request gets `404`, a
     /// non-upgrade request to `path` gets `426`. May be given several times. To serve truflux
     /// inside an existing HTTP server instead, see [`crate::http`].
     pub fn ws(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
-        self.ws.push((addr.into(), path.into()));
+        self.listen.push(listeners::Listen::Ws(addr.into(), path.into()));
         self
     }
 
@@ -375,38 +338,9 @@ impl ServerBuilder {
             _life: None,
         };
         hub.adapter.attach(adapter::Node::new(&hub));
-        // Bind everything first: a failure leaves nothing running.
-        let mut tcp = Vec::new();
-        for addr in &self.tcp {
-            tcp.push(bind(addr).await?);
-        }
-        let mut ws = Vec::new();
-        for (addr, path) in &self.ws {
-            let binding = crate::http::HttpBind::new(crate::http::NotFound).mount(path.clone(), &internal)?;
-            ws.push((bind(addr).await?, path, binding));
-        }
-        for listener in tcp {
-            let addr = listener.local_addr()?;
-            info!(%addr, "listening for TCP peers");
-            hub.local_addrs
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(addr);
-            hub.listeners.add(tokio::spawn(hub.clone().serve_tcp(listener)));
-        }
-        for (listener, path, binding) in ws {
-            let url = format!("ws://{}{}", listener.local_addr()?, path);
-            info!(%url, "listening for WebSocket peers");
-            hub.ws_urls.write().unwrap_or_else(|p| p.into_inner()).push(url);
-            hub.listeners
-                .add(tokio::spawn(hub.clone().serve_ws(listener, binding)));
-        }
+        listeners::start(&hub, &internal, &self.listen).await?;
         Ok(server)
     }
-}
-
-async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
-    Ok(TcpListener::bind(addr).await?)
 }
 
 /// A running server. Cheap to clone; every clone controls the same server.
@@ -443,8 +377,7 @@ impl Server {
             on_file: None,
             on_presence: None,
             adapter: Arc::new(adapter::LocalAdapter),
-            tcp: Vec::new(),
-            ws: Vec::new(),
+            listen: Vec::new(),
             auth: None,
             store: None,
         }

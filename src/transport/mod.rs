@@ -41,6 +41,10 @@ pub struct PeerInfo {
     /// The upgrade request's method, URI and headers (cookies, query, origin), for a
     /// WebSocket peer on a server; `None` for TCP peers and on clients.
     pub upgrade: Option<std::sync::Arc<crate::http::UpgradeRequest>>,
+    /// Whether the connection runs over TLS (`tls` or `wss` listeners, `connect_tls`,
+    /// `wss://`; behind an application's own TLS, whether it inserted
+    /// [`OverTls`](crate::http::OverTls)).
+    pub tls: bool,
 }
 
 impl PeerInfo {
@@ -51,6 +55,7 @@ impl PeerInfo {
             remote,
             transport,
             upgrade: None,
+            tls: false,
         }
     }
 }

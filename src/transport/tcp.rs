@@ -1,9 +1,9 @@
-//! The raw TCP transport: frames back to back on a `TcpStream`.
+//! The byte-stream transport: frames back to back on a `TcpStream`, or on TLS over one.
 
 use std::io;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -17,12 +17,52 @@ use crate::frame::{Frame, FrameCodec, FrameError};
 /// An idle peer holds no buffer: it is released whenever it drains empty.
 const READ_BUFFER: usize = scratch::SCRATCH_LEN;
 
-/// A TCP connection carrying truflux frames.
+/// A byte stream frames can travel on, and how it splits into halves.
+pub trait ByteStream: Send + 'static {
+    /// The read half.
+    type Read: AsyncRead + Send + Unpin + 'static;
+    /// The write half.
+    type Write: AsyncWrite + Send + Unpin + 'static;
+    /// Splits into halves (a plain TCP stream without a lock between them).
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+impl ByteStream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+#[cfg(feature = "tls-base")]
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for tokio_rustls::TlsStream<S> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+/// A TCP connection (or TLS over TCP) carrying truflux frames.
 #[derive(Debug)]
-pub struct TcpTransport {
-    stream: TcpStream,
+pub struct TcpTransport<S = TcpStream> {
+    stream: S,
     info: PeerInfo,
     max_payload: u32,
+}
+
+impl<S: ByteStream> TcpTransport<S> {
+    /// Wraps a stream whose addresses are in `info`.
+    pub fn over(stream: S, info: PeerInfo, max_payload: u32) -> TcpTransport<S> {
+        TcpTransport {
+            stream,
+            info,
+            max_payload,
+        }
+    }
 }
 
 impl TcpTransport {
@@ -39,16 +79,16 @@ impl TcpTransport {
     }
 }
 
-impl Transport for TcpTransport {
-    type Reader = TcpReader;
-    type Writer = TcpWriter;
+impl<S: ByteStream> Transport for TcpTransport<S> {
+    type Reader = TcpReader<S::Read>;
+    type Writer = TcpWriter<S::Write>;
 
     fn info(&self) -> PeerInfo {
         self.info.clone()
     }
 
-    fn split(self) -> (TcpReader, TcpWriter) {
-        let (read, write) = self.stream.into_split();
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (read, write) = self.stream.halves();
         let reader = TcpReader {
             stream: read,
             codec: FrameCodec::new(self.max_payload),
@@ -66,13 +106,13 @@ impl Transport for TcpTransport {
 
 /// The read half of a [`TcpTransport`].
 #[derive(Debug)]
-pub struct TcpReader {
-    stream: OwnedReadHalf,
+pub struct TcpReader<R = OwnedReadHalf> {
+    stream: R,
     codec: FrameCodec,
     pending: scratch::Pending,
 }
 
-impl FrameRead for TcpReader {
+impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for TcpReader<R> {
     async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         // Cancel safe: everything read is kept in `self.pending` before the future can be
         // dropped.
@@ -105,12 +145,12 @@ impl FrameRead for TcpReader {
 
 /// The write half of a [`TcpTransport`]: batches frames into vectored writes.
 #[derive(Debug)]
-pub struct TcpWriter {
-    stream: OwnedWriteHalf,
+pub struct TcpWriter<W = OwnedWriteHalf> {
+    stream: W,
     gather: Gather,
 }
 
-impl FrameWrite for TcpWriter {
+impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for TcpWriter<W> {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         self.gather.clear();
         for (index, frame) in batch.iter().enumerate() {

@@ -22,28 +22,44 @@ fn bad_url(url: &str, problem: &'static str) -> Error {
     .into()
 }
 
-/// Where a `ws://` URL points.
+/// Where a `ws://` or `wss://` URL points.
 pub(crate) struct Target {
     uri: http::Uri,
-    host: String,
+    /// The host as it goes to the resolver and TLS (an IPv6 address without brackets).
+    pub(crate) host: String,
     port: u16,
+    /// `wss://`: TLS under the upgrade.
+    #[cfg_attr(not(feature = "tls-base"), allow(dead_code))]
+    pub(crate) secure: bool,
 }
 
 impl Target {
-    /// Parses a `ws://host[:port]/path` URL.
+    /// Parses a `ws://host[:port]/path` or `wss://host[:port]/path` URL.
     pub(crate) fn parse(url: &str) -> Result<Target, Error> {
         let uri: http::Uri = url.parse().map_err(|_| bad_url(url, "it does not parse"))?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(bad_url(url, "only ws:// is supported"));
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| bad_url(url, "it has no host"))?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
-        Ok(Target { uri, host, port })
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") if cfg!(feature = "tls-base") => true,
+            Some("wss") => return Err(bad_url(url, "wss:// needs the `tls` feature")),
+            _ => return Err(bad_url(url, "only ws:// and wss:// are supported")),
+        };
+        let host = uri.host().ok_or_else(|| bad_url(url, "it has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        Ok(Target {
+            uri,
+            host,
+            port,
+            secure,
+        })
     }
 }
+
+#[cfg(feature = "tls-base")]
+pub(crate) type Tls = crate::tls::Dial;
+/// Without TLS there is no dial config (a `wss://` URL is refused when parsed).
+#[cfg(not(feature = "tls-base"))]
+pub(crate) type Tls = std::convert::Infallible;
 
 /// Everything one dial needs.
 pub(crate) struct Upgrade {
@@ -53,6 +69,8 @@ pub(crate) struct Upgrade {
     pub(crate) nodelay: bool,
     pub(crate) max_payload: u32,
     pub(crate) read_buffer: usize,
+    /// For `wss://`: how to dial TLS.
+    pub(crate) tls: Option<Tls>,
 }
 
 impl Upgrade {
@@ -83,12 +101,22 @@ impl Upgrade {
         let headers = self.headers(keyed)?;
         let stream = TcpStream::connect((self.target.host.as_str(), self.target.port)).await?;
         stream.set_nodelay(self.nodelay)?;
-        let info = PeerInfo::new(
+        let mut info = PeerInfo::new(
             stream.local_addr()?,
             stream.peer_addr()?,
             TransportKind::WebSocket,
         );
-        let stream = client_upgrade(stream, &self.target.uri, &headers).await?;
+        info.tls = self.tls.is_some();
+        let stream = match &self.tls {
+            None => client_upgrade(stream, &self.target.uri, &headers).await?,
+            #[cfg(feature = "tls-base")]
+            Some(tls) => {
+                let stream = tls.connect(stream).await?;
+                client_upgrade(stream, &self.target.uri, &headers).await?
+            }
+            #[cfg(not(feature = "tls-base"))]
+            Some(never) => match *never {},
+        };
         Ok(WsTransport::new(
             stream,
             info,

@@ -1,0 +1,199 @@
+//! The listeners: accepting TCP, TLS over TCP, WebSocket and WebSocket over TLS, and
+//! handing each connection to admission (or, for WebSocket, to the HTTP layer first).
+//!
+//! This module owns binding, the accept loops and the TLS handshake of accepted connections;
+//! it must not decide anything about a connection after that.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use super::{Hub, Server};
+use crate::error::Error;
+use crate::http::{ConnectionAddrs, HttpBind, NotFound};
+use crate::transport::{PeerInfo, TcpTransport, TransportKind};
+
+/// What a [`ServerBuilder`](super::ServerBuilder) listens on.
+pub(crate) enum Listen {
+    Tcp(String),
+    Ws(String, String),
+    #[cfg(feature = "tls-base")]
+    Tls(String, Arc<crate::tls::rustls::ServerConfig>),
+    #[cfg(feature = "tls-base")]
+    Wss(String, String, Arc<crate::tls::rustls::ServerConfig>),
+}
+
+/// A listener bound, not yet accepting.
+enum Bound {
+    Tcp(TcpListener, Option<Tls>),
+    Ws(TcpListener, String, HttpBind<NotFound>, Option<Tls>),
+}
+
+use crate::http::Tls;
+
+/// Binds every listener (a failure leaves nothing running), then starts accepting on each.
+pub(crate) async fn start(hub: &Arc<Hub>, internal: &Server, listen: &[Listen]) -> Result<(), Error> {
+    let mut bound = Vec::new();
+    for spec in listen {
+        bound.push(bind(spec, internal).await?);
+    }
+    for listener in bound {
+        let task = match listener {
+            Bound::Tcp(listener, tls) => {
+                let addr = listener.local_addr()?;
+                info!(%addr, tls = tls.is_some(), "listening for TCP peers");
+                hub.local_addrs
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(addr);
+                tokio::spawn(hub.clone().serve_tcp(listener, tls))
+            }
+            Bound::Ws(listener, path, binding, tls) => {
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                let url = format!("{scheme}://{}{path}", listener.local_addr()?);
+                info!(%url, "listening for WebSocket peers");
+                hub.ws_urls.write().unwrap_or_else(|p| p.into_inner()).push(url);
+                tokio::spawn(hub.clone().serve_ws(listener, binding, tls))
+            }
+        };
+        hub.listeners.add(task);
+    }
+    Ok(())
+}
+
+async fn bind(spec: &Listen, internal: &Server) -> Result<Bound, Error> {
+    let ws = |path: &String| HttpBind::new(NotFound).mount(path.clone(), internal);
+    Ok(match spec {
+        Listen::Tcp(addr) => Bound::Tcp(TcpListener::bind(addr).await?, None),
+        Listen::Ws(addr, path) => Bound::Ws(TcpListener::bind(addr).await?, path.clone(), ws(path)?, None),
+        #[cfg(feature = "tls-base")]
+        Listen::Tls(addr, config) => {
+            let config = crate::tls::with_alpn(config, crate::tls::ALPN_TCP);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            Bound::Tcp(TcpListener::bind(addr).await?, Some(acceptor))
+        }
+        #[cfg(feature = "tls-base")]
+        Listen::Wss(addr, path, config) => {
+            let config = crate::tls::with_alpn(config, crate::tls::ALPN_WS);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            Bound::Ws(
+                TcpListener::bind(addr).await?,
+                path.clone(),
+                ws(path)?,
+                Some(acceptor),
+            )
+        }
+    })
+}
+
+fn addrs_of(stream: &TcpStream) -> ConnectionAddrs {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    ConnectionAddrs {
+        local: stream.local_addr().unwrap_or(unknown),
+        remote: stream.peer_addr().unwrap_or(unknown),
+    }
+}
+
+impl Hub {
+    /// Accepts until shutdown, handing each stream to `serve`.
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, serve: impl Fn(&Arc<Self>, TcpStream)) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => serve(&self, stream),
+                Err(error) => {
+                    // Out of file descriptors and similar: pause rather than spin.
+                    warn!(%error, "accept failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener, tls: Option<Tls>) {
+        self.accept_loop(listener, move |hub, stream| {
+            let _ = stream.set_nodelay(hub.config.connection.nodelay);
+            tokio::spawn(hub.clone().admit_tcp(stream, tls.clone()));
+        })
+        .await;
+    }
+
+    async fn admit_tcp(self: Arc<Self>, stream: TcpStream, tls: Option<Tls>) {
+        let addrs = addrs_of(&stream);
+        let mut info = PeerInfo::new(addrs.local, addrs.remote, TransportKind::Tcp);
+        let max_payload = self.config.connection.max_payload;
+        let Some(tls) = tls else {
+            return self
+                .admit(TcpTransport::over(stream, info, max_payload), None)
+                .await;
+        };
+        info.tls = true;
+        match self.tls_accept(&tls, stream).await {
+            Ok(stream) => {
+                self.admit(TcpTransport::over(stream, info, max_payload), None)
+                    .await
+            }
+            Err(error) => self.report(None, &error),
+        }
+    }
+
+    /// The TLS handshake of an accepted connection, within the handshake timeout.
+    #[cfg(feature = "tls-base")]
+    async fn tls_accept(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::TlsStream<TcpStream>, Error> {
+        let accepted = tokio::time::timeout(self.config.handshake_timeout, tls.accept(stream)).await;
+        match accepted {
+            Ok(Ok(stream)) => Ok(tokio_rustls::TlsStream::Server(stream)),
+            Ok(Err(error)) => Err(crate::tls::TlsError::classify(error)),
+            Err(_) => Err(Error::Timeout(crate::error::Timeout::Hello)),
+        }
+    }
+
+    #[cfg(not(feature = "tls-base"))]
+    async fn tls_accept(&self, tls: &Tls, _: TcpStream) -> Result<TcpStream, Error> {
+        match *tls {}
+    }
+
+    async fn serve_ws(self: Arc<Self>, listener: TcpListener, bind: HttpBind<NotFound>, tls: Option<Tls>) {
+        self.accept_loop(listener, move |hub, stream| {
+            let _ = stream.set_nodelay(hub.config.connection.nodelay);
+            let (hub, bind, tls) = (hub.clone(), bind.clone(), tls.clone());
+            tokio::spawn(async move {
+                let shutdown = hub.shutdown.clone();
+                // An upgraded connection lives on as a peer after this future ends; plain HTTP
+                // connections end with the server.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = hub.serve_http(stream, bind, tls) => {}
+                }
+            });
+        })
+        .await;
+    }
+
+    async fn serve_http(&self, stream: TcpStream, bind: HttpBind<NotFound>, tls: Option<Tls>) {
+        let addrs = addrs_of(&stream);
+        let timeout = self.config.handshake_timeout;
+        let served = match tls {
+            None => crate::http::serve_connection(stream, addrs, false, bind, timeout).await,
+            Some(tls) => match self.tls_accept(&tls, stream).await {
+                Ok(stream) => crate::http::serve_connection(stream, addrs, true, bind, timeout).await,
+                Err(error) => return self.report(None, &error),
+            },
+        };
+        if let Err(error) = served {
+            debug!(%error, "http connection");
+        }
+    }
+}
