@@ -125,6 +125,7 @@ pub fn tokens_match(presented: &str, expected: &str) -> bool {
 }
 
 /// Reads a token from an `Authorization: Bearer <token>` value.
+#[cfg(feature = "ws")]
 pub(crate) fn from_authorization(value: &[u8]) -> Option<Token> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
@@ -137,6 +138,7 @@ pub(crate) fn from_authorization(value: &[u8]) -> Option<Token> {
 pub const SUBPROTOCOL_PREFIX: &str = "truflux.bearer.";
 
 /// Reads a token from the offered subprotocols.
+#[cfg(feature = "ws")]
 pub(crate) fn from_subprotocols(value: &[u8]) -> Option<Token> {
     std::str::from_utf8(value)
         .ok()?

@@ -246,6 +246,7 @@ impl ClientBuilder {
     /// opening, within `connect_timeout`. A refused token (`401`) yields
     /// [`Error::Unauthorized`]; a certificate problem, [`Error::Tls`] as for
     /// [`connect_tls`](Self::connect_tls).
+    #[cfg(feature = "ws")]
     pub async fn connect_ws(self, url: &str) -> Result<Client, Error> {
         let target = crate::ws::client::Target::parse(url)?;
         let tls = self.ws_tls(&target)?;
@@ -268,7 +269,7 @@ impl ClientBuilder {
         self.open(dial, hello_token).await
     }
 
-    #[cfg(feature = "tls-base")]
+    #[cfg(all(feature = "ws", feature = "tls-base"))]
     fn ws_tls(&self, target: &crate::ws::client::Target) -> Result<Option<crate::ws::client::Tls>, Error> {
         let alpn = crate::tls::ALPN_WS;
         target
@@ -277,7 +278,7 @@ impl ClientBuilder {
             .transpose()
     }
 
-    #[cfg(not(feature = "tls-base"))]
+    #[cfg(all(feature = "ws", not(feature = "tls-base")))]
     fn ws_tls(&self, _: &crate::ws::client::Target) -> Result<Option<crate::ws::client::Tls>, Error> {
         Ok(None)
     }

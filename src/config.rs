@@ -99,7 +99,7 @@ impl Default for ConnectionConfig {
             write_batch: 64,
             close_timeout: Duration::from_secs(5),
             nodelay: true,
-            ws_read_buffer: crate::ws::READ_BUFFER,
+            ws_read_buffer: crate::transport::scratch::SCRATCH_LEN,
             security: SecurityConfig::default(),
             files: crate::file::FileConfig::default(),
             heartbeat_interval: Some(Duration::from_secs(25)),

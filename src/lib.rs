@@ -42,6 +42,7 @@ pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "ws")]
 pub mod http;
 mod meters;
 mod opening;
@@ -55,6 +56,7 @@ mod setters;
 #[cfg(feature = "tls-base")]
 pub mod tls;
 mod transport;
+#[cfg(feature = "ws")]
 pub mod ws;
 
 pub use client::{Client, ClientBuilder, TokenCarrier};

@@ -462,12 +462,7 @@ where
     }
 }
 
-#[cfg(feature = "tls-base")]
-pub(crate) type Tls = tokio_rustls::TlsAcceptor;
-/// Without the `tls` feature there is no acceptor: `Option<Tls>` is always `None`.
-#[cfg(not(feature = "tls-base"))]
-#[derive(Clone)]
-pub(crate) enum Tls {}
+use crate::transport::TlsAcceptor as Tls;
 
 #[cfg(feature = "tls-base")]
 async fn accept_tls(

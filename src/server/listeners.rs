@@ -8,30 +8,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+#[cfg(feature = "ws")]
+use tracing::debug;
+use tracing::{info, warn};
 
 use super::{Hub, Server};
 use crate::error::Error;
+#[cfg(feature = "ws")]
 use crate::http::{ConnectionAddrs, HttpBind, NotFound};
+use crate::transport::TlsAcceptor as Tls;
 use crate::transport::{PeerInfo, TcpTransport, TransportKind};
 
 /// What a [`ServerBuilder`](super::ServerBuilder) listens on.
 pub(crate) enum Listen {
     Tcp(String),
+    #[cfg(feature = "ws")]
     Ws(String, String),
     #[cfg(feature = "tls-base")]
     Tls(String, Arc<crate::tls::rustls::ServerConfig>),
-    #[cfg(feature = "tls-base")]
+    #[cfg(all(feature = "tls-base", feature = "ws"))]
     Wss(String, String, Arc<crate::tls::rustls::ServerConfig>),
 }
 
 /// A listener bound, not yet accepting.
 enum Bound {
     Tcp(TcpListener, Option<Tls>),
+    #[cfg(feature = "ws")]
     Ws(TcpListener, String, HttpBind<NotFound>, Option<Tls>),
 }
-
-use crate::http::Tls;
 
 /// Binds every listener (a failure leaves nothing running), then starts accepting on each.
 pub(crate) async fn start(hub: &Arc<Hub>, internal: &Server, listen: &[Listen]) -> Result<(), Error> {
@@ -50,6 +54,7 @@ pub(crate) async fn start(hub: &Arc<Hub>, internal: &Server, listen: &[Listen]) 
                     .push(addr);
                 tokio::spawn(hub.clone().serve_tcp(listener, tls))
             }
+            #[cfg(feature = "ws")]
             Bound::Ws(listener, path, binding, tls) => {
                 let scheme = if tls.is_some() { "wss" } else { "ws" };
                 let url = format!("{scheme}://{}{path}", listener.local_addr()?);
@@ -64,9 +69,13 @@ pub(crate) async fn start(hub: &Arc<Hub>, internal: &Server, listen: &[Listen]) 
 }
 
 async fn bind(spec: &Listen, internal: &Server) -> Result<Bound, Error> {
+    #[cfg(feature = "ws")]
     let ws = |path: &String| HttpBind::new(NotFound).mount(path.clone(), internal);
+    #[cfg(not(feature = "ws"))]
+    let _ = internal;
     Ok(match spec {
         Listen::Tcp(addr) => Bound::Tcp(TcpListener::bind(addr).await?, None),
+        #[cfg(feature = "ws")]
         Listen::Ws(addr, path) => Bound::Ws(TcpListener::bind(addr).await?, path.clone(), ws(path)?, None),
         #[cfg(feature = "tls-base")]
         Listen::Tls(addr, config) => {
@@ -74,7 +83,7 @@ async fn bind(spec: &Listen, internal: &Server) -> Result<Bound, Error> {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             Bound::Tcp(TcpListener::bind(addr).await?, Some(acceptor))
         }
-        #[cfg(feature = "tls-base")]
+        #[cfg(all(feature = "tls-base", feature = "ws"))]
         Listen::Wss(addr, path, config) => {
             let config = crate::tls::with_alpn(config, crate::tls::ALPN_WS);
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -88,12 +97,13 @@ async fn bind(spec: &Listen, internal: &Server) -> Result<Bound, Error> {
     })
 }
 
-fn addrs_of(stream: &TcpStream) -> ConnectionAddrs {
+/// The stream's local and remote addresses (`0.0.0.0:0` where the OS no longer knows them).
+fn addrs_of(stream: &TcpStream) -> (SocketAddr, SocketAddr) {
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    ConnectionAddrs {
-        local: stream.local_addr().unwrap_or(unknown),
-        remote: stream.peer_addr().unwrap_or(unknown),
-    }
+    (
+        stream.local_addr().unwrap_or(unknown),
+        stream.peer_addr().unwrap_or(unknown),
+    )
 }
 
 impl Hub {
@@ -127,8 +137,8 @@ impl Hub {
     }
 
     async fn admit_tcp(self: Arc<Self>, stream: TcpStream, tls: Option<Tls>) {
-        let addrs = addrs_of(&stream);
-        let mut info = PeerInfo::new(addrs.local, addrs.remote, TransportKind::Tcp);
+        let (local, remote) = addrs_of(&stream);
+        let mut info = PeerInfo::new(local, remote, TransportKind::Tcp);
         let max_payload = self.config.connection.max_payload;
         let Some(tls) = tls else {
             return self
@@ -165,6 +175,7 @@ impl Hub {
         match *tls {}
     }
 
+    #[cfg(feature = "ws")]
     async fn serve_ws(self: Arc<Self>, listener: TcpListener, bind: HttpBind<NotFound>, tls: Option<Tls>) {
         self.accept_loop(listener, move |hub, stream| {
             let _ = stream.set_nodelay(hub.config.connection.nodelay);
@@ -182,8 +193,10 @@ impl Hub {
         .await;
     }
 
+    #[cfg(feature = "ws")]
     async fn serve_http(&self, stream: TcpStream, bind: HttpBind<NotFound>, tls: Option<Tls>) {
-        let addrs = addrs_of(&stream);
+        let (local, remote) = addrs_of(&stream);
+        let addrs = ConnectionAddrs { local, remote };
         let timeout = self.config.handshake_timeout;
         let served = match tls {
             None => crate::http::serve_connection(stream, addrs, false, bind, timeout).await,

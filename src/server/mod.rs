@@ -22,14 +22,13 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::auth::{AuthRequest, Identity, Rejection, Token, Validator};
+use crate::auth::{AuthRequest, Rejection, Validator};
 use crate::config::ServerConfig;
 use crate::connection::{Hooks, KexPool, Peer, PeerId};
 use crate::error::{CloseInfo, Error};
 use crate::file::{FileOffer, OfferFn};
 use crate::protocol::{BoxFuture, NoMessages, Protocol};
 use crate::security::{SecurityConfig, SecurityEvent};
-use crate::transport::{PeerInfo, Transport};
 pub use broadcast::{BroadcastReport, Except, RoomSet, To};
 pub use rooms::{HistoryLimit, Member, Presence, RoomConfig, RoomError};
 pub use store::SessionStore;
@@ -210,7 +209,7 @@ impl ServerBuilder {
     /// Listens for WebSocket-over-TLS (`wss://`) peers on `addr` at `path` with `config`
     /// (feature `tls`), as [`ServerBuilder::ws`] does in the clear. ALPN `http/1.1` is
     /// offered unless `config` names protocols of its own.
-    #[cfg(feature = "tls-base")]
+    #[cfg(all(feature = "tls-base", feature = "ws"))]
     pub fn wss(
         mut self,
         addr: impl Into<String>,
@@ -226,6 +225,7 @@ impl ServerBuilder {
     /// example `.ws("127.0.0.1:7001", "/truflux")`); every other request gets `404`, a
     /// non-upgrade request to `path` gets `426`. May be given several times. To serve truflux
     /// inside an existing HTTP server instead, see [`crate::http`].
+    #[cfg(feature = "ws")]
     pub fn ws(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
         self.listen.push(listeners::Listen::Ws(addr.into(), path.into()));
         self
@@ -402,8 +402,31 @@ impl Server {
         &self.hub.config.connection
     }
 
+    /// How many peers are connected (their hello done, their close not yet finished).
+    pub fn num_connections(&self) -> usize {
+        self.hub.peers().len()
+    }
+
+    /// The connected peer with `id`.
+    pub fn peer(&self, id: PeerId) -> Option<Peer> {
+        self.hub.peers().get(&id).cloned()
+    }
+
+    /// Every connected peer.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.hub.peers().values().cloned().collect()
+    }
+}
+
+/// What the HTTP layer needs of a server (feature `ws`).
+#[cfg(feature = "ws")]
+impl Server {
     /// Runs a transport accepted elsewhere (a WebSocket upgrade) through admission and serves it.
-    pub(crate) async fn admit<T: Transport>(&self, transport: T, identity: Option<Identity>) {
+    pub(crate) async fn admit<T: crate::transport::Transport>(
+        &self,
+        transport: T,
+        identity: Option<crate::auth::Identity>,
+    ) {
         self.hub.clone().admit(transport, identity).await;
     }
 
@@ -411,9 +434,9 @@ impl Server {
     /// does not authenticate, or no token was in the request (it may come in the hello).
     pub(crate) async fn authenticate_upgrade(
         &self,
-        token: Option<Token>,
-        info: &PeerInfo,
-    ) -> Result<Option<Identity>, Error> {
+        token: Option<crate::auth::Token>,
+        info: &crate::transport::PeerInfo,
+    ) -> Result<Option<crate::auth::Identity>, Error> {
         match (&self.hub.auth, token) {
             (Some(_), Some(token)) => self.hub.authenticate(Some(token), info).await.map(Some),
             _ => Ok(None),
@@ -428,20 +451,5 @@ impl Server {
     /// Reports an error of a connection that never became a peer.
     pub(crate) fn report_refused(&self, error: &Error) {
         self.hub.report(None, error);
-    }
-
-    /// How many peers are connected (their hello done, their close not yet finished).
-    pub fn num_connections(&self) -> usize {
-        self.hub.peers().len()
-    }
-
-    /// The connected peer with `id`.
-    pub fn peer(&self, id: PeerId) -> Option<Peer> {
-        self.hub.peers().get(&id).cloned()
-    }
-
-    /// Every connected peer.
-    pub fn peers(&self) -> Vec<Peer> {
-        self.hub.peers().values().cloned().collect()
     }
 }

@@ -40,6 +40,7 @@ pub struct PeerInfo {
     pub transport: TransportKind,
     /// The upgrade request's method, URI and headers (cookies, query, origin), for a
     /// WebSocket peer on a server; `None` for TCP peers and on clients.
+    #[cfg(feature = "ws")]
     pub upgrade: Option<std::sync::Arc<crate::http::UpgradeRequest>>,
     /// Whether the connection runs over TLS (`tls` or `wss` listeners, `connect_tls`,
     /// `wss://`; behind an application's own TLS, whether it inserted
@@ -54,6 +55,7 @@ impl PeerInfo {
             local,
             remote,
             transport,
+            #[cfg(feature = "ws")]
             upgrade: None,
             tls: false,
         }
@@ -104,3 +106,11 @@ pub trait FrameWrite: Send + 'static {
     /// Ends the write direction (TCP FIN; WebSocket close after a close frame was written).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
+
+/// What accepts TLS on a listener (feature `tls`).
+#[cfg(feature = "tls-base")]
+pub(crate) type TlsAcceptor = tokio_rustls::TlsAcceptor;
+/// Without the `tls` feature there is no acceptor: an `Option<TlsAcceptor>` is always `None`.
+#[cfg(not(feature = "tls-base"))]
+#[derive(Clone)]
+pub(crate) enum TlsAcceptor {}

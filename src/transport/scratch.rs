@@ -63,6 +63,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Holding octets that arrived elsewhere (what the HTTP layer read past an upgrade).
+    #[cfg(feature = "ws")]
     pub(crate) fn holding(buf: BytesMut) -> Pending {
         Pending { buf, large: None }
     }
