@@ -285,7 +285,9 @@ pub struct ServerConfig {
     /// Whether a session that never exchanged keys may resume. Default `false`: its resume
     /// token travelled in the clear, so whoever saw it could take the session over (see
     /// SECURITY.md). A client that asks for a resumable session exchanges keys while
-    /// connecting by default, which makes its session resumable without this.
+    /// connecting by default, which makes its session resumable without this. A session
+    /// whose connections all came over TLS resumes over TLS without it (its token never
+    /// crossed in the clear).
     pub plain_resume: bool,
     /// How long the session of a client that asked for one (see [`Reconnect`]) is kept after
     /// its connection is lost, waiting for the client to resume it. Default 30 s;

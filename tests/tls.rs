@@ -263,6 +263,58 @@ async fn sessions_resume_over_tls_and_lose_nothing() {
 }
 
 #[tokio::test]
+async fn a_plain_session_resumes_over_tls_without_plain_resume_and_not_in_the_clear() {
+    let panics = watch_panics();
+    let pki = pki();
+    let plain = || {
+        ConnectionConfig::default()
+            .security(SecurityConfig::default().opening(truflux::security::Opening::Plain))
+    };
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tls("127.0.0.1:0", pki.server.clone())
+        .tcp("127.0.0.1:0")
+        .protocol(protocol::from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message.payload);
+            std::future::ready(())
+        }))
+        .start()
+        .await
+        .expect("server");
+    let addrs = server.local_addrs(); // in the order the listeners were given
+    let (tls_addr, tcp_addr) = (addrs[0], addrs[1]);
+    for (via, addr) in [("tls", tls_addr), ("tcp", tcp_addr)] {
+        let relay = Relay::start(addr).await;
+        let (lost_tx, mut lost) = mpsc::unbounded_channel();
+        let builder = Client::builder()
+            .tls(pki.client.clone())
+            .config(reconnecting().connection(plain()))
+            .on_disconnect(move |_info| {
+                let _ = lost_tx.send(());
+            });
+        let client = match via {
+            "tls" => builder.connect_tls(relay.addr, "localhost").await,
+            _ => builder.connect(relay.addr).await,
+        }
+        .expect(via);
+        assert!(!client.peer().is_secure(), "{via}: no in-band keys");
+        relay.cut();
+        within("the loss", lost.recv()).await.expect("open");
+        if via == "tls" {
+            client.peer().send(message("after the cut")).await.expect("send");
+            let payload = within("the resumed message", received.recv())
+                .await
+                .expect("open");
+            assert_eq!(payload, Bytes::from_static(b"after the cut"));
+        } else {
+            let info = within("the refused resume", client.peer().closed()).await;
+            assert_eq!(info.code, Code::RESUME_FAILED, "in the clear: {info:?}");
+        }
+    }
+    assert_no_panics(panics);
+}
+
+#[tokio::test]
 async fn a_reconnecting_client_gives_up_on_a_bad_certificate_instead_of_retrying() {
     let panics = watch_panics();
     let pki = pki();
@@ -370,5 +422,64 @@ async fn an_http_binding_served_over_tls_takes_wss_peers() {
     client.peer().send(message("mounted")).await.expect("send");
     let echoed = within("the echo", rx.recv()).await.expect("open");
     assert_eq!(echoed.payload, Bytes::from_static(b"mounted"));
+    assert_no_panics(panics);
+}
+
+#[tokio::test]
+async fn an_application_s_own_tls_in_front_of_an_http_binding_carries_wss_peers() {
+    let panics = watch_panics();
+    let pki = pki();
+    let events = Events::default();
+    let server = Server::builder()
+        .protocol(protocol::from_fn(|peer, message| async move {
+            let _ = peer.send(message).await;
+        }))
+        .on_connect(events.connected())
+        .start()
+        .await
+        .expect("server");
+    let bind = truflux::http::HttpBind::new(truflux::http::NotFound)
+        .mount("/t", &server)
+        .expect("mount");
+    let mut app_config = rustls::ServerConfig::clone(&pki.server);
+    app_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(app_config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    // The application terminates TLS itself and says so with the OverTls extension.
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, bind) = (acceptor.clone(), bind.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(truflux::http::OverTls);
+                        hyper::service::Service::call(&bind, request)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    let (protocol, mut rx) = collector();
+    let client = Client::builder()
+        .tls(pki.client.clone())
+        .protocol(protocol)
+        .connect_ws(&format!("wss://localhost:{port}/t"))
+        .await
+        .expect("connect");
+    assert!(events.connected_peer().await.info().tls);
+    client
+        .peer()
+        .send(message("behind the app's TLS"))
+        .await
+        .expect("send");
+    let echoed = within("the echo", rx.recv()).await.expect("open");
+    assert_eq!(echoed.payload, Bytes::from_static(b"behind the app's TLS"));
     assert_no_panics(panics);
 }

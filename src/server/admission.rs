@@ -155,7 +155,7 @@ impl Hub {
             (None, Some(_)) => Some(self.authenticate(credentials.token.clone(), info).await?),
         };
         if let Some(claim) = credentials.resume.clone() {
-            let peer = self.check_resume(accepted, &claim, identity.as_ref())?;
+            let peer = self.check_resume(accepted, &claim, identity.as_ref(), info.tls)?;
             return Ok(Admitted::Resume {
                 peer,
                 count: claim.count,
@@ -169,13 +169,15 @@ impl Hub {
         Ok(Admitted::New { token, identity })
     }
 
-    /// Whether a resume may proceed: known session, the right kind of opening, a binder
-    /// that proves the session's keys, the session's identity.
+    /// Whether a resume may proceed: known session, the right kind of opening (a session
+    /// that never exchanged keys: over TLS, or with `plain_resume`), a binder that proves the
+    /// session's keys, the session's identity.
     fn check_resume(
         &self,
         accepted: &Accepted,
         claim: &Claim,
         identity: Option<&Identity>,
+        over_tls: bool,
     ) -> Result<Peer, Error> {
         let peer = self
             .store
@@ -192,6 +194,9 @@ impl Hub {
                 }
             }
             (Some(_), None) => return Err(refused("a keyed session resumes only through a keyed opening")),
+            // Over TLS end to end (the session's last connection and this one; by induction
+            // every connection of it), the resume token never crossed in the clear.
+            (None, _) if over_tls && peer.info().tls => {}
             (None, _) if !self.config.plain_resume => {
                 return Err(refused(
                     "this server does not resume sessions that never exchanged keys",
