@@ -11,6 +11,9 @@ echo "== Rust: cargo test --workspace --features $features"
 # Also builds the examples the JavaScript tests run against (target/debug/examples/interop).
 cargo test --workspace --features "$features"
 
+# The Node TLS tests make certificates with openssl (Debian's package when missing).
+command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssl; }
+
 echo "== JavaScript: npm ci"
 command -v node >/dev/null || { echo "node is missing (Node 20 or later)"; exit 1; }
 (cd clients/js && npm ci --no-audit --no-fund)

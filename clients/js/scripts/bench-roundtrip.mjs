@@ -1,26 +1,40 @@
 // npm run bench:roundtrip: sequential round trips (send, wait for the echo, again) of the
 // JavaScript client in Node against the Rust interop server, over TCP and WebSocket, beside
-// Node's `ws` client talking to a `ws` echo server in Node (perMessageDeflate off). Medians of
-// 5 interleaved rounds, in seconds, and each one's ratio to ws, as a Markdown table.
+// Node's `ws` client talking to a `ws` echo server in another Node process (perMessageDeflate
+// off). Medians of 5 interleaved rounds, in seconds, and each one's ratio to ws, as a Markdown
+// table.
 //
-// The interop server is target/release/examples/interop when it exists, else the debug build
-// (cargo build --example interop); the table says which.
+// The interop server is the release build, target/release/examples/interop: build it with
+// `cargo build --release --example interop` in the repository root. The script refuses to run
+// without it; `--debug` runs against the debug build instead, with a warning in the table
+// (its numbers measure the debug build's speed, not the client's).
 
 import { existsSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { WebSocket, WebSocketServer } from 'ws';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
 import { connect } from '../dist/index.js';
 import { nodeWebSocket, tcp } from '../dist/node/index.js';
 import { startServer } from '../tests/support/server.js';
 
 const release = fileURLToPath(new URL('../../../target/release/examples/interop', import.meta.url));
-const binary = existsSync(release) ? release : undefined;
+const debug = process.argv.includes('--debug');
+if (!debug && !existsSync(release)) {
+  console.error(`${release} is missing: build it with \`cargo build --release --example interop\` in the repository root (or pass --debug to measure the debug build, whose numbers mean little)`);
+  process.exit(1);
+}
+if (debug) console.error('warning: measuring against the DEBUG build of the Rust server; these numbers are not the client\'s speed');
+const binary = debug ? undefined : release;
 const WORKLOADS = [
   [10000, 64, '10000 × 64 B'],
+  [10000, 1 << 10, '10000 × 1 KiB'],
   [5000, 16 << 10, '5000 × 16 KiB'],
   [1000, 128 << 10, '1000 × 128 KiB'],
   [100, 1 << 20, '100 × 1 MiB'],
+  [10, 10 << 20, '10 × 10 MiB'],
 ];
 const ROUNDS = 5;
 
@@ -38,12 +52,11 @@ async function truflux(connector) {
   };
 }
 
-/** The baseline: `ws` to a `ws` echo server in this process. */
-const echo = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 30 });
-echo.on('connection', (socket) => socket.on('message', (data) => socket.send(data, { binary: true })));
-await new Promise((r) => echo.once('listening', r));
+/** The baseline: `ws` to a `ws` echo server in a Node process of its own (scripts/ws-echo-server.mjs). */
+const echo = spawn(process.execPath, [fileURLToPath(new URL('ws-echo-server.mjs', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
+const echoPort = Number((await once(echo.stdout, 'data'))[0].toString().trim());
 async function ws() {
-  const socket = new WebSocket(`ws://127.0.0.1:${echo.address().port}`, { perMessageDeflate: false, maxPayload: 1 << 30 });
+  const socket = new WebSocket(`ws://127.0.0.1:${echoPort}`, { perMessageDeflate: false, maxPayload: 1 << 30 });
   await new Promise((r, no) => socket.once('open', r).once('error', no));
   let waiting;
   socket.on('message', (data) => waiting(data));
@@ -74,6 +87,7 @@ async function measure(make, n, size) {
   return seconds;
 }
 
+const load = [loadavg()[0]];
 const times = {};
 for (let round = 0; round < ROUNDS; round++) {
   for (const [n, size, label] of WORKLOADS) {
@@ -84,12 +98,13 @@ for (let round = 0; round < ROUNDS; round++) {
   process.stderr.write(`round ${round + 1} of ${ROUNDS}\n`);
 }
 await server.stop();
-echo.close();
+echo.kill();
+load.push(loadavg()[0]);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const names = Object.keys(contenders);
 const lines = [
-  `Round trips, median of ${ROUNDS} interleaved rounds, seconds (ratio to ws); Rust server: ${binary ? 'release' : 'debug'} build; Node ${process.version}.`,
+  `Round trips, median of ${ROUNDS} interleaved rounds, seconds (ratio to ws); Rust server: ${debug ? 'DEBUG (not meaningful)' : 'release'} build; Node ${process.version}; ${cpus().length} CPUs, load average ${load.map((l) => l.toFixed(2)).join(' → ')} (start → end).`,
   '',
   `| workload | ${names.join(' | ')} |`,
   `|---|${names.map(() => '---:').join('|')}|`,

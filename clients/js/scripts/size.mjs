@@ -1,6 +1,9 @@
 // Bundle sizes of what a page ships: each piece, the core entry and everything, bundled from
-// dist/ with esbuild (--bundle --minify --format=esm) and gzipped at level 9. Fails when the
-// core or everything exceeds its budget. 1 KB = 1024 octets.
+// dist/ with esbuild as the published bundle is built (scripts/esbuild-options.mjs: --bundle
+// --minify --format=esm, internal property names shortened) and gzipped at level 9. Fails when
+// the core or everything exceeds its budget. The pages are also measured as a plain
+// `esbuild --bundle --minify` of the npm package builds them (no property mangling).
+// 1 KB = 1024 octets.
 //
 // Each bundle is a page that uses every export of what it measures: it imports them by name
 // and keeps them all alive, so nothing is shaken off, and, as in a page, their names are
@@ -10,6 +13,7 @@
 // is a dev dependency; notepack.io is measured when present (npm install --no-save notepack.io).
 
 import { build } from 'esbuild';
+import { browser } from './esbuild-options.mjs';
 import { gzipSync } from 'node:zlib';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -31,15 +35,11 @@ async function user(...paths) {
 }
 
 /** Minified and gzipped octets of a bundle of `contents` (an ES module resolved from root). */
-async function measure(contents) {
+async function measure(contents, plain = false) {
   const result = await build({
     stdin: { contents, resolveDir: root, loader: 'js' },
-    bundle: true,
-    minify: true,
-    format: 'esm',
-    platform: 'browser',
-    write: false,
-    logLevel: 'silent',
+    ...browser,
+    ...(plain ? { mangleProps: undefined } : {}),
   });
   const code = result.outputFiles[0].contents;
   return { min: code.length, gz: gzipSync(code, { level: 9 }).length };
@@ -99,6 +99,7 @@ const measured = async (list) => Promise.all(list.map(async ([name, src]) => [na
 table('pieces', await measured(pieces));
 const [core, everything] = await measured(totals);
 table('pages (the budgets)', [core, everything]);
+table('the same pages, plain esbuild --bundle --minify (no property mangling)', await Promise.all(totals.map(async ([name, src]) => [name, await measure(src, true)])));
 table('entry points, nothing shaken off', await measured(exports));
 
 const require = createRequire(import.meta.url);

@@ -36,13 +36,13 @@ import {
   UNTRUSTED_SERVER,
   VERSION_MISMATCH,
 } from './code.js';
-import { coded, encodeAck, encodeClose, encodeRequest, parseAck, parseClose, parseRequest } from './control.js';
+import { coded, encodeClose, parseAck, parseClose } from './control.js';
 import { decodeExact, frame, malformed, MAX_ID, wire, type Frame } from './frame.js';
 import { helloFrame, parseAnswer, type Answer, type Credentials } from './hello.js';
 import { messageId } from './ids.js';
 import { ACK, CLOSE, ERROR, FILE_OFFER, FILE_REFUSE, HELLO, MESSAGE, PING, PONG, REPLY, REPLY_ERROR, REQUEST, SECURITY } from './kind.js';
 import { decode, encode } from './msgpack.js';
-import { strict, utf8 } from './octets.js';
+import { concat, getUint, strict, uint, utf8 } from './octets.js';
 import type { Connector, Transport } from './transport.js';
 
 /** How a message's value travels: MessagePack (the default), raw octets, or UTF-8 text. */
@@ -334,7 +334,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       }, 5);
   }
 
-  const ack = () => ctl.push(frame(ACK, encodeAck((acked = received))));
+  const ack = () => ctl.push(frame(ACK, uint((acked = received), 8)));
 
   const check = () => {
     const silent = now() - heard;
@@ -387,10 +387,10 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
         emit('error', e);
       }
     } else if (k == REQUEST) {
-      const q = parseRequest(p);
+      const n = getUint(p, 0, 4);
       // A reply carries the request id in its 31-bit id field.
-      if (q.requestId > MAX_ID) throw malformed();
-      onRequest(id, q.requestId, q.body);
+      if (p.length < 4 || n > MAX_ID) throw malformed();
+      onRequest(id, n, p.subarray(4));
     } else if (isApp(k)) {
       const c = k == REPLY_ERROR && parseClose(p);
       if (!r) return refuse(UNKNOWN_REQUEST, id);
@@ -629,7 +629,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
         if (state == 'closed') throw error(ABNORMAL);
         while (pending.has(r)) r = (r + 1) & MAX_ID;
         nextRequest = (r + 1) & MAX_ID;
-        push(frame(REQUEST, encodeRequest(r, pack(value, codec)), idOf(name)));
+        push(frame(REQUEST, concat([uint(r, 4), pack(value, codec)]), idOf(name)));
         pending.set(r, [ok, no, setTimeout(() => pending.delete(r) && no(error(REQUEST_TIMEOUT)), timeout ?? o.requestTimeout ?? 30000)]);
         flush();
       }).then((body) => unpack(body, codec));

@@ -68,16 +68,23 @@ export function encodeHello({ version, extensions }: Hello): Uint8Array {
   return concat([utf8.encode(MAGIC), uint(version, 2), ...extensions.flatMap((e) => [uint(e.type, 2), uint(e.value.length, 2), e.value])]);
 }
 
+/** Walks a `HELLO` payload: checks its magic and each extension's bounds (at most 32), calls
+ * `each` with each extension's type and value (sharing `payload`), and returns the version. */
+export function walkHello(payload: Uint8Array, each: (type: number, value: Uint8Array) => void): number {
+  if (payload.length < 6 || String.fromCharCode(...payload.subarray(0, 4)) != MAGIC) throw malformed();
+  for (let at = 6, n = 0; at < payload.length; n++) {
+    const end = at + 4 + getUint(payload, at + 2, 2);
+    if (n == MAX_HELLO_EXTENSIONS || at + 4 > payload.length || end > payload.length) throw malformed();
+    each(getUint(payload, at, 2), payload.subarray(at + 4, (at = end)));
+  }
+  return getUint(payload, 4, 2);
+}
+
 /** Parses a `HELLO` payload; extension values share `payload`. */
 export function parseHello(payload: Uint8Array): Hello {
   const extensions: Extension[] = [];
-  if (payload.length < 6 || String.fromCharCode(...payload.subarray(0, 4)) != MAGIC) throw malformed();
-  for (let at = 6; at < payload.length; ) {
-    const end = at + 4 + getUint(payload, at + 2, 2);
-    if (extensions.length == MAX_HELLO_EXTENSIONS || at + 4 > payload.length || end > payload.length) throw malformed();
-    extensions.push({ type: getUint(payload, at, 2), value: payload.subarray(at + 4, (at = end)) });
-  }
-  return { version: getUint(payload, 4, 2), extensions };
+  const version = walkHello(payload, (type, value) => extensions.push({ type, value }));
+  return { version, extensions };
 }
 
 /** An `ACK` payload: the count of application frames received (u64). */

@@ -6,7 +6,7 @@
  */
 
 import { VERSION_MISMATCH, TrufluxError } from './code.js';
-import { encodeHello, parseHello, type Extension } from './control.js';
+import { encodeHello, walkHello, type Extension } from './control.js';
 import { frame, malformed, type Frame } from './frame.js';
 import { HELLO } from './kind.js';
 import { concat, getUint, uint, utf8 } from './octets.js';
@@ -64,13 +64,11 @@ export const helloFrame = (c: Credentials): Frame => frame(HELLO, encodeHello({ 
 
 /** Parses a server's hello: version 2, each type once, the lengths its type fixes. */
 export function parseAnswer(payload: Uint8Array): Answer {
-  const { version, extensions } = parseHello(payload);
   const seen: Record<number, Uint8Array> = {};
+  let repeated = false;
+  const version = walkHello(payload, (type, value) => ((repeated ||= !!seen[type]), (seen[type] = value)));
   if (version != VERSION) throw new TrufluxError(VERSION_MISMATCH);
-  for (const { type, value } of extensions) {
-    if (seen[type]) throw malformed();
-    seen[type] = value;
-  }
+  if (repeated) throw malformed();
   const get = (type: number, size: number) => {
     const v = seen[type];
     if (v && v.length != size) throw malformed();

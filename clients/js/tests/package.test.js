@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { bundle as browserBundle, BUNDLE } from '../scripts/bundle.mjs';
+import { INTERNAL } from '../scripts/esbuild-options.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -67,4 +68,31 @@ test('the committed browser bundle (bundle/truflux.min.js) is what npm run bundl
   assert.doesNotMatch(fresh, /node:|require\(/, 'nothing from Node');
   const exported = await import(new URL('../bundle/truflux.min.js', import.meta.url));
   for (const name of ['connect', 'webSocket', 'security', 'files', 'Code', 'encode', 'decode']) assert.equal(typeof exported[name], name === 'Code' ? 'object' : 'function', name);
+});
+
+test('the property names the bundle shortens are none an application or a transport sees', () => {
+  // The members of every interface an application uses or implements (a custom connector
+  // returns a Transport), from the published types.
+  const facing = {
+    client: ['ClientOptions', 'Client', 'MessageContext'],
+    code: ['TrufluxError'],
+    msgpack: ['DecodeError', 'Ext'],
+    transport: ['Transport', 'TransportEvents', 'WebSocketLike', 'WebSocketOptions'],
+    'security/plugin': ['SecurityOptions', 'Security'],
+    'files/transfer': ['FileOptions', 'Sink', 'Transfer', 'Offer', 'Files'],
+  };
+  const members = new Set();
+  for (const [file, names] of Object.entries(facing)) {
+    const types = readFileSync(new URL(`../dist/${file}.d.ts`, import.meta.url), 'utf8');
+    for (const name of names) {
+      const at = types.search(new RegExp(`export (?:interface|declare class) ${name}\\b[^{]*\\{`));
+      assert.ok(at >= 0, `${name} is in ${file}.d.ts`);
+      const body = types.slice(types.indexOf('{', at) + 1, types.indexOf('\n}', at));
+      for (const m of body.matchAll(/^\s+(?:readonly\s+)?([A-Za-z_$][\w$]*)\??\s*[:(]/gm)) members.add(m[1]);
+    }
+  }
+  for (const name of ['code', 'id', 'send', 'on', 'accept', 'secure', 'maxPayload', 'stream', 'buffered']) assert.ok(members.has(name), `found ${name}`);
+  assert.deepEqual(INTERNAL.filter((n) => members.has(n)), []);
+  // The nested option objects and the DecodeError / TrufluxError fields are named too.
+  for (const n of ['initialDelay', 'maxDelay', 'maxAttempts', 'interval', 'timeout', 'records', 'octets', 'type', 'data', 'message', 'name', 'size', 'sha256', 'done', 'value']) assert.ok(!INTERNAL.includes(n), n);
 });

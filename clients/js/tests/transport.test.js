@@ -6,7 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { WebSocket as WsSocket, WebSocketServer } from 'ws';
 import { Code, decodeExact, encodeClose, encodeFrame, header, Kind, TrufluxError, webSocket, wireCloseCode } from 'truflux';
 import { nodeWebSocket, tcp, tls } from 'truflux/node';
+import { certificateRefused, connectError } from '../dist/node/stream.js';
 
 const text = (s) => new TextEncoder().encode(s);
 const message = (id, body) => encodeFrame({ kind: Kind.MESSAGE, id, payload: text(body) });
@@ -150,9 +151,47 @@ function certificate() {
   }
 }
 
+/** A self-signed certificate for 127.0.0.1 that expired in 2020 (openssl ca sets the dates). */
+function expiredCertificate() {
+  const dir = mkdtempSync(join(tmpdir(), 'truflux-tls-'));
+  const at = (f) => join(dir, f);
+  try {
+    writeFileSync(at('ca.cnf'), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${at('index.txt')}\nnew_certs_dir = ${dir}\nserial = ${at('serial')}\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n[p]\ncommonName = supplied\n`);
+    writeFileSync(at('index.txt'), '');
+    writeFileSync(at('serial'), '01\n');
+    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', at('key.pem'), '-out', at('csr.pem')], { stdio: 'ignore' });
+    execFileSync('openssl', ['ca', '-batch', '-selfsign', '-config', at('ca.cnf'), '-keyfile', at('key.pem'), '-in', at('csr.pem'), '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-out', at('cert.pem')], { stdio: 'ignore' });
+    return { key: readFileSync(at('key.pem')), cert: readFileSync(at('cert.pem')) };
+  } catch {
+    return undefined;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('TLS: which errors are a refused certificate', () => {
+  for (const code of ['CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_NOT_YET_VALID', 'HOSTNAME_MISMATCH']) {
+    assert.equal(certificateRefused({ code }), true, code);
+    assert.equal(connectError({ code, message: 'm' }).code, Code.UNTRUSTED_SERVER, code);
+  }
+  for (const code of ['ECONNREFUSED', 'ECONNRESET', 'ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', undefined]) {
+    assert.equal(certificateRefused({ code }), false, code);
+    assert.equal(connectError({ code, message: 'm' }).code, Code.ABNORMAL, code);
+  }
+  assert.equal(connectError(undefined).code, Code.ABNORMAL);
+});
+
+test('TLS: an expired certificate is UNTRUSTED_SERVER, even from a trusted CA', async (t) => {
+  const pair = expiredCertificate();
+  assert.ok(pair, 'openssl makes the test certificates (scripts/test.sh installs it)');
+  const { server, port } = await listen((socket) => socket.end(), createTlsServer, pair);
+  t.after(() => server.close());
+  await assert.rejects(tls({ host: '127.0.0.1', port, ca: pair.cert })(recorder().events), (e) => e instanceof TrufluxError && e.code === Code.UNTRUSTED_SERVER && /CERT_HAS_EXPIRED/.test(e.message));
+});
+
 test('TLS: options pass through to tls.connect; frames arrive whole', async (t) => {
   const pair = certificate();
-  if (!pair) return t.skip('openssl is not installed');
+  assert.ok(pair, 'openssl makes the test certificates (scripts/test.sh installs it)');
   const { server, port } = await listen((socket) => socket.end(Buffer.concat([message(1, 'secure'), message(2, 'x'.repeat(20000))])), createTlsServer, pair);
   t.after(() => server.close());
   const r = recorder();
@@ -161,8 +200,13 @@ test('TLS: options pass through to tls.connect; frames arrive whole', async (t) 
   assert.equal(Buffer.from(decodeExact(await r.frame()).payload).toString(), 'secure');
   assert.equal(decodeExact(await r.frame()).payload.length, 20000);
   await r.closed;
-  // Without the CA the certificate is not trusted: the connection is refused.
-  await assert.rejects(tls({ host: '127.0.0.1', port })(recorder().events), (e) => e instanceof TrufluxError && e.code === Code.ABNORMAL && /self.signed/i.test(e.message));
+  // Without the CA the certificate is not trusted, and with another name it does not match:
+  // the connection is refused as UNTRUSTED_SERVER (the client then closes, it does not retry).
+  await assert.rejects(tls({ host: '127.0.0.1', port })(recorder().events), (e) => e instanceof TrufluxError && e.code === Code.UNTRUSTED_SERVER && /self.signed/i.test(e.message));
+  await assert.rejects(tls({ host: '127.0.0.1', port, ca: pair.cert, servername: 'wrong.invalid' })(recorder().events), (e) => e.code === Code.UNTRUSTED_SERVER && /ALTNAME/.test(e.message));
+  // A refused connection is still ABNORMAL.
+  server.close();
+  await assert.rejects(tls({ host: '127.0.0.1', port, ca: pair.cert })(recorder().events), (e) => e.code === Code.ABNORMAL);
 });
 
 /** A ws server on 127.0.0.1 that selects `truflux`, and the connections it accepts. */

@@ -6,7 +6,7 @@
 
 import { connect as netConnect, type Socket, type TcpNetConnectOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import { ABNORMAL, TrufluxError } from '../code.js';
+import { ABNORMAL, TrufluxError, UNTRUSTED_SERVER } from '../code.js';
 import { frameSplitter } from '../stream.js';
 import type { Connector, Transport, TransportEvents } from '../transport.js';
 
@@ -15,12 +15,25 @@ export type TcpOptions = TcpNetConnectOpts;
 /** `node:tls` connect options (`host`, `port`, `ca`, `servername`, …), passed through. */
 export type TlsOptions = ConnectionOptions;
 
+/** Whether `e` is Node's refusal of the server's certificate (its chain, dates or name): the
+ * OpenSSL verification codes and `ERR_TLS_CERT_ALTNAME_INVALID`. Alerts the server sends
+ * (`ERR_SSL_…`, say about our own certificate) are not. */
+export const certificateRefused = (e: any) => typeof e?.code == 'string' && !e.code.startsWith('ERR_SSL_') && /CERT|SIGNATURE|UNABLE_TO|INVALID_CA|PATH_LENGTH|PURPOSE|HOSTNAME|ALTNAME/.test(e.code);
+
+/** Why a connection could not be opened: `UNTRUSTED_SERVER` for a refused certificate (the
+ * client then closes instead of reconnecting), else `ABNORMAL`. */
+export const connectError = (e: any) =>
+  certificateRefused(e) ? new TrufluxError(UNTRUSTED_SERVER, `${e.code}: ${e.message}`) : new TrufluxError(ABNORMAL, `connect failed: ${e?.message ?? 'closed'}`);
+
 /** A connector for truflux over TCP, with Nagle's algorithm off (`setNoDelay`). */
 export function tcp(options: TcpOptions): Connector {
   return (events, maxPayload) => wrap(netConnect(options), 'connect', events, maxPayload);
 }
 
-/** A connector for truflux over TLS; the options go to `tls.connect` as they are. */
+/** A connector for truflux over TLS; the options go to `tls.connect` as they are (`ca` to
+ * trust a private CA, `servername` when the host is not the certificate's name). A
+ * certificate Node refuses fails the attempt with `UNTRUSTED_SERVER`, which ends the client
+ * (no reconnection loop). */
 export function tls(options: TlsOptions): Connector {
   return (events, maxPayload) => wrap(tlsConnect(options), 'secureConnect', events, maxPayload);
 }
@@ -83,7 +96,7 @@ function wrap(socket: Socket, ready: string, events: TransportEvents, maxPayload
       end(cut ? cut.code : ABNORMAL, cut ? cut.message : '', cut);
     });
     socket.on('close', () => {
-      if (!open) reject(new TrufluxError(ABNORMAL, `connect failed: ${failure?.message ?? 'closed'}`));
+      if (!open) reject(connectError(failure));
       end(ABNORMAL, failure?.message ?? '', failure);
     });
   });

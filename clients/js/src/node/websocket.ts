@@ -7,6 +7,7 @@
 import { ABNORMAL, MESSAGE_TOO_BIG, TrufluxError } from '../code.js';
 import { HEADER_LEN, SEAL_OVERHEAD, TAG_LEN } from '../frame.js';
 import { openWebSocket, SUBPROTOCOL, type Connector, type WebSocketLike } from '../transport.js';
+import { certificateRefused, connectError } from './stream.js';
 
 export interface NodeWebSocketOptions {
   /** Subprotocols offered after `truflux`. */
@@ -29,7 +30,9 @@ async function loadWs(): Promise<WebSocketClass> {
   }
 }
 
-/** A connector for a `ws://` or `wss://` URL on Node. */
+/** A connector for a `ws://` or `wss://` URL on Node. For `wss://` with a private CA, pass
+ * `ws: { ca }` (and `servername` where the host is not the certificate's name); a certificate
+ * Node refuses fails the attempt with `UNTRUSTED_SERVER`, which ends the client. */
 export function nodeWebSocket(url: string | URL, options: NodeWebSocketOptions = {}): Connector {
   const protocols = [SUBPROTOCOL, ...(options.protocols ?? [])];
   const needsWs = options.headers !== undefined || options.ws !== undefined;
@@ -43,7 +46,15 @@ export function nodeWebSocket(url: string | URL, options: NodeWebSocketOptions =
     const close = (code: number, reason: string, error?: any) =>
       events.close(error?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? MESSAGE_TOO_BIG : code, reason, error);
     let socket: any;
-    const t = await openWebSocket(() => (socket = new Socket(String(url), [...protocols, ...extra], init)), { data: (frame) => events.data(frame), close });
+    let failure: unknown;
+    const t = await openWebSocket(() => {
+      socket = new Socket(String(url), [...protocols, ...extra], init);
+      // ws says why a wss:// connection failed (Node's global WebSocket does not).
+      socket.on?.('error', (e: unknown) => (failure = e));
+      return socket;
+    }, { data: (frame) => events.data(frame), close }).catch((e) => {
+      throw certificateRefused(failure) ? connectError(failure) : e;
+    });
     // ws drops a connection at once (a browser can only close it), and reads on demand:
     // pausing it bounds what waits to be processed.
     t.abort = () => (socket.terminate ? socket.terminate() : socket.close());

@@ -1,17 +1,20 @@
 // Starts the Rust interop server (examples/interop.rs) on free 127.0.0.1 ports and reads the
-// JSON line it prints when ready. Build it first: cargo build --example interop.
+// JSON line it prints when ready. Build it first: cargo build --features tls --example interop.
 
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 export const INTEROP = fileURLToPath(new URL('../../../../target/debug/examples/interop', import.meta.url));
 
+/** Whether the interop server has TLS listeners (`--tls-dir`, `--tls-tcp`, `--wss`). */
+export const tlsSupported = () => readFileSync(new URL('../../../../examples/interop.rs', import.meta.url), 'utf8').includes('--tls-dir');
+
 /** Starts the server (`binary`, the debug build by default) with `args`; resolves with its addresses, fingerprint and `stop()`. */
 export async function startServer(args = [], { tcp = '127.0.0.1:0', ws = '127.0.0.1:0', binary = INTEROP } = {}) {
   if (!existsSync(binary)) {
-    throw new Error(`${binary} is missing: build it with \`cargo build --example interop\` in the repository root`);
+    throw new Error(`${binary} is missing: build it with \`cargo build --features tls --example interop\` in the repository root`);
   }
   const child = spawn(binary, ['--tcp', tcp, '--ws', ws, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let errors = '';
