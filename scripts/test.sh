@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 features=$(scripts/features.sh)
 echo "== Rust: cargo test --workspace --features $features"
+scripts/ensure-redis.sh # adapters/redis's tests run their own redis-server
 # Also builds the examples the JavaScript tests run against (target/debug/examples/interop).
 cargo test --workspace --features "$features"
 

@@ -135,11 +135,18 @@ impl Node {
         }
     }
 
-    /// Delivers another node's broadcast to this node's peers (and nowhere else).
+    /// Delivers another node's broadcast to this node's peers (and nowhere else); this node's
+    /// rooms that keep history remember it, as they remember its own broadcasts.
     pub fn deliver(&self, envelope: &Envelope) -> BroadcastReport {
-        match self.hub.upgrade() {
-            Some(hub) => hub.deliver_local(envelope).unwrap_or_default(),
-            None => BroadcastReport::default(),
+        let Some(hub) = self.hub.upgrade() else {
+            return BroadcastReport::default();
+        };
+        match hub.deliver_local(envelope) {
+            Ok(report) => {
+                hub.rooms.remember(&envelope.target.rooms, &envelope.message);
+                report
+            }
+            Err(_) => BroadcastReport::default(),
         }
     }
 
