@@ -110,6 +110,41 @@ async fn tls_over_tcp_and_wss_carry_messages_and_say_so_in_peer_info() {
 }
 
 #[tokio::test]
+async fn large_frames_over_tls_arrive_without_waiting_for_the_next_write() {
+    let panics = watch_panics();
+    let pki = pki();
+    let events = Events::default();
+    let big = || ConnectionConfig::default().max_payload(16 << 20);
+    let server = echo_server(
+        pki.server.clone(),
+        ServerConfig::default().connection(big()),
+        &events,
+    )
+    .await;
+    let (protocol, mut rx) = collector();
+    let client = Client::builder()
+        .tls(pki.client.clone())
+        .config(ClientConfig::default().connection(big()))
+        .protocol(protocol)
+        .connect_tls(server.local_addrs()[0], "localhost")
+        .await
+        .expect("connect");
+    // Records the socket could not take at once used to wait in the TLS session until the
+    // next frame (a heartbeat, 25 s later) pushed them out.
+    let payload = Bytes::from(vec![0x5a; 10 << 20]);
+    for _ in 0..6 {
+        let message = Message {
+            id: 9,
+            payload: payload.clone(),
+        };
+        client.peer().send(message).await.expect("send");
+        let echoed = within("a 10 MiB echo", rx.recv()).await.expect("open");
+        assert_eq!(echoed.payload.len(), payload.len());
+    }
+    assert_no_panics(panics);
+}
+
+#[tokio::test]
 async fn untrusted_wrong_name_and_expired_certificates_are_each_their_own_error() {
     let panics = watch_panics();
     let pki = pki();

@@ -161,7 +161,10 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for TcpWriter<W> {
                 self.gather.by_reference(index);
             }
         }
-        self.gather.write_to(&mut self.stream, batch).await
+        self.gather.write_to(&mut self.stream, batch).await?;
+        // A no-op on TCP; under TLS, records the socket did not take yet wait in the session
+        // until a flush (or the next write) pushes them.
+        self.stream.flush().await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
