@@ -1,12 +1,15 @@
 //! The benchmark harness: truflux against the floor (raw tokio TCP with a 4-byte length prefix)
-//! and the peer (tokio-tungstenite), in one run, server and client in separate processes on
-//! single-threaded runtimes.
+//! and the peers (tokio-tungstenite, fastwebsockets, Node's `ws` when Node is installed), in
+//! one run, server and client in separate processes on single-threaded runtimes, with `-mt`
+//! rows on 2-worker multi-threaded runtimes and, with feature `tls`, TLS rows against a TLS
+//! floor (tokio-rustls with the same length prefix).
 //!
 //! ```sh
 //! cargo bench --bench truflux                     # full run (several minutes)
 //! cargo bench --bench truflux -- --quick          # smoke run, under a minute
 //! cargo bench --bench truflux -- --cpus different # server on CPU 0, client on CPU 1
 //! cargo bench --bench truflux -- --only roundtrip # or: scale, broadcast, memory
+//! cargo bench --bench truflux --features tls -- --only roundtrip   # with the TLS rows
 //! ```
 //!
 //! The binary re-executes itself: `--serve IMPL` runs one server and prints its port;
@@ -30,19 +33,37 @@ use truflux::security::record::{Opener, Sealer};
 use truflux::security::{SecurityConfig, Suite};
 use truflux::{protocol, Client, ClientConfig, ConnectionConfig, Server, ServerConfig};
 
+#[path = "peers/fastws.rs"]
+mod fastws;
+#[cfg(feature = "tls")]
+#[path = "peers/tls.rs"]
+mod tls;
+
 /// `truflux-wire` is the truflux TCP server with a client that speaks the wire format inline by
 /// hand (like the floor's client): its distance from the floor is the server's share.
 /// `truflux-gcm` / `truflux-cbc` are truflux over TCP with both directions secure under
-/// `ecdh-p256-aes128gcm` / `dh-ffdhe2048-aes256cbc-hmacsha256`.
+/// `ecdh-p256-aes128gcm` / `dh-ffdhe2048-aes256cbc-hmacsha256`. A name ending in `-mt` runs
+/// its server and client on 2-worker multi-threaded runtimes.
 const IMPLS: &[&str] = &[
     "raw-tcp",
+    "raw-tcp-steps",
     "tungstenite",
+    "fastwebsockets",
+    "node-ws",
     "truflux-wire",
     "truflux-tcp",
     "truflux-ws",
     "truflux-gcm",
     "truflux-cbc",
+    "raw-tcp-mt",
+    "truflux-tcp-mt",
+    "truflux-ws-mt",
 ];
+/// The TLS rows (feature `tls`): the TLS floor and truflux over TLS over TCP.
+#[cfg(feature = "tls")]
+const TLS_IMPLS: &[&str] = &["raw-tls", "truflux-tls"];
+#[cfg(not(feature = "tls"))]
+const TLS_IMPLS: &[&str] = &[];
 const CASES: &[(usize, usize)] = &[
     (64, 10_000),
     (16 * 1024, 5_000),
@@ -62,10 +83,11 @@ fn main() {
             .cloned()
     };
     if let Some(imp) = flag("--serve") {
-        return runtime().block_on(serve(&imp));
+        let (imp, mt) = runtime_kind(&imp);
+        return runtime(mt).block_on(serve(&imp));
     }
     if let Some(mode) = flag("--client") {
-        let imp = flag("--impl").expect("--impl");
+        let (imp, mt) = runtime_kind(&flag("--impl").expect("--impl"));
         let port: u16 = flag("--port").and_then(|p| p.parse().ok()).expect("--port");
         let size: usize = flag("--size").and_then(|s| s.parse().ok()).unwrap_or(64);
         let count: usize = flag("--count").and_then(|s| s.parse().ok()).unwrap_or(100);
@@ -74,13 +96,13 @@ fn main() {
             // wake of the blocked-on future costs tokio's current-thread scheduler a driver
             // poll (an extra `epoll_wait`), which charges a client whose connection runs in a
             // task of its own (truflux) and not one that does all its IO inline (the baselines).
-            runtime().block_on(async move {
+            runtime(mt).block_on(async move {
                 tokio::spawn(async move { roundtrip_client(&imp, port, size, count).await })
                     .await
                     .expect("client task")
             })
         } else {
-            runtime().block_on(client(&mode, &imp, port, size, count))
+            runtime(mt).block_on(client(&mode, &imp, port, size, count, mt))
         };
         println!("{line}");
         return;
@@ -105,6 +127,8 @@ fn main() {
         nofile_limit()
     );
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    #[cfg(feature = "tls")]
+    let cert_dir = run("roundtrip").then(tls::make_certs);
     if run("roundtrip") {
         roundtrips(&plan);
     }
@@ -123,6 +147,10 @@ fn main() {
     }
     if run("file") {
         file_throughput(&plan);
+    }
+    #[cfg(feature = "tls")]
+    if let Some(dir) = cert_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -400,11 +428,33 @@ async fn bystander(port: u16, ms: usize) -> String {
     format!("{} {}", pick(0.5), pick(0.99))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+/// A current-thread runtime, or with `mt` a multi-threaded one of 2 workers.
+fn runtime(mt: bool) -> tokio::runtime::Runtime {
+    let mut builder = if mt {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().expect("runtime")
+}
+
+/// An implementation's name without its `-mt`, and whether it had one.
+fn runtime_kind(imp: &str) -> (String, bool) {
+    (imp.replacen("-mt", "", 1), imp.contains("-mt"))
+}
+
+/// The floor an implementation is compared with: the raw floor on the same kind of runtime,
+/// or the TLS floor.
+fn floor_of(imp: &str) -> &'static str {
+    if imp.contains("-mt") {
+        "raw-tcp-mt"
+    } else if imp.ends_with("-tls") {
+        "raw-tls"
+    } else {
+        "raw-tcp"
+    }
 }
 
 fn cpu_model() -> String {
@@ -456,6 +506,49 @@ fn command(cpu: Option<&str>, args: &[String]) -> Command {
     command
 }
 
+/// The Node peer (`benches/peers/node-ws.mjs`) with `args`, pinned to `cpu`.
+fn node_command(cpu: Option<&str>, args: &[String]) -> Command {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/node-ws.mjs");
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpu, "node"]);
+            command
+        }
+        None => Command::new("node"),
+    };
+    command.arg(script).args(args);
+    command
+}
+
+/// Why the Node peer cannot run here, if it cannot: no `node`, or no `ws` package.
+fn node_ws_missing() -> Option<&'static str> {
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|out| out.status.success()) {
+        return Some("node-ws skipped: Node is not installed");
+    }
+    let ws = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/js/node_modules/ws/package.json"
+    );
+    if !std::path::Path::new(ws).exists() {
+        return Some("node-ws skipped: no ws package (run `cd clients/js && npm ci`)");
+    }
+    None
+}
+
+/// `imps` less the Node peer when it cannot run (with a note saying so).
+fn available(imps: &[&'static str]) -> Vec<&'static str> {
+    let missing = imps.contains(&"node-ws").then(node_ws_missing).flatten();
+    if let Some(note) = missing {
+        println!("({note})\n");
+    }
+    imps.iter()
+        .copied()
+        .filter(|imp| *imp != "node-ws" || missing.is_none())
+        .collect()
+}
+
 /// The soft open-files limit: the 10,000-peer broadcast needs more than 10,000 per process.
 fn nofile_limit() -> String {
     std::fs::read_to_string("/proc/self/limits")
@@ -482,6 +575,7 @@ impl ServerProcess {
     fn start_from(plan: &Plan, bin: Option<&str>, imp: &str) -> ServerProcess {
         let args = ["--serve".to_string(), imp.to_string()];
         let mut command = match bin {
+            None if imp == "node-ws" => node_command(plan.server_cpu(), &["serve".to_string()]),
             Some(bin) => {
                 let mut command = Command::new("taskset");
                 command
@@ -544,10 +638,18 @@ fn run_client(plan: &Plan, mode: &str, imp: &str, port: u16, size: usize, count:
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let output = command(plan.client_cpu(), &args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("client runs");
+    let mut command = if imp == "node-ws" {
+        let node_args = [
+            mode.to_string(),
+            port.to_string(),
+            size.to_string(),
+            count.to_string(),
+        ];
+        node_command(plan.client_cpu(), &node_args)
+    } else {
+        command(plan.client_cpu(), &args)
+    };
+    let output = command.stderr(Stdio::inherit()).output().expect("client runs");
     let text = String::from_utf8_lossy(&output.stdout);
     text.split_whitespace()
         .map(|v| v.parse().unwrap_or(f64::NAN))
@@ -563,15 +665,17 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn roundtrips(plan: &Plan) {
     println!("## Round trips (a client sends a binary message and waits for its echo)\n");
-    let servers: Vec<ServerProcess> = IMPLS.iter().map(|imp| ServerProcess::start(plan, imp)).collect();
+    let mut imps = available(IMPLS);
+    imps.extend_from_slice(TLS_IMPLS);
+    let servers: Vec<ServerProcess> = imps.iter().map(|imp| ServerProcess::start(plan, imp)).collect();
     // results[case][impl] = (seconds per round, p50 µs, p99 µs)
-    let mut results = vec![vec![Vec::<[f64; 3]>::new(); IMPLS.len()]; CASES.len()];
+    let mut results = vec![vec![Vec::<[f64; 3]>::new(); imps.len()]; CASES.len()];
     for _ in 0..plan.rounds {
         for (c, &(size, count)) in CASES.iter().enumerate() {
             let count = if plan.quick { (count / 10).max(3) } else { count };
-            for (i, imp) in IMPLS.iter().enumerate() {
+            for (i, imp) in imps.iter().enumerate() {
                 let r = run_client(plan, "roundtrip", imp, servers[i].port, size, count);
-                if r.len() == 3 {
+                if r.len() == 3 && r.iter().all(|v| v.is_finite()) {
                     results[c][i].push([r[0], r[1], r[2]]);
                 } else {
                     eprintln!("{imp} {size}x{count}: client failed");
@@ -579,19 +683,34 @@ fn roundtrips(plan: &Plan) {
             }
         }
     }
+    let groups = [
+        ("current-thread runtimes", "raw-tcp"),
+        ("2-worker multi-threaded runtimes", "raw-tcp-mt"),
+        ("TLS over TCP, current-thread runtimes", "raw-tls"),
+    ];
+    for (title, floor) in groups {
+        let rows: Vec<usize> = (0..imps.len()).filter(|&i| floor_of(imps[i]) == floor).collect();
+        if !rows.is_empty() {
+            println!("#### {title}\n");
+            roundtrip_table(plan, &imps, &results, &rows);
+        }
+    }
+}
+
+/// The table of the implementations `rows` (indices into `imps`), the group's floor first.
+fn roundtrip_table(plan: &Plan, imps: &[&str], results: &[Vec<Vec<[f64; 3]>>], rows: &[usize]) {
     println!("| case | implementation | seconds | MB/s | p50 µs | p99 µs | × floor | × (floor + crypto) |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (c, &(size, count)) in CASES.iter().enumerate() {
         let count = if plan.quick { (count / 10).max(3) } else { count };
-        let mut floor = f64::NAN;
-        for (i, imp) in IMPLS.iter().enumerate() {
-            let runs = &results[c][i];
-            let secs = median(&mut runs.iter().map(|r| r[0]).collect::<Vec<_>>());
-            let p50 = median(&mut runs.iter().map(|r| r[1]).collect::<Vec<_>>());
-            let p99 = median(&mut runs.iter().map(|r| r[2]).collect::<Vec<_>>());
-            if i == 0 {
-                floor = secs;
-            }
+        let stat = |i: usize, k: usize| median(&mut results[c][i].iter().map(|r| r[k]).collect::<Vec<_>>());
+        let floor = imps
+            .iter()
+            .position(|imp| *imp == floor_of(imps[rows[0]]))
+            .map_or(f64::NAN, |f| stat(f, 0));
+        for &i in rows {
+            let imp = imps[i];
+            let (secs, p50, p99) = (stat(i, 0), stat(i, 1), stat(i, 2));
             let mbps = (size * count) as f64 / secs / 1e6;
             let with_crypto = suite_of(imp).map_or(String::new(), |suite| {
                 format!("{:.3}", secs / (floor + crypto_seconds(suite, size, count)))
@@ -619,7 +738,18 @@ fn human(size: usize) -> String {
 fn scale(plan: &Plan) {
     let conns = if plan.quick { 200 } else { 1000 };
     println!("## {conns} concurrent connections × 100 round trips of 64 B\n");
-    let imps = ["raw-tcp", "tungstenite", "truflux-tcp", "truflux-ws"];
+    let imps = available(&[
+        "raw-tcp",
+        "raw-tcp-steps",
+        "tungstenite",
+        "fastwebsockets",
+        "node-ws",
+        "truflux-tcp",
+        "truflux-ws",
+        "raw-tcp-mt",
+        "truflux-tcp-mt",
+        "truflux-ws-mt",
+    ]);
     let servers: Vec<ServerProcess> = imps.iter().map(|imp| ServerProcess::start(plan, imp)).collect();
     let mut rates = vec![Vec::new(); imps.len()];
     for _ in 0..plan.rounds {
@@ -630,12 +760,15 @@ fn scale(plan: &Plan) {
             }
         }
     }
-    println!("| implementation | round trips / s | × raw TCP |");
+    println!("| implementation | round trips / s | × raw TCP (same runtime kind) |");
     println!("|---|---:|---:|");
-    let floor = median(&mut rates[0].clone());
+    let rates: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
     for (i, imp) in imps.iter().enumerate() {
-        let rate = median(&mut rates[i]);
-        println!("| {imp} | {rate:.0} | {:.3} |", rate / floor);
+        let floor = imps
+            .iter()
+            .position(|f| *f == floor_of(imp))
+            .map_or(f64::NAN, |f| rates[f]);
+        println!("| {imp} | {:.0} | {:.3} |", rates[i], rates[i] / floor);
     }
     println!();
 }
@@ -644,16 +777,26 @@ fn scale(plan: &Plan) {
 
 fn broadcast(plan: &Plan) {
     println!("## Broadcast of one 64 B message (time until the last peer has it)\n");
-    println!("| peers | transport | ms (median) |");
-    println!("|---:|---|---:|");
+    println!("| peers | transport | ms (median) | × raw TCP (same runtime kind) |");
+    println!("|---:|---|---:|---:|");
     let sizes: &[usize] = if plan.quick { &[1000] } else { &[1000, 10_000] };
     for &peers in sizes {
-        for imp in ["raw-tcp", "truflux-tcp", "truflux-ws"] {
+        let mut floor = f64::NAN;
+        for imp in [
+            "raw-tcp",
+            "truflux-tcp",
+            "truflux-ws",
+            "raw-tcp-mt",
+            "truflux-tcp-mt",
+            "truflux-ws-mt",
+        ] {
             let server = ServerProcess::start(plan, &format!("{imp}-broadcast"));
-            let mut times = Vec::new();
-            let r = run_client(plan, "broadcast", imp, server.port, plan.rounds.max(3), peers);
-            times.extend(r);
-            println!("| {peers} | {imp} | {:.2} |", median(&mut times));
+            let mut times = run_client(plan, "broadcast", imp, server.port, plan.rounds.max(3), peers);
+            let ms = median(&mut times);
+            if imp.starts_with("raw-tcp") {
+                floor = ms;
+            }
+            println!("| {peers} | {imp} | {ms:.2} | {:.3} |", ms / floor);
         }
     }
     println!();
@@ -708,7 +851,11 @@ fn memory(plan: &Plan) {
 
 async fn serve(imp: &str) {
     let port = match imp {
-        "raw-tcp" => spawn_raw_server().await,
+        "raw-tcp" => spawn_raw_server(false).await,
+        "raw-tcp-steps" => spawn_raw_server(true).await,
+        #[cfg(feature = "tls")]
+        "raw-tls" => tls::spawn_floor_server().await,
+        "fastwebsockets" => fastws::spawn_server().await,
         "raw-tcp-broadcast" => spawn_raw_broadcast_server().await,
         "tungstenite" => spawn_tungstenite_server().await,
         imp if imp.starts_with("truflux-") => spawn_truflux_server(imp).await,
@@ -731,7 +878,51 @@ async fn read_prefixed<R: tokio::io::AsyncRead + Unpin>(read: &mut R, buf: &mut 
     read.read_exact(buf).await.is_ok()
 }
 
-async fn spawn_raw_server() -> u16 {
+/// Reads one length-prefixed message into `buf` as truflux's reader does: one read of at most
+/// [`step`] octets (prefix included), then reads into room that grows by [`step`] or doubles,
+/// never past the message. Returns the length of the message with its prefix, which is the
+/// start of `buf` (`buf` only grows: no fill per message); `None` at end of stream or on error.
+/// For one message in flight at a time (an echo's): octets read past the message are not kept.
+async fn read_in_steps<R: tokio::io::AsyncRead + Unpin>(read: &mut R, buf: &mut Vec<u8>) -> Option<usize> {
+    let step = step();
+    if buf.len() < step {
+        // Zeroed memory from the allocator: an idle connection touches only what it reads.
+        *buf = vec![0; step];
+    }
+    let mut filled = 0;
+    while filled < 4 {
+        match read.read(&mut buf[filled..step]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => filled += n,
+        }
+    }
+    let total = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    while filled < total {
+        let room = total.min(filled + step.max(filled));
+        if buf.len() < room {
+            buf.resize(room, 0);
+        }
+        match read.read(&mut buf[filled..room]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => filled += n,
+        }
+    }
+    Some(total)
+}
+
+/// truflux's first read and growth step (64 KiB), or `TRUFLUX_BENCH_STEP` octets (read once).
+fn step() -> usize {
+    static STEP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *STEP.get_or_init(|| {
+        std::env::var("TRUFLUX_BENCH_STEP")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64 * 1024)
+    })
+}
+
+/// The floor's server; with `steps`, it reads a message in steps (see [`read_in_steps`]).
+async fn spawn_raw_server(steps: bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
@@ -742,6 +933,13 @@ async fn spawn_raw_server() -> u16 {
                 // by a vectored write without copying.
                 let mut buf = Vec::new();
                 loop {
+                    if steps {
+                        // The message read is the echo, prefix and all.
+                        match read_in_steps(&mut stream, &mut buf).await {
+                            Some(total) if stream.write_all(&buf[..total]).await.is_ok() => continue,
+                            _ => return,
+                        }
+                    }
                     if !read_prefixed(&mut stream, &mut buf).await {
                         return;
                     }
@@ -873,10 +1071,11 @@ async fn spawn_truflux_server(imp: &str) -> u16 {
         return serve_forever(server, imp.ends_with("ws"));
     }
     let builder = Server::builder().config(config);
-    let builder = if imp.starts_with("truflux-ws") {
-        builder.ws("127.0.0.1:0", "/bench")
-    } else {
-        builder.tcp("127.0.0.1:0")
+    let builder = match imp {
+        imp if imp.starts_with("truflux-ws") => builder.ws("127.0.0.1:0", "/bench"),
+        #[cfg(feature = "tls")]
+        "truflux-tls" => builder.tls("127.0.0.1:0", tls::server_config()),
+        _ => builder.tcp("127.0.0.1:0"),
     };
     let server = if imp.ends_with("broadcast") {
         // Any message from a peer triggers a broadcast of it to every peer.
@@ -905,7 +1104,12 @@ async fn spawn_truflux_server(imp: &str) -> u16 {
 /// One connection that can do a round trip.
 enum Conn {
     Raw(TcpStream, Vec<u8>),
+    /// The floor's client reading as truflux's does ([`read_in_steps`]).
+    Steps(TcpStream, Vec<u8>),
+    #[cfg(feature = "tls")]
+    RawTls(Box<tls::FloorStream>, Vec<u8>),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    Fast(Box<fastws::Conn>),
     Truflux(Client, tokio::sync::mpsc::UnboundedReceiver<truflux::Message>),
     /// truflux's TCP wire format spoken inline by hand: the server's cost without the client's.
     Wire(TcpStream, Vec<u8>),
@@ -914,11 +1118,18 @@ enum Conn {
 async fn connect(imp: &str, port: u16) -> Conn {
     let addr = format!("127.0.0.1:{port}");
     match imp {
-        "raw-tcp" => {
+        "raw-tcp" | "raw-tcp-steps" => {
             let stream = TcpStream::connect(&addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
-            Conn::Raw(stream, Vec::new())
+            if imp == "raw-tcp" {
+                Conn::Raw(stream, Vec::new())
+            } else {
+                Conn::Steps(stream, Vec::new())
+            }
         }
+        #[cfg(feature = "tls")]
+        "raw-tls" => Conn::RawTls(Box::new(tls::connect_floor(&addr).await), Vec::new()),
+        "fastwebsockets" => Conn::Fast(Box::new(fastws::connect(&addr).await)),
         "tungstenite" => {
             let stream = TcpStream::connect(&addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
@@ -927,29 +1138,8 @@ async fn connect(imp: &str, port: u16) -> Conn {
                 .expect("ws");
             Conn::Ws(Box::new(ws))
         }
-        "truflux-tcp" | "truflux-ws" | "truflux-gcm" | "truflux-cbc" => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let config = ClientConfig::default().connection(connection_config(imp));
-            let builder =
-                Client::builder()
-                    .config(config)
-                    .protocol(protocol::from_fn(move |_peer, message| {
-                        let _ = tx.send(message);
-                        std::future::ready(())
-                    }));
-            let client = if imp.starts_with("truflux-ws") {
-                builder.connect_ws(&format!("ws://{addr}/bench")).await
-            } else {
-                builder.connect(&addr).await
-            }
-            .expect("truflux connect");
-            if suite_of(imp).is_some() {
-                // `required` secured our direction in connect; wait for the server's too.
-                while !client.peer().is_peer_secure() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-            Conn::Truflux(client, rx)
+        "truflux-tcp" | "truflux-ws" | "truflux-gcm" | "truflux-cbc" | "truflux-tls" => {
+            connect_truflux(imp, &addr).await
         }
         "truflux-wire" => {
             let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -967,6 +1157,52 @@ async fn connect(imp: &str, port: u16) -> Conn {
     }
 }
 
+/// A truflux client of implementation `imp` connected to `addr`, its messages in a channel.
+async fn connect_truflux(imp: &str, addr: &str) -> Conn {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = ClientConfig::default().connection(connection_config(imp));
+    let builder = Client::builder()
+        .config(config)
+        .protocol(protocol::from_fn(move |_peer, message| {
+            let _ = tx.send(message);
+            std::future::ready(())
+        }));
+    let client = match imp {
+        "truflux-ws" => builder.connect_ws(&format!("ws://{addr}/bench")).await,
+        #[cfg(feature = "tls")]
+        "truflux-tls" => {
+            builder
+                .tls(tls::client_config())
+                .connect_tls(addr, tls::SERVER_NAME)
+                .await
+        }
+        _ => builder.connect(addr).await,
+    }
+    .expect("truflux connect");
+    if suite_of(imp).is_some() {
+        // `required` secured our direction in connect; wait for the server's too.
+        while !client.peer().is_peer_secure() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Conn::Truflux(client, rx)
+}
+
+/// One round trip of the floor's shape over any stream: the prefix and payload in one vectored
+/// write, then the echo's prefix and payload read into `buf`.
+async fn prefixed_roundtrip<S>(stream: &mut S, buf: &mut Vec<u8>, payload: &Bytes)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let prefix = (payload.len() as u32).to_be_bytes();
+    stream
+        .write_all_buf(&mut Buf::chain(&prefix[..], &payload[..]))
+        .await
+        .expect("write");
+    stream.flush().await.expect("flush");
+    assert!(read_prefixed(stream, buf).await, "echo");
+}
+
 /// Reads one truflux frame (plain header) into `buf`.
 async fn read_wire_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) {
     let mut header = [0u8; 9];
@@ -979,16 +1215,19 @@ async fn read_wire_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) {
 impl Conn {
     async fn roundtrip(&mut self, payload: &Bytes) {
         match self {
-            Conn::Raw(stream, buf) => {
+            Conn::Raw(stream, buf) => prefixed_roundtrip(stream, buf, payload).await,
+            #[cfg(feature = "tls")]
+            Conn::RawTls(stream, buf) => prefixed_roundtrip(&mut **stream, buf, payload).await,
+            Conn::Steps(stream, buf) => {
                 let prefix = (payload.len() as u32).to_be_bytes();
                 stream
                     .write_all_buf(&mut Buf::chain(&prefix[..], &payload[..]))
                     .await
                     .expect("write");
-                let len = stream.read_u32().await.expect("read len");
-                buf.resize(len as usize, 0);
-                stream.read_exact(buf).await.expect("read payload");
+                let total = read_in_steps(stream, buf).await.expect("echo");
+                assert_eq!(total, payload.len() + 4);
             }
+            Conn::Fast(ws) => fastws::roundtrip(ws, payload).await,
             Conn::Ws(ws) => {
                 ws.send(WsMessage::Binary(payload.clone())).await.expect("send");
                 loop {
@@ -1040,110 +1279,127 @@ async fn roundtrip_client(imp: &str, port: u16, size: usize, count: usize) -> St
     format!("{total} {} {}", pick(0.5), pick(0.99))
 }
 
-async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize) -> String {
-    match mode {
-        "roundtrip" => roundtrip_client(imp, port, size, count).await,
-        "scale" => {
-            let mut conns = Vec::with_capacity(count);
-            for _ in 0..count {
-                conns.push(connect(imp, port).await);
-            }
-            let payload = Bytes::from(vec![0x5au8; size]);
-            let local = tokio::task::LocalSet::new();
-            let start = Instant::now();
-            local
-                .run_until(async {
-                    let tasks: Vec<_> = conns
-                        .into_iter()
-                        .map(|mut conn| {
-                            let payload = payload.clone();
-                            tokio::task::spawn_local(async move {
-                                for _ in 0..100 {
-                                    conn.roundtrip(&payload).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.expect("task");
+/// `count` connections doing 100 round trips of `size` octets each, all at once: round trips
+/// per second. Each connection's loop is a task: local ones, or with `mt` tasks spread over the
+/// workers.
+async fn scale_client(imp: &str, port: u16, size: usize, count: usize, mt: bool) -> String {
+    let mut conns = Vec::with_capacity(count);
+    for _ in 0..count {
+        conns.push(connect(imp, port).await);
+    }
+    let payload = Bytes::from(vec![0x5au8; size]);
+    let local = tokio::task::LocalSet::new();
+    let start = Instant::now();
+    local
+        .run_until(async {
+            let tasks: Vec<_> = conns
+                .into_iter()
+                .map(|mut conn| {
+                    let payload = payload.clone();
+                    let work = async move {
+                        for _ in 0..100 {
+                            conn.roundtrip(&payload).await;
+                        }
+                    };
+                    if mt {
+                        tokio::spawn(work)
+                    } else {
+                        tokio::task::spawn_local(work)
                     }
                 })
-                .await;
-            format!("{}", (count * 100) as f64 / start.elapsed().as_secs_f64())
-        }
-        "broadcast" if imp == "raw-tcp" => {
-            let received = Arc::new(AtomicUsize::new(0));
-            let notify = Arc::new(tokio::sync::Notify::new());
-            let mut trigger = None;
-            for _ in 0..count {
-                let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-                stream.set_nodelay(true).expect("nodelay");
-                let (mut read, write) = stream.into_split();
-                trigger.get_or_insert(write);
-                let (received, notify, target) = (received.clone(), notify.clone(), count);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        if !read_prefixed(&mut read, &mut buf).await {
-                            return;
-                        }
-                        if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
-                            notify.notify_one();
-                        }
-                    }
-                });
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
             }
-            let mut trigger = trigger.expect("at least one peer");
-            let mut framed = 64u32.to_be_bytes().to_vec();
-            framed.extend_from_slice(&[7u8; 64]);
-            let mut times = Vec::new();
-            for _ in 0..size {
-                received.store(0, Ordering::SeqCst);
-                let start = Instant::now();
-                trigger.write_all(&framed).await.expect("trigger");
-                notify.notified().await;
-                times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+        })
+        .await;
+    format!("{}", (count * 100) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Broadcast against the raw floor: `count` plain peers, the first one's message (`reps`
+/// times) reaches all; prints each repetition's milliseconds.
+async fn broadcast_raw_client(port: u16, reps: usize, count: usize) -> String {
+    let received = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let mut trigger = None;
+    for _ in 0..count {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (mut read, write) = stream.into_split();
+        trigger.get_or_insert(write);
+        let (received, notify, target) = (received.clone(), notify.clone(), count);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                if !read_prefixed(&mut read, &mut buf).await {
+                    return;
+                }
+                if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                    notify.notify_one();
+                }
             }
-            times.join(" ")
-        }
-        "broadcast" => {
-            // `size` carries the number of repetitions here.
-            let received = Arc::new(AtomicUsize::new(0));
-            let notify = Arc::new(tokio::sync::Notify::new());
-            let mut clients = Vec::with_capacity(count);
-            for _ in 0..count {
-                let (received, notify, target) = (received.clone(), notify.clone(), count);
-                let config = ClientConfig::default().connect_timeout(Duration::from_secs(60));
-                let builder =
-                    Client::builder()
-                        .config(config)
-                        .protocol(protocol::from_fn(move |_peer, _message| {
-                            if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
-                                notify.notify_one();
-                            }
-                            std::future::ready(())
-                        }));
-                let client = if imp == "truflux-ws" {
-                    builder.connect_ws(&format!("ws://127.0.0.1:{port}/bench")).await
-                } else {
-                    builder.connect(("127.0.0.1", port)).await
-                };
-                clients.push(client.expect("connect"));
-            }
-            let mut times = Vec::new();
-            for _ in 0..size {
-                received.store(0, Ordering::SeqCst);
-                let start = Instant::now();
-                clients[0]
-                    .peer()
-                    .send_raw(1, Bytes::from_static(&[7u8; 64]))
-                    .await
-                    .expect("trigger");
-                notify.notified().await;
-                times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
-            }
-            times.join(" ")
-        }
+        });
+    }
+    let mut trigger = trigger.expect("at least one peer");
+    let mut framed = 64u32.to_be_bytes().to_vec();
+    framed.extend_from_slice(&[7u8; 64]);
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        received.store(0, Ordering::SeqCst);
+        let start = Instant::now();
+        trigger.write_all(&framed).await.expect("trigger");
+        notify.notified().await;
+        times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+    }
+    times.join(" ")
+}
+
+/// Broadcast against a truflux server: `count` truflux clients over `imp`'s transport, the
+/// first one's message (`reps` times) reaches all; prints each repetition's milliseconds.
+async fn broadcast_truflux_client(imp: &str, port: u16, reps: usize, count: usize) -> String {
+    let received = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (received, notify, target) = (received.clone(), notify.clone(), count);
+        let config = ClientConfig::default().connect_timeout(Duration::from_secs(60));
+        let builder = Client::builder()
+            .config(config)
+            .protocol(protocol::from_fn(move |_peer, _message| {
+                if received.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                    notify.notify_one();
+                }
+                std::future::ready(())
+            }));
+        let client = if imp == "truflux-ws" {
+            builder.connect_ws(&format!("ws://127.0.0.1:{port}/bench")).await
+        } else {
+            builder.connect(("127.0.0.1", port)).await
+        };
+        clients.push(client.expect("connect"));
+    }
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        received.store(0, Ordering::SeqCst);
+        let start = Instant::now();
+        clients[0]
+            .peer()
+            .send_raw(1, Bytes::from_static(&[7u8; 64]))
+            .await
+            .expect("trigger");
+        notify.notified().await;
+        times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+    }
+    times.join(" ")
+}
+
+async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize, mt: bool) -> String {
+    match mode {
+        "roundtrip" => roundtrip_client(imp, port, size, count).await,
+        "scale" => scale_client(imp, port, size, count, mt).await,
+        // `size` carries the number of repetitions here.
+        "broadcast" if imp == "raw-tcp" => broadcast_raw_client(port, size, count).await,
+        "broadcast" => broadcast_truflux_client(imp, port, size, count).await,
         "file" => {
             // `size` is the file size in MiB, `count` the repetitions.
             let path = std::env::temp_dir().join(format!("truflux-bench-src-{}.bin", std::process::id()));
