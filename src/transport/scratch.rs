@@ -88,7 +88,7 @@ impl Pending {
         if self.large.is_none() {
             match frame_len(&self.buf) {
                 Some(total) if total > self.buf.len() => self.begin_large(total)?,
-                _ if self.buf.is_empty() => return self.read_scratch(stream, limit).await,
+                _ if self.buf.is_empty() => return self.read_scratch(stream, limit, &frame_len).await,
                 _ => {
                     if self.buf.capacity() == self.buf.len() {
                         self.buf.reserve(GROW);
@@ -100,20 +100,34 @@ impl Pending {
         self.read_large(stream).await
     }
 
+    /// Reads through the scratch; what arrived goes to `buf`, or, when it is the start of a
+    /// frame longer than what arrived, straight into that frame's own buffer (one allocation
+    /// and one copy for a large frame, not two).
     async fn read_scratch<R: AsyncRead + Unpin>(
         &mut self,
         stream: &mut R,
         limit: usize,
+        frame_len: &impl Fn(&[u8]) -> Option<usize>,
     ) -> io::Result<usize> {
-        let buf = &mut self.buf;
+        let (buf, large) = (&mut self.buf, &mut self.large);
         std::future::poll_fn(|cx| {
             poll_read(stream, cx, limit, |filled| {
-                buf.reserve(filled.len());
-                buf.extend_from_slice(filled);
-                filled.len()
+                match frame_len(filled) {
+                    Some(total) if total > filled.len() => {
+                        let mut frame = Vec::new();
+                        reserve_towards(&mut frame, filled.len(), total)?;
+                        frame.extend_from_slice(filled);
+                        *large = Some((frame, total));
+                    }
+                    _ => {
+                        buf.reserve(filled.len());
+                        buf.extend_from_slice(filled);
+                    }
+                }
+                Ok(filled.len())
             })
         })
-        .await
+        .await?
     }
 
     /// Moves the start of a frame of `total` octets out of `buf` into its own buffer.
