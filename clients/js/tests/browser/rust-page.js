@@ -57,8 +57,11 @@ window.scenarios = {
     const s = security({ pins: [config.fingerprint], required: true });
     const c = open({ security: s });
     const handshaked = once(c, 'handshaked');
+    // The server's is_secure() flips once its SEC_ON is written (peerSecure here).
+    const serverSecure = new Promise((resolve) => c.on('peerSecure', (on) => on && resolve()));
     await c.opened;
     const [suite] = await handshaked;
+    if (!s.isPeerSecure) await serverSecure;
     const state = await c.request('state');
     const sum = await c.request('add', { a: 1, b: 2 });
     const result = { suite, authenticated: s.serverAuthenticated, key: s.serverKey, state, sum, secure: [s.isSecure, s.isPeerSecure] };

@@ -33,7 +33,11 @@ window.scenarios = {
   async secure() {
     const s = security({ pins: [config.fingerprint], required: true });
     const c = connect(webSocket(config.wss), { token: config.token, security: s });
+    // The server's is_secure() flips once its SEC_ON is written, which the client sees as
+    // peerSecure: ask for its state after that.
+    const serverSecure = new Promise((resolve) => c.on('peerSecure', (on) => on && resolve()));
     await c.opened;
+    if (!s.isPeerSecure) await serverSecure;
     const state = await c.request('state');
     const sum = await c.request('add', { a: 1, b: 2 });
     await c.close();
