@@ -242,10 +242,34 @@ impl<F> HttpBind<F> {
     fn endpoint<B>(&self, request: &Request<B>) -> Option<&Endpoint> {
         self.mounts.get(request.uri().path())
     }
+
+    /// The answer when the request is ours (the scrape, a mounted endpoint); otherwise the
+    /// request back, for the fallback. Shared by the tower and the hyper service.
+    fn answer_own<B: Send + 'static, FB: Send + 'static, E: Send + 'static>(
+        &self,
+        request: Request<B>,
+    ) -> Routed<B, FB, E> {
+        if let Some(scrape) = self.scrape(&request) {
+            return Routed::Ours(Box::pin(std::future::ready(Ok(scrape.map(Either::Left)))));
+        }
+        match self.endpoint(&request).cloned() {
+            Some(endpoint) => Routed::Ours(Box::pin(async move {
+                Ok(endpoint.handle(request).await.map(Either::Left))
+            })),
+            None => Routed::Fallback(request),
+        }
+    }
 }
 
 /// The body of an [`HttpBind`] response: ours (upgrades, refusals) or the fallback's.
 pub type BindBody<FB> = Either<Full<Bytes>, FB>;
+
+/// Where [`HttpBind`] sends a request: its own answer, or the fallback.
+#[allow(clippy::large_enum_variant)] // matched at once, never stored
+enum Routed<B, FB, E> {
+    Ours(BoxFuture<Result<Response<BindBody<FB>>, E>>),
+    Fallback(Request<B>),
+}
 
 impl<F, B, FB> tower_service::Service<Request<B>> for HttpBind<F>
 where
@@ -264,12 +288,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(scrape) = self.scrape(&request) {
-            return Box::pin(std::future::ready(Ok(scrape.map(Either::Left))));
-        }
-        if let Some(endpoint) = self.endpoint(&request).cloned() {
-            return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
-        }
+        let request = match self.answer_own(request) {
+            Routed::Ours(answer) => return answer,
+            Routed::Fallback(request) => request,
+        };
         // The ready instance serves this request; a fresh clone waits for the next poll_ready.
         let fresh = self.fallback.clone();
         let mut ready = std::mem::replace(&mut self.fallback, fresh);
@@ -290,12 +312,10 @@ where
     type Future = BoxFuture<Result<Self::Response, F::Error>>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
-        if let Some(scrape) = self.scrape(&request) {
-            return Box::pin(std::future::ready(Ok(scrape.map(Either::Left))));
-        }
-        if let Some(endpoint) = self.endpoint(&request).cloned() {
-            return Box::pin(async move { Ok(endpoint.handle(request).await.map(Either::Left)) });
-        }
+        let request = match self.answer_own(request) {
+            Routed::Ours(answer) => return answer,
+            Routed::Fallback(request) => request,
+        };
         let mut fallback = self.fallback.clone();
         Box::pin(async move {
             poll_fn(|cx| fallback.poll_ready(cx)).await?;
