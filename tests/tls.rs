@@ -427,11 +427,8 @@ impl Relay {
     }
 }
 
-#[tokio::test]
-async fn an_http_binding_served_over_tls_takes_wss_peers() {
-    let panics = watch_panics();
-    let pki = pki();
-    let events = Events::default();
+/// An echo server with no listener of its own, mounted at `/t` of a binding.
+async fn mounted_echo(events: &Events) -> (Server, truflux::http::HttpBind<truflux::http::NotFound>) {
     let server = Server::builder()
         .protocol(protocol::from_fn(|peer, message| async move {
             let _ = peer.send(message).await;
@@ -443,9 +440,11 @@ async fn an_http_binding_served_over_tls_takes_wss_peers() {
     let bind = truflux::http::HttpBind::new(truflux::http::NotFound)
         .mount("/t", &server)
         .expect("mount");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(bind.serve_tls(listener, pki.server.clone()));
+    (server, bind)
+}
+
+/// A client of `wss://localhost:PORT/t` gets `text` echoed; the server saw a TLS peer.
+async fn wss_echo(pki: &Pki, port: u16, events: &Events, text: &'static str) {
     let (protocol, mut rx) = collector();
     let client = Client::builder()
         .tls(pki.client.clone())
@@ -454,9 +453,21 @@ async fn an_http_binding_served_over_tls_takes_wss_peers() {
         .await
         .expect("connect");
     assert!(events.connected_peer().await.info().tls);
-    client.peer().send(message("mounted")).await.expect("send");
+    client.peer().send(message(text)).await.expect("send");
     let echoed = within("the echo", rx.recv()).await.expect("open");
-    assert_eq!(echoed.payload, Bytes::from_static(b"mounted"));
+    assert_eq!(echoed.payload, Bytes::from_static(text.as_bytes()));
+}
+
+#[tokio::test]
+async fn an_http_binding_served_over_tls_takes_wss_peers() {
+    let panics = watch_panics();
+    let pki = pki();
+    let events = Events::default();
+    let (_server, bind) = mounted_echo(&events).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bind.serve_tls(listener, pki.server.clone()));
+    wss_echo(&pki, port, &events, "mounted").await;
     assert_no_panics(panics);
 }
 
@@ -465,17 +476,7 @@ async fn an_application_s_own_tls_in_front_of_an_http_binding_carries_wss_peers(
     let panics = watch_panics();
     let pki = pki();
     let events = Events::default();
-    let server = Server::builder()
-        .protocol(protocol::from_fn(|peer, message| async move {
-            let _ = peer.send(message).await;
-        }))
-        .on_connect(events.connected())
-        .start()
-        .await
-        .expect("server");
-    let bind = truflux::http::HttpBind::new(truflux::http::NotFound)
-        .mount("/t", &server)
-        .expect("mount");
+    let (_server, bind) = mounted_echo(&events).await;
     let mut app_config = rustls::ServerConfig::clone(&pki.server);
     app_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(app_config));
@@ -501,20 +502,6 @@ async fn an_application_s_own_tls_in_front_of_an_http_binding_carries_wss_peers(
             });
         }
     });
-    let (protocol, mut rx) = collector();
-    let client = Client::builder()
-        .tls(pki.client.clone())
-        .protocol(protocol)
-        .connect_ws(&format!("wss://localhost:{port}/t"))
-        .await
-        .expect("connect");
-    assert!(events.connected_peer().await.info().tls);
-    client
-        .peer()
-        .send(message("behind the app's TLS"))
-        .await
-        .expect("send");
-    let echoed = within("the echo", rx.recv()).await.expect("open");
-    assert_eq!(echoed.payload, Bytes::from_static(b"behind the app's TLS"));
+    wss_echo(&pki, port, &events, "behind the app's TLS").await;
     assert_no_panics(panics);
 }
