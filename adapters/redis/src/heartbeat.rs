@@ -233,19 +233,7 @@ pub(crate) async fn leave(inner: &Inner) {
     let deadline = inner.config.shutdown_timeout;
     let left = async {
         inner.outbox.flushed().await;
-        let members: Vec<Membership> = inner
-            .node()
-            .map(|node| node.local_members())
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|(room, members)| {
-                members.into_iter().map(move |m| Membership {
-                    room: room.clone(),
-                    peer: m.id.0,
-                    label: m.label,
-                })
-            })
-            .collect();
+        let members = inner.node().map(Membership::of).unwrap_or_default();
         let gone = Body::Gone {
             node: inner.id.0,
             members,

@@ -36,6 +36,20 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
+    /// Every membership of `node`'s own peers, room by room.
+    pub(crate) fn of(node: &truflux::adapter::Node) -> Vec<Membership> {
+        node.local_members()
+            .into_iter()
+            .flat_map(|(room, members)| {
+                members.into_iter().map(move |m| Membership {
+                    room: room.clone(),
+                    peer: m.id.0,
+                    label: m.label,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn member(&self) -> Member {
         Member::new(PeerId(self.peer), self.label.clone())
     }

@@ -142,17 +142,7 @@ fn xadd(pipe: &mut redis::Pipeline, inner: &Inner, entry: &Outgoing) {
 /// taken this node for gone, its members are announced again.
 async fn register(inner: &Inner, connection: &mut MultiplexedConnection) -> Result<(), RedisError> {
     let Some(node) = inner.node() else { return Ok(()) };
-    let members: Vec<Membership> = node
-        .local_members()
-        .into_iter()
-        .flat_map(|(room, members)| {
-            members.into_iter().map(move |m| Membership {
-                room: room.clone(),
-                peer: m.id.0,
-                label: m.label,
-            })
-        })
-        .collect();
+    let members = Membership::of(node);
     let mut script = redis::cmd("EVAL");
     script
         .arg(keys::resync())
