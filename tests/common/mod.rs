@@ -2,6 +2,8 @@
 //! panic detector (a panic inside a spawned connection task would not fail a test by itself).
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
