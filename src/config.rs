@@ -74,8 +74,8 @@ pub struct ConnectionConfig {
     /// then it fails with [`Error::RequestTimeout`](crate::Error::RequestTimeout) and a late
     /// reply is refused with `UNKNOWN_REQUEST` (4011).
     pub request_timeout: Duration,
-    /// Resumable sessions only: most application frames sent but not yet acknowledged by the
-    /// peer. Default 4096 (at least 64 is used).
+    /// Resumable sessions only: most application and file frames sent but not yet acknowledged
+    /// by the peer. Default 4096 (at least 64 is used).
     ///
     /// These are kept to be sent again after a reconnect. When the buffer is full the writer
     /// stops taking frames from the outbound queue until the peer acknowledges (every 32 frames,

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::relay::{seed, Relay};
 use common::{within, Events, RawPeer};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use truflux::file::{FileConfig, FileOffer, FileStatus};
 use truflux::frame::control::Close;
 use truflux::frame::{Frame, Kind};
-use truflux::{protocol, Client, Code, ConnectionConfig, Server, ServerConfig};
+use truflux::{protocol, Client, ClientConfig, Code, ConnectionConfig, Reconnect, Server, ServerConfig};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct Dir(PathBuf);
@@ -383,6 +384,108 @@ async fn a_disconnect_mid_transfer_leaves_no_complete_looking_file() {
     assert!(within("receiver end", run.receiving.finished()).await.is_err());
     assert!(within("sender end", run.sending.finished()).await.is_err());
     assert!(run.dest.names().is_empty(), "left {:?}", run.dest.names());
+}
+
+/// A resumable session carries its transfers across lost connections: each connection through
+/// the relay dies after 30–60 MB, three times, and the transfer goes on each time from where the
+/// receiver's count says, with the SHA-256 checked over the whole file at the end.
+#[tokio::test]
+async fn a_200_mb_transfer_cut_three_times_resumes_and_arrives_intact() {
+    let panics = common::watch_panics();
+    let source = Dir::new("cut-src");
+    let file = source.join("big.bin");
+    let sha = make_file(&file, 200 * 1000 * 1000);
+    let events = Events::default();
+    let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
+    let relay = Relay::start(server.local_addrs()[0]).await;
+    let (reconnects_tx, mut reconnects) = mpsc::unbounded_channel();
+    let client = Client::builder()
+        .config(
+            ClientConfig::default().reconnect(Some(
+                Reconnect::default()
+                    .initial_delay(Duration::from_millis(5))
+                    .max_delay(Duration::from_millis(50))
+                    .max_attempts(None),
+            )),
+        )
+        .on_reconnect(move |_peer: &truflux::Peer, _attempts: u32| {
+            let _ = reconnects_tx.send(());
+        })
+        .connect(relay.addr)
+        .await
+        .unwrap();
+    let dest = Dir::new("cut-dst");
+    let sending = client.peer().send_file(&file).await.unwrap();
+    let receiving = next_offer(&mut offers).await.accept_into(&dest.0).await.unwrap();
+    // The next three connections die after 30–60 MB each (in both directions together).
+    relay.cut_randomly(seed(0x5eed_f11e), 30_000_000..60_000_000, 3);
+    relay.cut();
+    let finished = tokio::time::timeout(Duration::from_secs(180), receiving.finished()).await;
+    assert_eq!(finished.unwrap().unwrap(), (200_000_000, sha));
+    assert_eq!(
+        within("the sender's end", sending.finished()).await.unwrap(),
+        (200_000_000, sha)
+    );
+    assert_eq!(dest.names(), vec!["big.bin"], "one file, no partial left");
+    assert_eq!(sha256_of(&dest.join("big.bin")), sha);
+    let mut resumed = 0;
+    while reconnects.try_recv().is_ok() {
+        resumed += 1;
+    }
+    assert_eq!(resumed, 4, "the first cut and three during the transfer");
+    assert_eq!(relay.accepted(), 5);
+    assert_eq!(server.num_connections(), 1, "one session throughout");
+    common::assert_no_panics(panics);
+}
+
+/// A transfer waits with its session, and ends with it: past the resume window both sides
+/// fail, and the receiver leaves nothing behind.
+#[tokio::test]
+async fn a_transfer_whose_session_expires_fails_on_both_sides_and_leaves_no_file() {
+    let (offers_tx, mut offers) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .tcp("127.0.0.1:0")
+        .config(ServerConfig::default().resume_window(Duration::from_millis(100)))
+        .on_file(move |_peer, offer| {
+            let _ = offers_tx.send(offer);
+        })
+        .start()
+        .await
+        .unwrap();
+    let relay = Relay::start(server.local_addrs()[0]).await;
+    let client = Client::builder()
+        .config(
+            ClientConfig::default()
+                .reconnect(Some(Reconnect::default().initial_delay(Duration::from_millis(5))))
+                .connect_timeout(Duration::from_millis(300)),
+        )
+        .connect(relay.addr)
+        .await
+        .unwrap();
+    let endless = tokio::io::repeat(7);
+    let sending = client
+        .peer()
+        .send_file_from(endless, "endless", None)
+        .await
+        .unwrap();
+    let dest = Dir::new("expired");
+    let mut receiving = next_offer(&mut offers).await.accept_into(&dest.0).await.unwrap();
+    // Content flows: then every connection is cut, and reconnections meet silence.
+    while !matches!(
+        receiving.next_status().await,
+        Some(FileStatus::Transferring { bytes: 1.. })
+    ) {}
+    relay.freeze();
+    relay.cut();
+    let receiver = within("the receiver's end", receiving.finished())
+        .await
+        .unwrap_err();
+    assert_eq!(receiver.code, Code::ABNORMAL, "{receiver:?}");
+    // The server has forgotten the session: the client's next attempt learns it.
+    relay.thaw();
+    let sender = within("the sender's end", sending.finished()).await.unwrap_err();
+    assert_eq!(sender.code, Code::RESUME_FAILED, "{sender:?}");
+    assert!(dest.names().is_empty(), "left {:?}", dest.names());
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use tracing::{debug, Instrument};
 use super::engine::Event;
 use super::request::Responder;
 use super::{queue, Conn, Hooks, Outcome, Peer, Start};
-use crate::error::{Code, Error, FileError};
+use crate::error::{Code, Error};
 use crate::frame::control::Close;
 use crate::frame::FrameError;
 use crate::frame::{Frame, Kind};
@@ -127,10 +127,7 @@ fn finish(peer: &Peer, conn: &Conn, dispatch: Box<dyn Dispatch>, hooks: Arc<dyn 
         peer.park(dispatch, hooks.clone());
     }
     conn.done.cancel();
-    // After `done`: no transfer can start on this connection any more (the file module checks
-    // under its own lock).
-    let error = FileError::new(info.code, format!("connection ended: {}", info.reason));
-    shared.owner.files.connection_ended(&peer.link(), error);
+    // File transfers go on in a parked session; they end with the session (`end_session`).
     if !park {
         peer.end_session(&info, hooks.as_ref());
         return Outcome::Ended;

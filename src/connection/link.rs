@@ -20,8 +20,8 @@ pub(crate) trait FileSink: Send + Sync + 'static {
     /// A valid file frame from the peer; `Err` when the file module refuses it (the reply goes
     /// to the peer, the error to the application).
     fn on_event(&self, link: &Link, event: FileEvent) -> Result<(), Refusal>;
-    /// The connection ended: every transfer on it ends with `error`.
-    fn connection_ended(&self, link: &Link, error: FileError);
+    /// The session ended (or a client renewed it): every transfer ends with `error`.
+    fn session_ended(&self, link: &Link, error: FileError);
     /// The sink itself, for the file module to find its own type again.
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -77,9 +77,10 @@ impl Link {
         self.peer().closed().await
     }
 
-    /// A new outgoing transfer id; `None` once the connection is over.
+    /// A new outgoing transfer id; `None` once the session is over. (While a resumable session
+    /// waits for its next connection the offer is queued like a message.)
     pub(crate) fn new_outgoing(&self) -> Option<u32> {
-        if self.peer().is_closed() || !self.peer().is_connected() {
+        if self.peer().is_closed() {
             return None;
         }
         Some(self.shared.engine().new_outgoing_file())

@@ -360,6 +360,10 @@ impl Peer {
             engine.renew(opened, resume_token.is_some(), Instant::now(), &renewed);
             shared.publish_security(&engine);
         }
+        // The new session knows nothing of the old one's transfers: they end, and their
+        // frames still queued go with them.
+        self.end_transfers(&renewed);
+        shared.queue.retain(|frame| !frame.kind.is_file());
         *shared.resume_token.lock().unwrap_or_else(|p| p.into_inner()) = resume_token;
         let conn = Conn::new(info);
         *shared.conn.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::engine::{marker, KexStatus};
 use super::{queue, request, Conn, Hooks, Idle, PeerId, Shared};
-use crate::error::{CloseInfo, Code, Error, Initiator};
+use crate::error::{CloseInfo, Code, Error, FileError, Initiator};
 use crate::frame::control::Close;
 use crate::frame::{Frame, Kind};
 use crate::protocol::Message;
@@ -315,9 +315,17 @@ impl Peer {
             *self.shared.lock_idle() = Idle::default();
             self.shared.queue.close_and_clear();
             self.shared.engine().session_ended(info);
+            self.end_transfers(info);
             debug!(peer = %self.id(), code = %info.code, "session ended");
             hooks.closed(self, info);
         }
+    }
+
+    /// Every file transfer of the session ends with how the session did. After `closing` is
+    /// set: no transfer can start any more (the file module checks under its own lock).
+    pub(crate) fn end_transfers(&self, info: &CloseInfo) {
+        let error = FileError::new(info.code, format!("session ended: {}", info.reason));
+        self.shared.owner.files.session_ended(&self.link(), error);
     }
 
     /// Keeps what the next connection of a resumable session needs.

@@ -168,6 +168,17 @@ impl Queue {
         self.ready.wake();
     }
 
+    /// Drops the queued frames `keep` refuses, returning their slots.
+    pub(crate) fn retain(&self, keep: impl FnMut(&Frame) -> bool) {
+        let dropped = {
+            let mut state = self.lock();
+            let before = state.frames.len();
+            state.frames.retain(keep);
+            before - state.frames.len()
+        };
+        self.space.add_permits(dropped);
+    }
+
     /// Closes the queue and drops what it holds.
     pub(crate) fn close_and_clear(&self) {
         self.close();

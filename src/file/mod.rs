@@ -10,7 +10,10 @@
 //! touch sockets or the security layer.
 //!
 //! A receiver grants a window of credit (default 256 KiB) when it accepts and returns credit as
-//! it writes, so memory on both sides is bounded by the window, whatever the file's size. The
+//! it writes, so memory on both sides is bounded by the window, whatever the file's size (in a
+//! resumable session the sender's written chunks also stay in the resume buffer until
+//! acknowledged, at most its bound). Transfers belong to the session: a lost connection of a
+//! resumable session parks them, and they end only with the session. The
 //! content goes to `<destination>.partial`, created new (never over an existing file), and is
 //! linked to the destination only after its size and SHA-256 match the sender's; any failure
 //! removes the partial file.
@@ -450,7 +453,7 @@ impl FileSink for Router {
         }
     }
 
-    fn connection_ended(&self, _link: &Link, error: FileError) {
+    fn session_ended(&self, _link: &Link, error: FileError) {
         let routes = std::mem::take(&mut *self.routes());
         for (_, outgoing) in routes.outgoing {
             outgoing.end(error.clone());

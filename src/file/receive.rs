@@ -353,7 +353,7 @@ impl Receiver {
                     let info = self.link.closed().await;
                     return Err(Ending::quiet(FileError::new(
                         info.code,
-                        format!("connection ended: {}", info.reason),
+                        format!("session ended: {}", info.reason),
                     )));
                 }
                 Some(Inbound::Abort(error)) => return Err(Ending::quiet(error)),

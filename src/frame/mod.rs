@@ -124,10 +124,15 @@ impl Kind {
         !self.is_application() && !self.is_file()
     }
 
-    /// Whether this frame is application data: a message, a request or an answer to one. These
-    /// are the frames a resumable session counts, buffers and redelivers.
+    /// Whether this frame is application data: a message, a request or an answer to one.
     pub const fn is_application(self) -> bool {
         (self as u8) & 0xf0 == 0x10
+    }
+
+    /// Whether a resumable session counts, buffers and redelivers this frame: application and
+    /// file frames (PROTOCOL.md §11.3), so that a file transfer survives a lost connection too.
+    pub const fn is_counted(self) -> bool {
+        !self.is_control()
     }
 
     /// Whether this frame belongs to a file transfer.

@@ -60,7 +60,8 @@ export interface MessageContext {
 
 /** What a plugin sees of the client. */
 export interface Link {
-  /** Queues a frame ahead of the application queue (answers, key exchange). */
+  /** Queues a frame ahead of the application queue (answers, key exchange). A file frame is
+   * counted (§11.3), so it goes out after what a resume sends again. */
   ctl(f: Frame): void;
   /** Queues a frame behind the application queue (a toggle, a file offer); throws when the
    * queue is full. */
@@ -177,6 +178,8 @@ const EVENTS = 'connected disconnected reconnected closed error handshaked failS
 export const endsSession = (code: number) => [NORMAL, UNAUTHORIZED, VERSION_MISMATCH, POLICY_VIOLATION, RESUME_FAILED, UNTRUSTED_SERVER].includes(code);
 
 const isApp = (kind: number) => kind > 15 && kind < 20;
+/** Application and file frames: what a resumable session counts and sends again (§11.3). */
+const counted = (kind: number) => kind > 15 && kind < 42;
 
 const pack = (value: any, codec?: Codec) => (codec == 'raw' ? value : codec == 'text' ? utf8.encode(value) : encode(value));
 
@@ -225,6 +228,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
   let files: Files | undefined;
   let ctl: Frame[] = [];
   let replay: Frame[] = [];
+  /** File answers (credit, pause, done, refusals): counted, so behind the replay. */
+  const fq: Frame[] = [];
   let heard = 0;
   let pinged = false;
   let stopped = true;
@@ -320,8 +325,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
     if (stopped) return end && (end[0] == ABNORMAL ? tr.abort() : put(coded(CLOSE, 0, end[0], end[1])));
     while (ctl.length) put(ctl.shift()!);
     while (room() && (f = replay.shift())) put(f);
-    while (!shut && room() && outbox.length < (o.resumeBuffer ?? 4096) && octets < (o.resumeBytes ?? 0x1000000) && (f = q.shift() ?? files?.pull())) {
-      if (isApp(f.kind) && resumable) octets += outbox.push(f) && f.payload.length;
+    while (!shut && room() && outbox.length < (o.resumeBuffer ?? 4096) && octets < (o.resumeBytes ?? 0x1000000) && (f = fq.shift() ?? q.shift() ?? files?.pull())) {
+      if (counted(f.kind) && resumable) octets += outbox.push(f) && f.payload.length;
       put(f);
     }
     // Frames the server provokes go out ahead of everything: a server that does not read them
@@ -376,7 +381,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
     const { kind: k, id, payload: p } = f;
     const h = handlers[id];
     const r = pending.get(id);
-    if (isApp(k) && resumable && ++received - acked >= 32) ack();
+    if (counted(k) && resumable && ++received - acked >= 32) ack();
     if (k == MESSAGE) {
       if (!h) return refuse(UNKNOWN_MESSAGE, id);
       try {
@@ -419,7 +424,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       emit('error', error(NO_COMMON_SUITE));
     } else if (k != PONG) {
       if (files) return files.frame(f);
-      if (k == FILE_OFFER) ctl.push(coded(FILE_REFUSE, id, FILE_DECLINED));
+      if (k == FILE_OFFER) fq.push(coded(FILE_REFUSE, id, FILE_DECLINED));
       emit('error', error(UNKNOWN_TRANSFER, '', id));
     }
   };
@@ -461,7 +466,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
 
   // ---- connections -----------------------------------------------------------------------
 
-  const link: Link = { ctl: (f) => ctl.push(f), push, fail, emit, flush };
+  const link: Link = { ctl: (f) => (f.kind > 31 ? fq : ctl).push(f), push, fail, emit, flush };
 
   /** The transport ended: the connection is over; the session goes on or ends. */
   const gone = (tr: Transport) => {
@@ -469,7 +474,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
     if (tr != t) return;
     t = sec = undefined;
     clearTimeout(beat);
-    files?.end(code, reason);
+    // File transfers wait with the session, and end with it.
     if (ends || !rc) return finish(code, reason);
     state = 'reconnecting';
     why = [code, reason];
@@ -482,7 +487,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
     if (state == 'closed') return;
     state = 'closed';
     drop(code, reason);
-    q.length = outbox.length = replay.length = 0;
+    files?.end(code, reason);
+    q.length = fq.length = outbox.length = replay.length = 0;
     clearTimeout(again);
     clearTimeout(beat);
     trying?.abort();
@@ -596,6 +602,10 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
         // The server no longer knows the session: a new one, keeping the queue; pending
         // requests fail, and what was written but not acknowledged is gone.
         drop(RESUME_FAILED);
+        // The old session's transfers end, and their frames go with them.
+        files?.end(RESUME_FAILED, '');
+        fq.length = 0;
+        q.splice(0, q.length, ...q.filter((f) => f.kind < 32));
         received = acked = base = octets = 0;
         outbox = [];
         token = undefined;

@@ -1,5 +1,6 @@
 // 100 MiB each way against the Rust server, with pause and resume from the receiving side,
-// checked by SHA-256 end to end, with the client's memory bounded by the credit window.
+// checked by SHA-256 end to end, with the client's memory bounded by the credit window; and a
+// file each way at once through a relay that cuts the connection three times.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,15 +10,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'truflux';
 import { files } from 'truflux/files';
+import { security } from 'truflux/security';
 import { fileSink, fileSource, nodeWebSocket, tcp } from 'truflux/node';
-import { startServer } from './support/server.js';
+import { generator, seeded } from './support/random.js';
+import { relay, startServer } from './support/server.js';
 
 const SIZE = 100 * 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'truflux-files-'));
 const stored = join(dir, 'stored');
 const { mkdirSync } = await import('node:fs');
 mkdirSync(stored);
-const server = await startServer(['--files', stored]);
+const server = await startServer(['--files', stored, '--key', join(dir, 'server.key')]);
 test.after(async () => {
   await server.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -52,8 +55,8 @@ async function peak(run) {
 }
 
 const transports = {
-  tcp: () => tcp({ host: '127.0.0.1', port: server.port }),
-  ws: () => nodeWebSocket(`ws://127.0.0.1:${server.wsPort}/truflux`),
+  tcp: (port = server.port) => tcp({ host: '127.0.0.1', port }),
+  ws: (port = server.wsPort) => nodeWebSocket(`ws://127.0.0.1:${port}/truflux`),
 };
 
 for (const [name, transport] of Object.entries(transports)) {
@@ -119,5 +122,45 @@ for (const [name, transport] of Object.entries(transports)) {
     assert.ok(!existsSync(`${target}.partial`), 'no partial file left');
     assert.ok(up < 64 * 1024 * 1024 && down < 64 * 1024 * 1024, `peak external memory ${up >> 20} MiB up, ${down >> 20} MiB down`);
     await c.close();
+  });
+}
+
+for (const [name, transport] of Object.entries(transports)) {
+  test(`${name}: a file each way at once survives three cuts of the connection, SHA-256 checked`, async () => {
+    const size = 24 * 1024 * 1024;
+    const source = join(dir, `cut-${name}.bin`);
+    const digest = randomFile(source, size);
+    const target = join(dir, `cut-down-${name}.bin`);
+    const random = generator();
+    let cuts = 0;
+    // 48 MiB cross the relay; the first three connections die after 6–12 MB each.
+    const r = await relay(name === 'tcp' ? server.port : server.wsPort, () => (cuts++ < 3 ? 6e6 + random.int(6e6) : Infinity));
+    const ft = files();
+    // A session that exchanged keys resumes (this server resumes no plain session); the content
+    // travels sealed on every connection.
+    const s = security({ pins: [server.fingerprint] });
+    const c = connect(transport(r.port), { files: ft, security: s, reconnect: { initialDelay: 5, maxDelay: 50, maxAttempts: 50 } });
+    let reconnected = 0;
+    c.on('reconnected', (_attempts, resumed) => resumed && reconnected++);
+    const storing = new Promise((resolve) => c.on('file_result', (result) => result.dir === 'in' && resolve(result)));
+    const offered = next(c, 'file');
+    await c.opened;
+    const { source: from, name: n } = await fileSource(source);
+    const up = ft.send(from, { name: n, size });
+    c.send('send_file', { path: source });
+    const [offer] = await offered;
+    offer.accept(fileSink(target));
+    const [sent, received] = await Promise.all([up.done, offer.done]);
+    assert.deepEqual(sent, { size, sha256: digest });
+    assert.deepEqual(received, { size, sha256: digest });
+    const result = await storing;
+    assert.deepEqual([result.ok, result.size, result.sha256], [true, size, digest]);
+    assert.equal(sha(join(stored, n)), digest);
+    assert.equal(sha(target), digest);
+    assert.ok(!existsSync(`${target}.partial`), 'no partial file left');
+    assert.equal(r.cuts, 3, seeded(`cut ${r.cuts} times`));
+    assert.equal(reconnected, 3, seeded(`resumed ${reconnected} times`));
+    await c.close();
+    r.close();
   });
 }

@@ -1,4 +1,4 @@
-//! File transfer rules of one connection: which transfers exist, credit, and what a file frame
+//! File transfer rules of a session: which transfers exist, credit, and what a file frame
 //! from the peer may do (PROTOCOL.md §10).
 //!
 //! This module owns the accounting a hostile sender could break: offers beyond the limit,
@@ -66,7 +66,7 @@ enum Incoming {
     },
 }
 
-/// The transfers of one connection, both directions.
+/// The transfers of a session, both directions.
 #[derive(Default)]
 pub(crate) struct Files {
     max_incoming: usize,

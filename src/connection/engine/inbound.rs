@@ -30,15 +30,15 @@ impl Engine {
             Ok(Arrival::Lost) => return self.lost("an unprotected close after the key exchange", events),
             Err(error) => return self.fail(error.into(), events),
         };
-        let data = frame.kind.is_application() || frame.kind.is_file();
-        if data && self.conn.strict && !self.conn.rx.is_secure() {
+        let counted = frame.kind.is_counted();
+        if counted && self.conn.strict && !self.conn.rx.is_secure() {
             let error = SecurityError::Required("a plain frame from a peer that must be secure");
             return self.fail(error.into(), events);
         }
         if let Err(error) = self.charge(&frame, now) {
             return self.fail(error, events);
         }
-        if frame.kind.is_application() {
+        if counted {
             if let Some(resume) = self.resume.as_mut() {
                 resume.count_received();
             }
@@ -143,7 +143,7 @@ impl Engine {
     }
 
     fn on_file(&mut self, frame: Frame, events: &mut VecDeque<Event>) {
-        match self.conn.files.on_frame(frame) {
+        match self.files.on_frame(frame) {
             Ok(event) => events.push_back(Event::File(event)),
             Err(violation) => {
                 if let Some(reply) = violation.reply {

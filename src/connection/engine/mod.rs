@@ -15,8 +15,8 @@
 //! sockets, queues, tasks or the application's handlers.
 //!
 //! A session lives from its first opening to its end; a connection is one life of its transport.
-//! The engine keeps the session's state (resume counts and buffer, pending requests, whether
-//! our direction was ever secure, the resume secret) across connections and starts each
+//! The engine keeps the session's state (resume counts and buffer, pending requests, file
+//! transfers, whether our direction was ever secure, the resume secret) across connections and starts each
 //! connection's state afresh ([`Engine::attach`]).
 
 pub(crate) mod files;
@@ -184,14 +184,13 @@ struct Conn {
     /// Both directions must stay secure: required here, or agreed in the opening.
     strict: bool,
     /// Nothing but control frames goes out until our `SEC_ON` has: a session whose direction
-    /// was secure, or a strict connection, never sends an application frame in the clear.
+    /// was secure, or a strict connection, never sends an application or file frame in the clear.
     hold: bool,
     control: VecDeque<Control>,
     ping_due: bool,
     replay: Vec<Frame>,
     last_heard: Instant,
     ping_sent: bool,
-    files: Files,
     end: Option<CloseInfo>,
     /// The reader is done: the peer closed, the connection was lost, or a fatal error. (A
     /// graceful close of ours records the end but goes on reading until the peer answers.)
@@ -217,6 +216,9 @@ pub(crate) struct Engine {
     server_key: Option<(Fingerprint, bool)>,
     /// Flood control, for the whole session.
     rate: Option<rate::Rate>,
+    /// The session's file transfers: in a resumable session they outlive a lost connection
+    /// (their frames are counted and sent again like messages).
+    files: Files,
     conn: Conn,
 }
 
@@ -256,7 +258,6 @@ impl Conn {
             replay: Vec::new(),
             last_heard: now,
             ping_sent: false,
-            files: Files::new(settings.max_incoming_files),
             end: None,
             stopped: false,
             ends_session: false,
@@ -279,6 +280,7 @@ impl Engine {
             .map(|limit| rate::Rate::new(limit, now));
         let mut engine = Engine {
             rate,
+            files: Files::new(settings.max_incoming_files),
             settings,
             resume,
             requests: Requests::default(),
@@ -295,7 +297,7 @@ impl Engine {
     }
 
     /// Starts the next connection of a resumable session, whose peer has received `count` of
-    /// our application frames: what it missed is sent again first.
+    /// our counted frames: what it missed is sent again first.
     pub(crate) fn attach(&mut self, mut opened: Opened, count: u64, now: Instant) -> Result<(), BadCount> {
         let replay = match self.resume.as_mut() {
             Some(resume) => resume.replay_after(count)?,
@@ -640,23 +642,23 @@ impl Engine {
 
     /// Files: a new outgoing transfer id.
     pub(crate) fn new_outgoing_file(&mut self) -> u32 {
-        self.conn.files.new_outgoing()
+        self.files.new_outgoing()
     }
 
     pub(crate) fn end_outgoing_file(&mut self, id: u32) {
-        self.conn.files.end_outgoing(id);
+        self.files.end_outgoing(id);
     }
 
     pub(crate) fn accept_file(&mut self, id: u32, window: u32) -> bool {
-        self.conn.files.accept(id, window)
+        self.files.accept(id, window)
     }
 
     pub(crate) fn grant_file(&mut self, id: u32, n: u32) {
-        self.conn.files.grant(id, n);
+        self.files.grant(id, n);
     }
 
     pub(crate) fn end_incoming_file(&mut self, id: u32) {
-        self.conn.files.end_incoming(id);
+        self.files.end_incoming(id);
     }
 
     /// Whether our direction may be turned off (never on a strict connection).

@@ -1,7 +1,9 @@
-//! Resumable sessions: counting application frames, the resume buffer, the `ACK` policy.
+//! Resumable sessions: counting application and file frames, the resume buffer, the `ACK`
+//! policy.
 //!
-//! A resumable session numbers its application frames implicitly, per direction: the n-th
-//! application frame written in the session is frame n, on whichever connection it travels.
+//! A resumable session numbers its counted frames ([`Kind::is_counted`]: application and file
+//! frames) implicitly, per direction: the n-th counted frame written in the session is frame n,
+//! on whichever connection it travels.
 //! The receiver counts what it has read; on a resume each side tells the other its count and
 //! the other sends again exactly the frames after it. Nothing is delivered twice and nothing is
 //! skipped, without a sequence number on the wire.
@@ -15,12 +17,12 @@ use bytes::Bytes;
 
 use crate::frame::{Frame, Kind};
 
-/// The receiver acknowledges at least every this many application frames.
+/// The receiver acknowledges at least every this many counted frames.
 pub(crate) const ACK_EVERY: u64 = 32;
 
 /// One resumable session's counts and buffer.
 pub(crate) struct Resume {
-    /// Application frames received from the peer.
+    /// Counted frames received from the peer.
     received: u64,
     /// The count we last acknowledged.
     acked: u64,
@@ -69,12 +71,12 @@ impl Resume {
         }
     }
 
-    /// Application frames received so far.
+    /// Counted frames received so far.
     pub(crate) fn received(&self) -> u64 {
         self.received
     }
 
-    /// Counts one received application frame.
+    /// Counts one received counted frame.
     pub(crate) fn count_received(&mut self) {
         self.received += 1;
         if self.received - self.acked >= ACK_EVERY {
@@ -108,9 +110,9 @@ impl Resume {
         self.outbox.frames.len() < self.max_frames && self.outbox.bytes < self.max_bytes
     }
 
-    /// Records one frame as written, in wire order (non-application frames are not kept).
+    /// Records one frame as written, in wire order (control frames are not kept).
     pub(crate) fn record_written(&mut self, frame: &Frame) {
-        if frame.kind.is_application() {
+        if frame.kind.is_counted() {
             self.outbox.bytes += frame.payload.len();
             self.outbox.frames.push_back(frame.clone());
         }
@@ -206,6 +208,18 @@ mod tests {
         let replay = resume.replay_after(3).unwrap();
         let numbers: Vec<u8> = replay.iter().map(|f| f.payload[0]).collect();
         assert_eq!(numbers, [4, 5]);
+    }
+
+    #[test]
+    fn file_frames_are_counted_kept_and_replayed_like_messages() {
+        let mut resume = Resume::new(64, 1 << 20);
+        let chunk = crate::frame::file::frame(Kind::FileChunk, 3, Bytes::from_static(b"content"));
+        resume.record_written(&message(1));
+        resume.record_written(&chunk);
+        resume.record_written(&Frame::control(Kind::Ack, Bytes::new()));
+        let replay = resume.replay_after(1).unwrap();
+        let kinds: Vec<Kind> = replay.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [Kind::FileChunk], "the chunk is frame 2; the ACK is not counted");
     }
 
     #[test]

@@ -3,7 +3,8 @@
  * cancel, and SHA-256 end to end with the incremental hasher. Memory is bounded by the credit
  * window on both sides, whatever the file's size (a Blob destination holds what it collects).
  *
- * Transfers belong to the connection that carries them: a disconnect ends them all.
+ * Transfers belong to the session: in a resumable one they wait through a lost connection and
+ * go on after the resume (their frames are counted and sent again, §11.3); they end with it.
  */
 
 import { FILE_CANCELLED, FILE_DECLINED, FILE_FLOW_VIOLATION, FILE_INTEGRITY, FILE_IO, TOO_MANY_TRANSFERS, TrufluxError, UNKNOWN_TRANSFER } from '../code.js';
