@@ -450,6 +450,7 @@ where
 
     async fn serve_with(self, listener: tokio::net::TcpListener, tls: Option<Tls>) {
         const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+        self.log_listening(&listener, tls.is_some());
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -479,6 +480,21 @@ where
                 }
             });
         }
+    }
+}
+
+impl<F> HttpBind<F> {
+    /// The info line a served binding starts with: where, and what it routes to truflux.
+    fn log_listening(&self, listener: &tokio::net::TcpListener, tls: bool) {
+        let Ok(addr) = listener.local_addr() else { return };
+        let scheme = if tls { "https" } else { "http" };
+        let mut mounts: Vec<&str> = self.mounts.keys().map(String::as_str).collect();
+        mounts.sort_unstable();
+        #[cfg(feature = "prometheus")]
+        let metrics = self.metrics.as_ref().map(|(path, _)| path.as_str());
+        #[cfg(not(feature = "prometheus"))]
+        let metrics: Option<&str> = None;
+        tracing::info!(url = %format!("{scheme}://{addr}"), ?mounts, ?metrics, "listening for HTTP");
     }
 }
 

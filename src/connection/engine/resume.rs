@@ -219,7 +219,11 @@ mod tests {
         resume.record_written(&Frame::control(Kind::Ack, Bytes::new()));
         let replay = resume.replay_after(1).unwrap();
         let kinds: Vec<Kind> = replay.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds, [Kind::FileChunk], "the chunk is frame 2; the ACK is not counted");
+        assert_eq!(
+            kinds,
+            [Kind::FileChunk],
+            "the chunk is frame 2; the ACK is not counted"
+        );
     }
 
     #[test]
