@@ -27,6 +27,11 @@
 //! restarted), they start a new one, join their rooms again, send what was typed meanwhile
 //! and say "reconnected (messages may have been missed)".
 //!
+//! A WebSocket opened by a page of another site is refused (`403`): only the page's own origin
+//! (and `localhost` for a loopback address) may connect, or the origins given with `--origin
+//! URL` (repeatable, for the names and ports the page is reached by behind a proxy). A
+//! wildcard address (`0.0.0.0`) without `--origin` lets any page connect, and says so.
+//!
 //! The server's long-term key is kept in `--key` (default `truflux-chat.key` in the system's
 //! temporary directory) so that its fingerprint, printed at start, stays the same across
 //! restarts: a page opened at the printed `#pin=` address, or a terminal client given
@@ -76,6 +81,8 @@ struct Options {
     metrics: bool,
     tls: Option<(String, String)>,
     redis: Option<String>,
+    /// `--origin`, repeatable: the pages that may open the WebSocket.
+    origins: Vec<String>,
 }
 
 /// An error in words, for `main` to print.
@@ -94,6 +101,7 @@ fn options() -> Result<Options, String> {
         metrics: false,
         tls: None,
         redis: None,
+        origins: Vec::new(),
     };
     let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
@@ -107,6 +115,7 @@ fn options() -> Result<Options, String> {
             "--tls-cert" => cert = Some(value()?),
             "--tls-key" => key = Some(value()?),
             "--redis" => options.redis = Some(value()?),
+            "--origin" => options.origins.push(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -216,11 +225,31 @@ fn tls(files: &Option<(String, String)>) -> Result<Tls, Failure> {
     }
 }
 
+/// The pages that may open the chat's WebSocket (a page of another site could otherwise chat
+/// in its visitor's name): those given with `--origin`, else the page's own origin (and
+/// `localhost` for a loopback address). `None`, any, for a wildcard address without
+/// `--origin`: the names it is reached by are unknown.
+fn origins(options: &Options, http: std::net::SocketAddr, tls: bool) -> Option<Vec<String>> {
+    if !options.origins.is_empty() {
+        return Some(options.origins.clone());
+    }
+    if http.ip().is_unspecified() {
+        return None;
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let mut origins = vec![format!("{scheme}://{http}")];
+    if http.ip().is_loopback() {
+        origins.push(format!("{scheme}://localhost:{}", http.port()));
+    }
+    Some(origins)
+}
+
 /// The server: TCP (TLS over TCP with `--tls-cert`), and the cluster with `--redis`.
 async fn start(
     options: &Options,
     key: truflux::security::ServerKey,
     tls: &Tls,
+    origins: Option<Vec<String>>,
     cluster: Option<Cluster>,
 ) -> Result<Server, Failure> {
     let builder = match tls {
@@ -230,7 +259,7 @@ async fn start(
         #[cfg(not(feature = "tls"))]
         Some(never) => match *never {},
     };
-    let mut chat = chat::ChatServer::new(builder, Some(key));
+    let mut chat = chat::ChatServer::new(builder, Some(key), origins);
     if let Some(url) = &options.redis {
         let Some(join) = cluster else {
             return Err("--redis needs the cluster build: cargo run --release -p truflux-redis --example chat -- --redis URL".into());
@@ -255,7 +284,6 @@ fn print_addresses(server: &Server, http: std::net::SocketAddr, pin: &str, metri
     if metrics {
         println!("  metrics:             {web}://{http}/metrics");
     }
-    println!("stop with Ctrl-C");
 }
 
 #[tokio::main]
@@ -283,7 +311,7 @@ async fn run(cluster: Option<Cluster>) -> Result<(), Failure> {
             }
             eprintln!(
                 "usage: chat [--tcp ADDR] [--http ADDR] [--key PATH] [--metrics] \
-                 [--tls-cert FILE --tls-key FILE] [--redis URL]"
+                 [--tls-cert FILE --tls-key FILE] [--redis URL] [--origin URL]..."
             );
             std::process::exit(2);
         }
@@ -297,9 +325,15 @@ async fn run(cluster: Option<Cluster>) -> Result<(), Failure> {
     let http = listener.local_addr()?;
     let metrics = metrics(options.metrics)?;
     let tls = tls(&options.tls)?;
-    let server = start(&options, key, &tls, cluster).await?;
+    let origins = origins(&options, http, tls.is_some());
+    let shown = origins
+        .as_ref()
+        .map_or("any (a wildcard address: pass --origin)".into(), |o| o.join(" "));
+    let server = start(&options, key, &tls, origins, cluster).await?;
     serve_http(&server, listener, &metrics, &tls)?;
     print_addresses(&server, http, &pin, metrics.is_some(), tls.is_some());
+    println!("  pages that may connect: {shown}");
+    println!("stop with Ctrl-C");
     tokio::signal::ctrl_c().await?;
     println!("shutting down: {} peer(s) connected", server.num_connections());
     server

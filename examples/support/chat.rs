@@ -227,14 +227,20 @@ pub struct ChatServer {
 
 impl ChatServer {
     /// The chat on `builder`: its protocol, handlers and limits. `builder` brings the
-    /// listeners; `security` is the server's key, if it has one for pages to pin.
-    pub fn new(builder: ServerBuilder, security: Option<truflux::security::ServerKey>) -> ChatServer {
+    /// listeners; `security` is the server's key, if it has one for pages to pin; `origins`,
+    /// the pages that may open its WebSocket (`None`: any).
+    pub fn new(
+        builder: ServerBuilder,
+        security: Option<truflux::security::ServerKey>,
+        origins: Option<Vec<String>>,
+    ) -> ChatServer {
         let (tx, changes) = mpsc::unbounded_channel();
         let shared = Shared {
             changes: tx,
             held: Arc::new(AtomicUsize::new(0)),
         };
-        let builder = handlers(builder.config(config(security)), &shared);
+        let config = config(security).allowed_origins(origins);
+        let builder = handlers(builder.config(config), &shared);
         ChatServer {
             builder,
             shared,
@@ -678,5 +684,5 @@ async fn offer_to_room(sender: &Peer, note: FileNote, content: Bytes, held: Arc<
 /// Starts a chat server on `builder`'s listeners, without a key (for the messenger's own
 /// server and tests).
 pub async fn serve(builder: ServerBuilder) -> Result<Server, truflux::Error> {
-    ChatServer::new(builder, None).start().await
+    ChatServer::new(builder, None, None).start().await
 }

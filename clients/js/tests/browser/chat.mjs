@@ -1,8 +1,8 @@
 // The chat example (examples/chat.rs) as people use it: its own page in two Chromium pages and
 // its terminal client (examples/messenger.rs) over TCP, in one room. Elements are found by
 // their ARIA roles and names. Messages arrive everywhere in the same order; presence follows
-// joins and leaves; a file shared from one page reaches the other (and the terminal) with
-// its SHA-256; markup in a message stays text; bad names are refused with a message; after
+// joins and leaves; a page of another site cannot connect; a file shared from one page
+// reaches the other (and the terminal) with its SHA-256; markup in a message stays text; bad names are refused with a message; after
 // the server restarts everyone comes back, rejoins and says so. Saves docs/chat.png.
 // Build first: cargo build --example chat --example messenger.
 
@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { browserPage } from './chromium.mjs';
@@ -270,9 +271,39 @@ async function restart(c) {
 }
 
 /** The steps, in order, on one chat; each takes the shared context. */
+/** Whether a WebSocket to the chat opens from `page` ('open') or is refused ('refused'). */
+const tryWebSocket = (page, url) =>
+  page.evaluate(
+    (url) =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(url, 'truflux');
+        ws.onopen = () => (ws.close(), resolve('open'));
+        ws.onerror = () => resolve('refused');
+      }),
+    url,
+  );
+
+async function otherSitesRefused(c) {
+  const { alice, chat } = c;
+  const url = `ws://${chat.http}/chat`;
+  assert.equal(await tryWebSocket(alice, url), 'open', 'the chat page itself may connect');
+  // A page of another origin (another port is another site): the upgrade gets 403.
+  const other = createServer((_req, res) => res.end('<!doctype html><title>elsewhere</title>'));
+  await new Promise((resolve) => other.listen(0, '127.0.0.1', resolve));
+  const page = await alice.context().newPage();
+  try {
+    await page.goto(`http://127.0.0.1:${other.address().port}/`);
+    assert.equal(await tryWebSocket(page, url), 'refused');
+  } finally {
+    await page.close();
+    other.close();
+  }
+}
+
 const STEPS = [
   ['the page is served by the chat server, with a pinned key and encryption on request', pinnedAndEncrypted],
   ['presence: a page and a terminal client joining are seen by the others', presence],
+  ['a page of another site cannot open the chat\'s WebSocket', otherSitesRefused],
   ['the page is accessible by roles and names: a log, labelled textboxes, named lists and buttons', accessible],
   ['messages arrive everywhere, in the same order', messagesInOrder],
   ['markup in a message or a name is shown as text and runs nothing', markupIsText],
