@@ -275,8 +275,8 @@ function securityState() {
 function encrypt(on) {
   state.encrypt = on;
   try {
-    state.sec.secure(on);
-    state.sec.peerSecure(on);
+    state.sec.setOwnSecurity(on);
+    state.sec.setPeerSecurity(on);
   } catch (e) {
     problem(`encryption is not available: ${words(e.code)}`);
   }

@@ -90,15 +90,15 @@ for (const [name, transport] of Object.entries(transports)) {
     assert.deepEqual(await c.request('state'), { secure: false, peer_secure: false, resumable: true });
     const own = next(c, 'secure');
     const peer = next(c, 'peerSecure');
-    s.secure(true);
-    s.peerSecure(true);
+    s.setOwnSecurity(true);
+    s.setPeerSecurity(true);
     assert.deepEqual([await own, await peer], [[true], [true]]);
     // The server's direction is on: its SEC_ON reached us before anything after it.
     assert.deepEqual(await c.request('state'), { secure: true, peer_secure: true, resumable: true });
     const ownOff = next(c, 'secure');
     const peerOff = next(c, 'peerSecure');
-    s.secure(false);
-    s.peerSecure(false);
+    s.setOwnSecurity(false);
+    s.setPeerSecurity(false);
     assert.deepEqual([await ownOff, await peerOff], [[false], [false]]);
     assert.equal(s.isSecure || s.isPeerSecure, false);
     assert.deepEqual(await c.request('state'), { secure: false, peer_secure: false, resumable: true });

@@ -60,9 +60,9 @@ export interface SecurityOptions {
 export interface Security extends SecurityPlugin {
   /** Turns our direction on or off (off is refused where security is required). The marker
    * goes through the queue: frames queued before it travel as they were queued. */
-  secure(on: boolean): void;
+  setOwnSecurity(on: boolean): void;
   /** Asks the server to turn its direction on or off. */
-  peerSecure(on: boolean): void;
+  setPeerSecurity(on: boolean): void;
   readonly isSecure: boolean;
   readonly isPeerSecure: boolean;
   /** The last key exchange's server key was one the client pins. */
@@ -316,11 +316,11 @@ export function security(options: SecurityOptions = {}): Security {
       return connection(link, concat([lp(sent), lp(got)]), false);
     },
 
-    secure(on: boolean) {
+    setOwnSecurity(on: boolean) {
       if (!conn) throw error(NO_COMMON_SUITE);
       conn.own(on);
     },
-    peerSecure(on: boolean) {
+    setPeerSecurity(on: boolean) {
       if (!conn) throw error(NO_COMMON_SUITE);
       conn.ask(on);
     },
