@@ -438,6 +438,50 @@ async fn a_200_mb_transfer_cut_three_times_resumes_and_arrives_intact() {
     common::assert_no_panics(panics);
 }
 
+/// An offer made while a resumable session waits for its next connection is queued like a
+/// message: it goes out after the resume, and the transfer completes.
+#[tokio::test]
+async fn a_file_offered_while_disconnected_goes_out_after_the_resume() {
+    let source = Dir::new("offline-src");
+    let file = source.join("later.bin");
+    let sha = make_file(&file, 3 * 1000 * 1000);
+    let events = Events::default();
+    let (server, mut offers) = receiving_server(&events, FileConfig::default()).await;
+    let relay = Relay::start(server.local_addrs()[0]).await;
+    let (down_tx, mut down) = mpsc::unbounded_channel();
+    let client = Client::builder()
+        .config(
+            ClientConfig::default()
+                .reconnect(Some(Reconnect::default().initial_delay(Duration::from_millis(5)))),
+        )
+        .on_disconnect(move |_info: &truflux::CloseInfo| {
+            let _ = down_tx.send(());
+        })
+        .connect(relay.addr)
+        .await
+        .unwrap();
+    relay.freeze();
+    relay.cut();
+    within("the client notices", down.recv()).await;
+    assert!(!client.peer().is_connected());
+    let sending = client
+        .peer()
+        .send_file(&file)
+        .await
+        .expect("queued while disconnected");
+    relay.thaw();
+    let dest = Dir::new("offline-dst");
+    let receiving = next_offer(&mut offers).await.accept_into(&dest.0).await.unwrap();
+    assert_eq!(
+        within("the transfer", receiving.finished()).await.unwrap(),
+        (3_000_000, sha)
+    );
+    assert_eq!(
+        within("the sender's end", sending.finished()).await.unwrap(),
+        (3_000_000, sha)
+    );
+}
+
 /// A transfer waits with its session, and ends with it: past the resume window both sides
 /// fail, and the receiver leaves nothing behind.
 #[tokio::test]

@@ -81,7 +81,7 @@ impl Relay {
         self.state.frozen.send_replace(true);
     }
 
-    /// Forwards again what it froze.
+    /// Forwards again, on the connections it froze too.
     pub fn thaw(&self) {
         self.state.frozen.send_replace(false);
     }
@@ -122,9 +122,11 @@ async fn pump(state: Arc<RelayState>, mut client: TcpStream) {
     let mut forwarded = 0u64;
     loop {
         if *frozen.borrow_and_update() {
-            // Frozen: hold both sockets open, forward nothing, until cut.
-            let _ = cuts.changed().await;
-            return;
+            // Frozen: hold both sockets open, forward nothing, until cut or thawed.
+            tokio::select! {
+                _ = cuts.changed() => return,
+                _ = frozen.changed() => continue,
+            }
         }
         let limit = budget.map_or(BUFFER, |budget| {
             (budget.saturating_sub(forwarded)).clamp(1, BUFFER as u64) as usize
