@@ -6,7 +6,8 @@
 //! into the peer's info), and `Debug` shows header names only, so that logging a peer's info
 //! never prints a cookie or a token.
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Uri};
+use bytes::BytesMut;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
 /// The HTTP request a WebSocket peer upgraded with, without its bearer token.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,20 +35,17 @@ impl std::fmt::Debug for UpgradeRequest {
 impl UpgradeRequest {
     /// Keeps what `request` said, without its token.
     pub(crate) fn of<B>(request: &Request<B>) -> UpgradeRequest {
-        let mut headers = request.headers().clone();
-        headers.remove(header::AUTHORIZATION);
-        let protocols: Vec<HeaderValue> = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(without_bearer)
-            .collect();
-        headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-        for value in protocols {
+        let source = request.headers();
+        let token_free =
+            |name: &HeaderName| *name != header::AUTHORIZATION && *name != header::SEC_WEBSOCKET_PROTOCOL;
+        let mut headers = owned_headers(source, token_free);
+        let protocols = source.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+        for value in protocols.filter_map(without_bearer) {
             headers.append(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         UpgradeRequest {
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            uri: owned_uri(request.uri()),
             headers,
         }
     }
@@ -83,6 +81,32 @@ impl UpgradeRequest {
     pub fn origin(&self) -> Option<&str> {
         self.headers.get(header::ORIGIN)?.to_str().ok()
     }
+}
+
+/// The headers of `headers` whose names pass `keep`, in memory of their own. The values hyper
+/// parsed are slices of its read buffer (8 KiB): a clone would keep that buffer for as long as
+/// the peer is connected. The copies share one buffer, as long as the values kept.
+fn owned_headers(headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> HeaderMap {
+    let kept = || headers.iter().filter(|(name, _)| keep(name));
+    let mut copied = BytesMut::with_capacity(kept().map(|(_, value)| value.len()).sum());
+    for (_, value) in kept() {
+        copied.extend_from_slice(value.as_bytes());
+    }
+    let mut copied = copied.freeze();
+    let mut owned = HeaderMap::with_capacity(kept().count());
+    for (name, value) in kept() {
+        // Valid already (the same bytes); a failure would only keep the shared value.
+        let mut own =
+            HeaderValue::from_maybe_shared(copied.split_to(value.len())).unwrap_or_else(|_| value.clone());
+        own.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), own);
+    }
+    owned
+}
+
+/// `uri` in memory of its own (hyper's is a slice of its read buffer, as header values are).
+fn owned_uri(uri: &Uri) -> Uri {
+    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// A `Sec-WebSocket-Protocol` value without its `truflux.bearer.*` entries; `None` if
@@ -167,6 +191,27 @@ mod tests {
         );
         let debug = format!("{kept:?}");
         assert!(!debug.contains("secret") && !debug.contains("abc"), "{debug}");
+    }
+
+    #[test]
+    fn the_kept_request_holds_no_part_of_the_buffer_it_was_parsed_from() {
+        // As hyper parses: the URI and every value are slices of one read buffer.
+        let buffer = bytes::Bytes::from(b"/chat?room=1 theme=dark http://127.0.0.1:7879".to_vec());
+        let value =
+            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
+        let mut request = Request::new(());
+        *request.uri_mut() = Uri::from_maybe_shared(buffer.slice(0..12)).unwrap();
+        request.headers_mut().insert(header::COOKIE, value(13..23));
+        request.headers_mut().insert(header::ORIGIN, value(24..45));
+        let kept = UpgradeRequest::of(&request);
+        let within = |bytes: &[u8]| buffer.as_ptr_range().contains(&bytes.as_ptr());
+        assert!(kept.headers.values().all(|value| !within(value.as_bytes())));
+        assert!(!within(kept.uri.path().as_bytes()));
+        assert_eq!(
+            (kept.uri.query(), kept.cookie("theme")),
+            (Some("room=1"), Some("dark"))
+        );
+        assert_eq!(kept.origin(), Some("http://127.0.0.1:7879"));
     }
 
     #[test]
