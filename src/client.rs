@@ -324,7 +324,7 @@ impl ClientBuilder {
         };
         let new = connection::new_peer(
             info,
-            self.config.connection.clone(),
+            Arc::new(self.config.connection.clone()),
             engine,
             owner,
             self.protocol.as_ref(),

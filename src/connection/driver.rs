@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,25 +57,31 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
         debug!(resumed = !first, "open");
         *peer.shared().hooks.write().unwrap_or_else(|p| p.into_inner()) = Some(hooks.clone());
         peer.shared().engine().heard(Instant::now());
-        let reading = async {
-            let connected = if first {
-                hooks.connected(&peer)
-            } else {
-                Box::pin(std::future::ready(()))
-            };
-            tokio::select! {
-                biased;
-                _ = conn.stop.cancelled() => {}
-                _ = connected => read_loop(&peer, &conn, &mut reader, dispatch.as_mut(), hooks.as_ref()).await,
-            }
-            conn.stop.cancel();
+        // Both loops are pinned here and polled through references: passed by value, each
+        // would be stored twice in this task (an async fn keeps its arguments besides its
+        // locals), for as long as the connection lives.
+        let shut = {
+            let reading = pin!(async {
+                let connected = if first {
+                    hooks.connected(&peer)
+                } else {
+                    Box::pin(std::future::ready(()))
+                };
+                tokio::select! {
+                    biased;
+                    _ = conn.stop.cancelled() => {}
+                    _ = connected => read_loop(&peer, &conn, &mut reader, dispatch.as_mut(), hooks.as_ref()).await,
+                }
+                conn.stop.cancel();
+            });
+            let writing = pin!(async {
+                let shut = write_loop(&peer, &conn, writer, hooks.as_ref()).await;
+                conn.stop.cancel();
+                shut
+            });
+            reader_then_writer(&peer, reading, writing).await
         };
-        let writing = async {
-            let shut = write_loop(&peer, &conn, writer, hooks.as_ref()).await;
-            conn.stop.cancel();
-            shut
-        };
-        if reader_then_writer(&peer, reading, writing).await {
+        if shut {
             // Our close frame is out and our direction shut: read on, dropping what arrives,
             // until the peer closes too (module docs).
             tokio::spawn(linger(reader, peer.shared().config.close_timeout));
@@ -90,10 +96,9 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
 /// result (whether our close went out and our direction is shut).
 async fn reader_then_writer(
     peer: &Peer,
-    reading: impl Future<Output = ()>,
-    writing: impl Future<Output = bool>,
+    mut reading: Pin<&mut impl Future<Output = ()>>,
+    mut writing: Pin<&mut impl Future<Output = bool>>,
 ) -> bool {
-    let (mut reading, mut writing) = (pin!(reading), pin!(writing));
     let (mut read_done, mut shut) = (false, None);
     poll_fn(|cx| {
         if !read_done {

@@ -155,7 +155,8 @@ pub(crate) struct Owner {
 /// resumable session.
 pub(crate) struct Shared {
     id: PeerId,
-    config: ConnectionConfig,
+    /// One for every session of a server: 280 octets a peer otherwise.
+    config: Arc<ConnectionConfig>,
     /// The outbound queue. A close frame in it is a graceful close: the writer writes
     /// everything before it, then it, then ends the write direction.
     queue: queue::Queue,
@@ -241,7 +242,7 @@ pub(crate) fn settings(config: &ConnectionConfig) -> engine::Settings {
 /// Creates a session on its first connection.
 pub(crate) fn new_peer(
     info: PeerInfo,
-    config: ConnectionConfig,
+    config: Arc<ConnectionConfig>,
     engine: Engine,
     owner: Owner,
     protocol: &dyn Protocol,

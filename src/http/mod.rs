@@ -117,14 +117,14 @@ impl Endpoint {
         let config = server.connection_config();
         let (max_payload, read_buffer) = (config.max_payload, config.ws_read_buffer);
         tokio::spawn(async move {
-            match ws::upgraded(on_upgrade).await {
-                Ok(stream) => {
-                    let transport =
-                        WsTransport::new(stream, info, ws::Role::Server, max_payload, read_buffer);
-                    server.admit(transport, identity).await;
-                }
-                Err(error) => server.report_refused(&Error::Io(error)),
-            }
+            // Out of the result before the peer runs (a result held across that await would
+            // stay in the task for the peer's whole life).
+            let stream = match ws::upgraded(on_upgrade).await {
+                Ok(stream) => stream,
+                Err(error) => return server.report_refused(&Error::Io(error)),
+            };
+            let transport = WsTransport::new(stream, info, ws::Role::Server, max_payload, read_buffer);
+            server.admit(transport, identity).await;
         });
         response
     }

@@ -6,11 +6,14 @@
 //! must exist, a keyed session needs a keyed opening and a valid binder, and the identity must
 //! be the session's; only then is the session's old connection stopped.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::debug;
 
+use super::limits::Address;
 use super::Hub;
 use crate::auth::{AuthRequest, Identity, Token};
 use crate::connection::engine::{Engine, Opened};
@@ -20,7 +23,7 @@ use crate::file::Router;
 use crate::opening::extensions::{Answer, Claim, TOKEN_LEN};
 use crate::opening::{self, server::Accepted};
 use crate::security::schedule::verify_binder;
-use crate::transport::{FrameWrite, PeerInfo, Transport};
+use crate::transport::{FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 
 /// What a decided opening becomes.
 enum Admitted {
@@ -34,6 +37,17 @@ enum Admitted {
     },
 }
 
+/// A connection through its opening, ready to run as a peer.
+struct Running<R, W> {
+    peer: Peer,
+    start: connection::Start,
+    reader: R,
+    writer: W,
+    transport: TransportKind,
+    /// The connection's place in the per-address limit, held while it runs.
+    address: Option<Address>,
+}
+
 fn refused(reason: impl Into<String>) -> Error {
     Error::Protocol(ProtocolError::local(Code::RESUME_FAILED, None, reason))
 }
@@ -42,11 +56,83 @@ impl Hub {
     /// Takes a transport through the opening, authentication and, for a resumed session, the
     /// resume; if all pass, runs it as a peer. `identity` is set when the token was already
     /// validated (in the WebSocket upgrade).
-    pub(crate) async fn admit<T: Transport>(self: Arc<Self>, transport: T, identity: Option<Identity>) {
+    ///
+    /// The opening runs boxed, owning the transport's halves, and hands them back: a future is
+    /// as large as its largest state, and the peer's task keeps its future for the whole
+    /// connection. The opening's states (handshake, authentication) are over once the peer
+    /// runs; inline, they and a second copy of the halves would stay in every idle peer's task.
+    pub(crate) fn admit<T: Transport>(
+        self: Arc<Self>,
+        transport: T,
+        identity: Option<Identity>,
+    ) -> impl Future<Output = ()> + Send {
         let info = transport.info();
-        let (mut reader, mut writer) = transport.split();
+        let (reader, writer) = transport.split();
+        let opening = Box::pin(self.clone().opened(info, reader, writer, identity));
+        self.run_opened(opening)
+    }
+
+    /// Runs what passed its opening as a peer, to the end of its connection, and keeps a
+    /// resumable session that lost it for the resume window.
+    async fn run_opened<R: FrameRead, W: FrameWrite>(
+        self: Arc<Self>,
+        opening: Pin<Box<impl Future<Output = Option<Running<R, W>>>>>,
+    ) {
+        let Some(running) = opening.await else { return };
+        let Running {
+            peer,
+            start,
+            reader,
+            writer,
+            transport,
+            address,
+        } = running;
+        let hooks: Arc<dyn Hooks> = self.clone();
+        let live = self.meters.live(transport);
+        let outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks).await;
+        drop(live);
+        // A session waiting for its client holds no connection of that address.
+        drop(address);
+        if let Outcome::Parked(lost) = outcome {
+            self.wait_for_resume(peer, lost).await;
+        }
+    }
+
+    /// The opening of a connection that owns its halves, handing them back with its peer.
+    async fn opened<R: FrameRead, W: FrameWrite>(
+        self: Arc<Self>,
+        info: PeerInfo,
+        mut reader: R,
+        mut writer: W,
+        identity: Option<Identity>,
+    ) -> Option<Running<R, W>> {
+        let transport = info.transport;
+        let (peer, start, address) = self
+            .pass_opening(info, &mut reader, &mut writer, identity)
+            .await?;
+        Some(Running {
+            peer,
+            start,
+            reader,
+            writer,
+            transport,
+            address,
+        })
+    }
+
+    /// The opening of a connection, up to a peer ready to run and its place in the
+    /// per-address limit (`None`: refused, or the answer could not be sent; what went wrong is
+    /// reported and, where it can be, told to the peer).
+    async fn pass_opening<R: FrameRead, W: FrameWrite>(
+        self: &Arc<Self>,
+        info: PeerInfo,
+        reader: &mut R,
+        writer: &mut W,
+        identity: Option<Identity>,
+    ) -> Option<(Peer, connection::Start, Option<Address>)> {
         if self.shutdown.is_cancelled() {
-            return opening::refuse(&mut writer, None, Code::GOING_AWAY, "server is shutting down").await;
+            opening::refuse(writer, None, Code::GOING_AWAY, "server is shutting down").await;
+            return None;
         }
         let config = &self.config;
         let slot = self.limits.admit(
@@ -62,60 +148,48 @@ impl Hub {
                 .address(info.remote.ip(), config.max_connections_per_address)?;
             Ok((slot, address))
         });
-        let (_slot, address) = match address {
+        let (slot, address) = match address {
             Ok(held) => held,
             Err(full) => {
                 debug!(remote = %info.remote, reason = full.reason(), "refused");
-                return opening::refuse(&mut writer, None, Code::TRY_AGAIN_LATER, full.reason()).await;
+                opening::refuse(writer, None, Code::TRY_AGAIN_LATER, full.reason()).await;
+                return None;
             }
         };
-        let accept = opening::server::accept(&mut reader, &mut writer, &self.security, &self.kex);
+        let accept = opening::server::accept(reader, writer, &self.security, &self.kex);
         let mut accepted = match tokio::time::timeout(config.handshake_timeout, accept).await {
             Ok(Ok(accepted)) => accepted,
-            Ok(Err(error)) => return self.refuse_opening(&mut writer, error).await,
+            Ok(Err(error)) => {
+                self.refuse_opening(writer, error).await;
+                return None;
+            }
             Err(_) => {
-                return self
-                    .refuse_opening(&mut writer, Error::Timeout(Timeout::Hello))
-                    .await
+                self.refuse_opening(writer, Error::Timeout(Timeout::Hello)).await;
+                return None;
             }
         };
         let admitted = match self.decide(&mut accepted, identity, &info).await {
             Ok(admitted) => admitted,
             Err(error) => {
-                opening::server::refuse_accepted(
-                    &mut writer,
-                    &mut accepted,
-                    error.code(),
-                    &error.to_string(),
-                )
-                .await;
+                opening::server::refuse_accepted(writer, &mut accepted, error.code(), &error.to_string())
+                    .await;
                 let auth = matches!(error, Error::Unauthorized(_));
                 if error.code() == Code::RESUME_FAILED {
                     self.meters.resume(false);
                 } else {
                     self.meters.refused(error.code(), auth);
                 }
-                return self.report(None, &error);
+                self.report(None, &error);
+                return None;
             }
         };
-        drop(_slot);
+        drop(slot);
         let fell_back = accepted.fell_back();
-        let transport = info.transport;
-        let Some((peer, start)) = self.open(&mut writer, accepted, admitted, info).await else {
-            return;
-        };
+        let (peer, start) = self.open(writer, accepted, admitted, info).await?;
         if let Some(event) = fell_back {
             self.security(&peer, &event);
         }
-        let hooks: Arc<dyn Hooks> = self.clone();
-        let live = self.meters.live(transport);
-        let outcome = connection::driver::run(peer.clone(), start, reader, writer, hooks).await;
-        drop(live);
-        // A session waiting for its client holds no connection of that address.
-        drop(address);
-        if let Outcome::Parked(lost) = outcome {
-            self.wait_for_resume(peer, lost).await;
-        }
+        Some((peer, start, address))
     }
 
     async fn refuse_opening<W: FrameWrite>(&self, writer: &mut W, error: Error) {
@@ -273,8 +347,10 @@ impl Hub {
         identity: Option<Identity>,
         info: PeerInfo,
     ) -> (Peer, connection::Start) {
-        let config = self.config.connection.clone();
-        let settings = connection::settings(&config);
+        let config = self.connection.clone();
+        let mut settings = connection::settings(&config);
+        // The server's one copy, not one per peer (the same config).
+        settings.security = self.security.clone();
         let engine = Engine::new(settings, opened, token.is_some(), Instant::now());
         let owner = Owner {
             server: std::sync::RwLock::new(Some(self.as_owner())),

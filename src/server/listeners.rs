@@ -4,6 +4,7 @@
 //! This module owns binding, the accept loops and the TLS handshake of accepted connections;
 //! it must not decide anything about a connection after that.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -131,28 +132,37 @@ impl Hub {
     async fn serve_tcp(self: Arc<Self>, listener: TcpListener, tls: Option<Tls>) {
         self.accept_loop(listener, move |hub, stream| {
             let _ = stream.set_nodelay(hub.config.connection.nodelay);
-            tokio::spawn(hub.clone().admit_tcp(stream, tls.clone()));
+            // Two kinds of task: a task takes the size of its future's largest state for its
+            // whole life, and a plain peer's must not be sized for a TLS handshake.
+            match tls.clone() {
+                None => drop(tokio::spawn(hub.clone().admit_tcp(stream))),
+                Some(tls) => drop(tokio::spawn(hub.clone().admit_tls(stream, tls))),
+            }
         })
         .await;
     }
 
-    async fn admit_tcp(self: Arc<Self>, stream: TcpStream, tls: Option<Tls>) {
+    /// The peer's task (not an `async fn`, which would keep the stream in it a second time).
+    fn admit_tcp(self: Arc<Self>, stream: TcpStream) -> impl Future<Output = ()> + Send {
+        let (local, remote) = addrs_of(&stream);
+        let info = PeerInfo::new(local, remote, TransportKind::Tcp);
+        let max_payload = self.config.connection.max_payload;
+        self.admit(TcpTransport::over(stream, info, max_payload), None)
+    }
+
+    async fn admit_tls(self: Arc<Self>, stream: TcpStream, tls: Tls) {
         let (local, remote) = addrs_of(&stream);
         let mut info = PeerInfo::new(local, remote, TransportKind::Tcp);
-        let max_payload = self.config.connection.max_payload;
-        let Some(tls) = tls else {
-            return self
-                .admit(TcpTransport::over(stream, info, max_payload), None)
-                .await;
-        };
         info.tls = true;
-        match self.tls_accept(&tls, stream).await {
-            Ok(stream) => {
-                self.admit(TcpTransport::over(stream, info, max_payload), None)
-                    .await
-            }
-            Err(error) => self.report(None, &error),
-        }
+        let max_payload = self.config.connection.max_payload;
+        // Taken out of the result before the connection runs: a result held across that
+        // await would keep room for a whole TLS session in the task.
+        let stream = match self.tls_accept(&tls, stream).await {
+            Ok(stream) => stream,
+            Err(error) => return self.report(None, &error),
+        };
+        self.admit(TcpTransport::over(stream, info, max_payload), None)
+            .await
     }
 
     /// The TLS handshake of an accepted connection, within the handshake timeout.
@@ -179,34 +189,54 @@ impl Hub {
     async fn serve_ws(self: Arc<Self>, listener: TcpListener, bind: HttpBind<NotFound>, tls: Option<Tls>) {
         self.accept_loop(listener, move |hub, stream| {
             let _ = stream.set_nodelay(hub.config.connection.nodelay);
-            let (hub, bind, tls) = (hub.clone(), bind.clone(), tls.clone());
-            tokio::spawn(async move {
-                let shutdown = hub.shutdown.clone();
-                // An upgraded connection lives on as a peer after this future ends; plain HTTP
-                // connections end with the server.
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = hub.serve_http(stream, bind, tls) => {}
-                }
-            });
+            let (hub, bind) = (hub.clone(), bind.clone());
+            // Two kinds of task, as for TCP: a plain connection's is not sized for TLS.
+            match tls.clone() {
+                None => drop(tokio::spawn(hub.serve_http(stream, bind))),
+                Some(tls) => drop(tokio::spawn(hub.serve_https(stream, bind, tls))),
+            }
         })
         .await;
     }
 
+    /// Serves one HTTP connection until it ends or the server shuts down: an upgraded
+    /// connection lives on as a peer after this future ends; plain HTTP connections end with
+    /// the server.
     #[cfg(feature = "ws")]
-    async fn serve_http(&self, stream: TcpStream, bind: HttpBind<NotFound>, tls: Option<Tls>) {
+    async fn serve_http(self: Arc<Self>, stream: TcpStream, bind: HttpBind<NotFound>) {
         let (local, remote) = addrs_of(&stream);
         let addrs = ConnectionAddrs { local, remote };
         let timeout = self.config.handshake_timeout;
-        let served = match tls {
-            None => crate::http::serve_connection(stream, addrs, false, bind, timeout).await,
-            Some(tls) => match self.tls_accept(&tls, stream).await {
-                Ok(stream) => crate::http::serve_connection(stream, addrs, true, bind, timeout).await,
-                Err(error) => return self.report(None, &error),
-            },
-        };
-        if let Err(error) = served {
-            debug!(%error, "http connection");
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            served = crate::http::serve_connection(stream, addrs, false, bind, timeout) => http_ended(served),
         }
+    }
+
+    /// [`serve_http`](Self::serve_http) after a TLS handshake.
+    #[cfg(feature = "ws")]
+    async fn serve_https(self: Arc<Self>, stream: TcpStream, bind: HttpBind<NotFound>, tls: Tls) {
+        let (local, remote) = addrs_of(&stream);
+        let addrs = ConnectionAddrs { local, remote };
+        let timeout = self.config.handshake_timeout;
+        let accepted = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            accepted = self.tls_accept(&tls, stream) => accepted,
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(error) => return self.report(None, &error),
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            served = crate::http::serve_connection(stream, addrs, true, bind, timeout) => http_ended(served),
+        }
+    }
+}
+
+#[cfg(feature = "ws")]
+fn http_ended(served: Result<(), hyper::Error>) {
+    if let Err(error) = served {
+        debug!(%error, "http connection");
     }
 }

@@ -43,6 +43,8 @@ type PresenceFn = Arc<dyn Fn(&Presence) + Send + Sync>;
 pub(crate) struct Hub {
     config: ServerConfig,
     security: Arc<SecurityConfig>,
+    /// `config.connection`, shared by every peer's session.
+    connection: Arc<crate::config::ConnectionConfig>,
     kex: KexPool,
     limits: limits::Limits,
     protocol: Arc<dyn Protocol>,
@@ -308,6 +310,7 @@ impl ServerBuilder {
             kex: KexPool::new(self.config.max_handshakes),
             limits: limits::Limits::default(),
             security,
+            connection: Arc::new(self.config.connection.clone()),
             config: self.config,
             protocol: self.protocol,
             on_connect: self.on_connect,
@@ -422,12 +425,12 @@ impl Server {
 #[cfg(feature = "ws")]
 impl Server {
     /// Runs a transport accepted elsewhere (a WebSocket upgrade) through admission and serves it.
-    pub(crate) async fn admit<T: crate::transport::Transport>(
+    pub(crate) fn admit<T: crate::transport::Transport>(
         &self,
         transport: T,
         identity: Option<crate::auth::Identity>,
-    ) {
-        self.hub.clone().admit(transport, identity).await;
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.hub.clone().admit(transport, identity)
     }
 
     /// Validates a token presented in a WebSocket upgrade request. `Ok(None)`: this server

@@ -214,8 +214,9 @@ pub(crate) struct Engine {
     /// The server's key, as the last key exchange saw it (client side), and whether it is
     /// pinned.
     server_key: Option<(Fingerprint, bool)>,
-    /// Flood control, for the whole session.
-    rate: Option<rate::Rate>,
+    /// Flood control, for the whole session; boxed, since most servers set no limit and
+    /// inline it would cost every peer 144 octets.
+    rate: Option<Box<rate::Rate>>,
     /// The session's file transfers: in a resumable session they outlive a lost connection
     /// (their frames are counted and sent again like messages).
     files: Files,
@@ -277,7 +278,7 @@ impl Engine {
         let rate = settings
             .rate_limit
             .as_ref()
-            .map(|limit| rate::Rate::new(limit, now));
+            .map(|limit| Box::new(rate::Rate::new(limit, now)));
         let mut engine = Engine {
             rate,
             files: Files::new(settings.max_incoming_files),
@@ -479,7 +480,7 @@ impl Engine {
     /// [`RatePolicy::Slow`](crate::RatePolicy::Slow).
     pub(crate) fn read_pause(&self, now: Instant) -> Option<Instant> {
         self.rate
-            .as_ref()
+            .as_deref()
             .and_then(rate::Rate::paid_at)
             .filter(|&until| until > now)
     }
@@ -487,7 +488,7 @@ impl Engine {
     /// Where the heartbeat's silence starts: the last frame, or the end of a rate pause (the
     /// peer is not silent while we choose not to read).
     fn silence_from(&self) -> Instant {
-        let paid = self.rate.as_ref().and_then(rate::Rate::paid_at);
+        let paid = self.rate.as_deref().and_then(rate::Rate::paid_at);
         self.conn.last_heard.max(paid.unwrap_or(self.conn.last_heard))
     }
 

@@ -712,7 +712,7 @@ fn acknowledgements_free_the_resume_buffer_and_a_false_count_is_a_protocol_error
 }
 
 fn limited(pair: &mut Pair, limit: crate::config::RateLimit) {
-    pair.server.engine.rate = Some(super::rate::Rate::new(&limit, pair.now));
+    pair.server.engine.rate = Some(Box::new(super::rate::Rate::new(&limit, pair.now)));
 }
 
 #[test]
