@@ -91,7 +91,7 @@ test('the property names the bundle shortens are none an application or a transp
       for (const m of body.matchAll(/^\s+(?:readonly\s+)?([A-Za-z_$][\w$]*)\??\s*[:(]/gm)) members.add(m[1]);
     }
   }
-  for (const name of ['code', 'id', 'send', 'on', 'accept', 'secure', 'maxPayload', 'stream', 'buffered']) assert.ok(members.has(name), `found ${name}`);
+  for (const name of ['code', 'id', 'send', 'on', 'accept', 'setOwnSecurity', 'maxPayload', 'stream', 'buffered']) assert.ok(members.has(name), `found ${name}`);
   assert.deepEqual(INTERNAL.filter((n) => members.has(n)), []);
   // The nested option objects and the DecodeError / TrufluxError fields are named too.
   for (const n of ['initialDelay', 'maxDelay', 'maxAttempts', 'interval', 'timeout', 'records', 'octets', 'type', 'data', 'message', 'name', 'size', 'sha256', 'done', 'value']) assert.ok(!INTERNAL.includes(n), n);
