@@ -198,7 +198,7 @@ fn spec_frames() -> Vec<(&'static str, Frame)> {
         (
             "hello-with-extension",
             Hello {
-                version: 2,
+                version: 3,
                 extensions: vec![(0x0001, Bytes::from_static(b"abc"))],
             }
             .to_frame(),

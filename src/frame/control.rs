@@ -11,7 +11,7 @@ use crate::Code;
 /// The four octets every hello payload starts with: `TFLX`.
 pub const MAGIC: [u8; 4] = *b"TFLX";
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The longest close reason or error text, in octets of UTF-8. Fits a WebSocket close frame.
 pub const MAX_REASON_LEN: usize = 123;
 /// The most extensions a hello may carry.

@@ -12,7 +12,7 @@ import { HELLO } from './kind.js';
 import { concat, getUint, uint, utf8 } from './octets.js';
 
 /** The protocol version this client speaks. */
-export const VERSION = 2;
+export const VERSION = 3;
 export const AUTH = 1;
 export const SESSION = 2;
 export const RESUME = 3;
@@ -62,7 +62,7 @@ export function credentials(c: Credentials): Extension[] {
 /** A hello frame of our version carrying `c`. */
 export const helloFrame = (c: Credentials): Frame => frame(HELLO, encodeHello({ version: VERSION, extensions: credentials(c) }));
 
-/** Parses a server's hello: version 2, each type once, the lengths its type fixes. */
+/** Parses a server's hello: version 3, each type once, the lengths its type fixes. */
 export function parseAnswer(payload: Uint8Array): Answer {
   const seen: Record<number, Uint8Array> = {};
   let repeated = false;

@@ -10,7 +10,7 @@ import { Code, credentials, encodeHello, FrameError, helloFrame, Kind, parseAnsw
 const text = (s) => new TextEncoder().encode(s);
 const hex = (b) => Buffer.from(b).toString('hex');
 const ext = (type, value = new Uint8Array(0)) => ({ type, value });
-const answer = (extensions, version = 2) => parseAnswer(encodeHello({ version, extensions }));
+const answer = (extensions, version = 3) => parseAnswer(encodeHello({ version, extensions }));
 const pairs = (c) => credentials(c).map((e) => [e.type, hex(e.value)]);
 const protocolError = (e) => e instanceof FrameError && e.code === Code.PROTOCOL_ERROR;
 
@@ -39,13 +39,13 @@ test('the first hello of a keyed opening carries KEX and nothing else, whatever 
   const f = helloFrame(all);
   assert.equal(f.kind, Kind.HELLO);
   const parsed = parseHello(f.payload);
-  assert.deepEqual([parsed.version, parsed.extensions.map((e) => [e.type, e.value.length])], [2, [[4, 0]]]);
+  assert.deepEqual([parsed.version, parsed.extensions.map((e) => [e.type, e.value.length])], [3, [[4, 0]]]);
   assert.ok(!Buffer.from(f.payload).includes(Buffer.from('secret')), 'the token is not in it');
 });
 
-test('a hello frame is version 2 with the credentials as its extensions', () => {
+test('a hello frame is version 3 with the credentials as its extensions', () => {
   const f = helloFrame({ token: 'abc', session: true });
-  assert.equal(hex(f.payload), '54464c58' + '0002' + '0001' + '0003' + hex(text('abc')) + '0002' + '0000');
+  assert.equal(hex(f.payload), '54464c58' + '0003' + '0001' + '0003' + hex(text('abc')) + '0002' + '0000');
 });
 
 test('answers: SESSION (32 octets), RESUME (u64), SECURE (empty); unknown types ignored', () => {
@@ -54,7 +54,7 @@ test('answers: SESSION (32 octets), RESUME (u64), SECURE (empty); unknown types 
   const got = answer([ext(2, session), ext(3, Uint8Array.of(0, 0, 0, 0, 0, 0, 1, 2)), ext(5), ext(77, text('future'))]);
   assert.deepEqual([hex(got.session), got.resume, got.secure], [hex(session), 258, true]);
   // The resume token is a copy: it outlives the frame it came in.
-  const wire = encodeHello({ version: 2, extensions: [ext(2, session)] });
+  const wire = encodeHello({ version: 3, extensions: [ext(2, session)] });
   const parsed = parseAnswer(wire);
   wire.fill(0);
   assert.equal(hex(parsed.session), hex(session));
@@ -77,15 +77,15 @@ test('answers: a value of the wrong length for its type is PROTOCOL_ERROR', () =
 });
 
 test('answers: another version is VERSION_MISMATCH; a malformed hello PROTOCOL_ERROR', () => {
-  for (const version of [0, 1, 3, 65535]) {
+  for (const version of [0, 1, 2, 4, 65535]) {
     assert.throws(() => answer([], version), (e) => e instanceof TrufluxError && e.code === Code.VERSION_MISMATCH, `version ${version}`);
   }
-  const good = encodeHello({ version: 2, extensions: [ext(2, new Uint8Array(32))] });
+  const good = encodeHello({ version: 3, extensions: [ext(2, new Uint8Array(32))] });
   for (let n = 0; n < good.length; n++) {
     if (n === 6) continue; // a hello without extensions
     assert.throws(() => parseAnswer(good.subarray(0, n)), protocolError, `cut at ${n}`);
   }
-  assert.throws(() => parseAnswer(Uint8Array.of(0x54, 0x46, 0x4c, 0x58, 0, 2, 0, 1)), protocolError, 'half an extension header');
-  const tooMany = new Uint8Array([...encodeHello({ version: 2, extensions: Array.from({ length: 32 }, (_, i) => ext(100 + i)) }), 0, 200, 0, 0]);
+  assert.throws(() => parseAnswer(Uint8Array.of(0x54, 0x46, 0x4c, 0x58, 0, 3, 0, 1)), protocolError, 'half an extension header');
+  const tooMany = new Uint8Array([...encodeHello({ version: 3, extensions: Array.from({ length: 32 }, (_, i) => ext(100 + i)) }), 0, 200, 0, 0]);
   assert.throws(() => parseAnswer(tooMany), protocolError, '33 extensions');
 });

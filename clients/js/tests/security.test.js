@@ -27,13 +27,13 @@ import {
 import { protocol } from './support/files.js';
 import { RECORD_SECRET, recordFrame } from './support/frames.js';
 import { generator, seeded } from './support/random.js';
-import { section, specVersion, vectors } from './support/spec.js';
+import { section, specLabelPrefix, vectors } from './support/spec.js';
 
 const spec = protocol();
 /** The document's prose with every run of white space as one space. */
 const prose = spec.replace(/\s+/g, ' ');
-/** The label prefix of the document's version: "truflux v1 ", "truflux v2 ", … */
-const PREFIX = `truflux v${specVersion(spec)} `;
+/** The label prefix the document's key schedule uses ("truflux v2 " since version 2). */
+const PREFIX = specLabelPrefix(spec);
 
 const fromHex = (text) => Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'));
 const hex = (bytes) => Buffer.from(bytes).toString('hex');

@@ -7,7 +7,7 @@ import { Code, decode, decodeExact, encode, encodeFrame, webSocket } from 'trufl
 import { directionKeys, ecdhShared, generateEcdh, Opener, Pht, Sealer } from 'truflux/security';
 import { Sha256 } from 'truflux/files';
 import { RECORD_SECRET, recordFrame, specFrames } from '../support/frames.js';
-import { section, specVersion, vectors } from '../support/spec.js';
+import { section, specLabelPrefix, specVersion, vectors } from '../support/spec.js';
 
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 
@@ -54,7 +54,7 @@ const checks = {
   },
 
   async 'AES-GCM record vectors of §9.6'(spec) {
-    const prefix = `truflux v${specVersion(spec)} `;
+    const prefix = specLabelPrefix(spec);
     const found = vectors(section(spec, 9), 'sealed-vector').filter(([name]) => name.startsWith('gcm-'));
     expect(found.length === 2, 'two GCM vectors');
     const sealer = new Sealer(RECORD_SECRET, prefix);

@@ -25,7 +25,7 @@ const lp = (b) => concat(u32(b.length), b);
 const label = (l) => text(`truflux v2 ${l}`);
 
 export const frame = (kind, payload = new Uint8Array(0), id = 0) => ({ kind, id, payload });
-export const hello = (extensions = [], version = 2) => frame(Kind.HELLO, encodeHello({ version, extensions }));
+export const hello = (extensions = [], version = 3) => frame(Kind.HELLO, encodeHello({ version, extensions }));
 export const close = (code, reason = '') => frame(Kind.CLOSE, encodeClose(code, reason));
 export const security = (id, payload) => frame(Kind.SECURITY, payload, id);
 export { u64 };

@@ -1,5 +1,5 @@
 // Reads what the tests check from docs/PROTOCOL.md, so that they follow the document: the hex
-// vectors, the tables of kinds and codes, the protocol version. Plain ES module without Node
+// vectors, the tables of kinds and codes, the protocol version, the key schedule's label prefix. Plain ES module without Node
 // APIs: the browser smoke test uses it too, on the text it fetches.
 
 /** The protocol version the document describes: "# truflux wire protocol, version N". */
@@ -7,6 +7,14 @@ export function specVersion(markdown) {
   const match = /^# truflux wire protocol, version (\d+)/m.exec(markdown);
   if (!match) throw new Error('PROTOCOL.md does not name its version in its title');
   return Number(match[1]);
+}
+
+/** The key schedule's label prefix, as §9.2 writes it (`HKDF-Expand(prk, "truflux v2 " ‖ …`):
+ * it names the key schedule's version, which need not be the protocol's. */
+export function specLabelPrefix(markdown) {
+  const match = /HKDF-Expand\(prk, "(truflux v\d+ )"/.exec(markdown);
+  if (!match) throw new Error('PROTOCOL.md §9.2 does not show the label prefix');
+  return match[1];
 }
 
 /** The octets of hex text; spaces and `#` comments are not part of them. */
