@@ -408,7 +408,9 @@ pub struct Reconnect {
     /// When the server refuses to resume the session (`RESUME_FAILED`: it restarted, or the
     /// window ran out), start a new session instead of ending the client. Default `false`.
     /// What was queued and not yet written goes out on the new session; what the old one
-    /// wrote and the server did not acknowledge may have been missed, pending requests fail,
+    /// wrote and the server did not acknowledge may have been missed (a send to an idle
+    /// connection is written at once, so this includes one made after the server's close was
+    /// on its way but before the client read it), pending requests fail,
     /// and what the server knew of the session (rooms) is gone:
     /// [`ClientBuilder::on_renew`](crate::ClientBuilder::on_renew) says when.
     pub renew: bool,

@@ -1015,6 +1015,14 @@ async fn a_client_that_renews_starts_a_new_session_when_the_restarted_server_kno
     // A new process would know no session: a server with its own, empty store.
     first.close(Code::GOING_AWAY, "restarting").await;
     drop(first);
+    // Sent once the client knows its connection is gone: what a renew loses is what the old
+    // connection wrote and the old server never acknowledged (`Reconnect::renew`).
+    within("the client to see the close", async {
+        while client.peer().is_connected() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     let second = loop {
         match Server::builder()
             .tcp(addr.to_string())

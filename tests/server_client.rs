@@ -631,3 +631,145 @@ fn name_ids_are_fnv1a_with_the_top_bit_cleared() {
     assert_eq!(truflux_msg::name_id("say"), 0x491c_7e60);
     assert_eq!(Msg::<u8>::named("login").id(), 0x497f_2f32);
 }
+
+// ---- write-through ----------------------------------------------------------------------------
+
+/// A send from a task other than the peer's connection task is written by the sender itself
+/// while the connection's writer is idle: it reaches the peer even while the connection's task
+/// cannot run (its runtime's only thread is stuck in a handler); queued, it would wait for the
+/// handler.
+#[tokio::test]
+async fn a_send_from_another_task_goes_out_while_the_connection_task_cannot_run() {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
+    let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler_returned = returned.clone();
+    let (server_tx, server_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The server on a runtime of its own, on one thread.
+    let server_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let held = std::sync::Mutex::new(held);
+            let server = Server::builder()
+                .tcp("127.0.0.1:0")
+                .protocol(protocol::from_fn(move |_peer, _message| {
+                    let _ = entered_tx.send(());
+                    // Blocks the server's only thread until released.
+                    let _ = held.lock().unwrap().recv_timeout(common::PATIENCE);
+                    handler_returned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::future::ready(())
+                }))
+                .start()
+                .await
+                .expect("server starts");
+            let _ = server_tx.send(server.clone());
+            let _ = stop_rx.await;
+        });
+    });
+    let server = within("the server", server_rx).await.unwrap();
+    let mut raw = RawPeer::open(server.local_addrs()[0]).await;
+    raw.write_frame(&truflux::frame::Frame::message(1, Bytes::new()))
+        .await;
+    within("the handler to block", entered.recv()).await.unwrap();
+    let peer = server.peers().pop().unwrap();
+    peer.send_raw(2, Bytes::from_static(b"through")).await.unwrap();
+    let frame = raw.read_frame().await.expect("a frame");
+    assert_eq!((frame.id, &frame.payload[..]), (2, &b"through"[..]));
+    assert!(
+        !returned.load(std::sync::atomic::Ordering::SeqCst),
+        "the message arrived only once the connection's task ran again"
+    );
+    release.send(()).unwrap();
+    drop((peer, server));
+    stop_tx.send(()).unwrap();
+    server_thread.join().unwrap();
+}
+
+/// The payload of message `n` of sender `task`: its size alternates between small and large
+/// enough to fill the socket, so that writes through leave tails for the writer.
+fn through_payload(task: u32, n: u32) -> Bytes {
+    let len = if n % 3 == 0 { 300 * 1024 } else { 40 + n as usize };
+    Bytes::from(vec![(task * 31 + n) as u8; len])
+}
+
+/// Four tasks send at once, small and large messages, over plain and secure connections: each
+/// message arrives whole, each sender's in its order (writes through, tails and queued frames
+/// interleave only at frame boundaries, and sealing follows the order on the wire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_from_many_tasks_arrive_whole_and_in_each_senders_order() {
+    for secure in [false, true] {
+        let security = truflux::security::SecurityConfig::default().required(secure);
+        let connection = truflux::ConnectionConfig::default().security(security);
+        let server = Server::builder()
+            .tcp("127.0.0.1:0")
+            .config(ServerConfig::default().connection(connection.clone()))
+            .protocol(protocol::from_fn(|_, _| std::future::ready(())))
+            .start()
+            .await
+            .expect("server starts");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let client = Client::builder()
+            .config(ClientConfig::default().connection(connection))
+            .protocol(protocol::from_fn(move |_peer, message| {
+                let _ = tx.send(message);
+                std::future::ready(())
+            }))
+            .connect(server.local_addrs()[0])
+            .await
+            .expect("client connects");
+        let peer = server.peers().pop().unwrap();
+        const PER_TASK: u32 = 60;
+        let senders: Vec<_> = (0..4u32)
+            .map(|task| {
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    for n in 0..PER_TASK {
+                        peer.send_raw(task, through_payload(task, n)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u32; 4];
+        for _ in 0..4 * PER_TASK {
+            let message = recv(&mut rx).await;
+            let task = message.id;
+            let n = next[task as usize];
+            assert!(
+                message.payload == through_payload(task, n),
+                "secure {secure}: task {task} message {n}"
+            );
+            next[task as usize] += 1;
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        assert_eq!(client.peer().is_peer_secure(), secure);
+        client.peer().close(Code::NORMAL, "done").await;
+    }
+}
+
+/// A large message written through (the socket takes part of it, the writer the rest), then a
+/// graceful close: the message arrives whole, then the close.
+#[tokio::test]
+async fn a_close_after_a_large_send_from_another_task_follows_the_whole_message() {
+    let events = Events::default();
+    let server = echo_server(&events).await;
+    let (client, mut rx) = collecting_client(&server).await;
+    let peer = server.peers().pop().unwrap();
+    let big = Bytes::from(vec![0x3c; 8 * 1024 * 1024]);
+    let sender = tokio::spawn({
+        let peer = peer.clone();
+        let big = big.clone();
+        async move { peer.send_raw(9, big).await }
+    });
+    within("the send", sender).await.unwrap().unwrap();
+    peer.close(Code::GOING_AWAY, "bye").await;
+    let message = recv(&mut rx).await;
+    assert!(message.id == 9 && message.payload == big);
+    let info = within("client close", client.peer().closed()).await;
+    assert_eq!((info.code, info.reason.as_str()), (Code::GOING_AWAY, "bye"));
+}

@@ -29,6 +29,7 @@ use tracing::{debug, Instrument};
 
 use super::engine::Event;
 use super::request::Responder;
+use super::through::Tail;
 use super::{queue, Conn, Hooks, Outcome, Peer, Start};
 use crate::error::{Code, Error};
 use crate::frame::control::Close;
@@ -36,7 +37,7 @@ use crate::frame::FrameError;
 use crate::frame::{Frame, Kind};
 use crate::protocol::Dispatch;
 use crate::security::SecurityEvent;
-use crate::transport::{FrameRead, FrameWrite};
+use crate::transport::{direct, FrameRead, FrameWrite};
 
 /// Runs one connection of a session to its end: both loops, then either the end of the session
 /// or, for a resumable session that lost its connection, the handover to the next one.
@@ -386,6 +387,8 @@ enum Next {
     Timer,
     /// Something to write (`batch` may hold frames taken from the queue).
     Work,
+    /// What a sender's write left unwritten (see `through`).
+    Tail(Tail),
     /// The queue is closed and empty: the session is ending.
     Closed,
 }
@@ -395,6 +398,9 @@ enum Next {
 async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hooks: &dyn Hooks) -> bool {
     let shared = peer.shared();
     let limit = shared.config.write_batch.max(1);
+    // Senders hold the only other share of the socket (none of it is kept here: the write
+    // direction is shut through the writer, which must then hold the socket alone).
+    let through = shared.through.install(writer.direct());
     // Both grow to the batch sizes actually seen: an idle peer keeps no 64-frame buffer.
     let (mut batch, mut out) = (Vec::new(), Vec::new());
     let mut timer = pin!(tokio::time::sleep(Duration::from_secs(3600)));
@@ -408,6 +414,13 @@ async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hook
                 on_timer(peer, conn, hooks);
                 continue;
             }
+            Next::Tail(tail) => {
+                if !write_out(peer, conn, hooks, write_tail(&writer, tail), timer.as_mut()).await {
+                    return false;
+                }
+                through.idle();
+                continue;
+            }
             Next::Work => {}
         }
         out.clear();
@@ -416,21 +429,28 @@ async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hook
             Ok(sent) => sent,
             Err(error) => {
                 // The stream is still at a frame boundary: the next turn tells the peer why.
+                through.idle();
                 fail(peer, conn, hooks, error);
                 continue;
             }
         };
         own_changed(peer, hooks, &sent.own);
-        if !out.is_empty() && !write_out(peer, conn, hooks, &mut writer, &out, timer.as_mut()).await {
-            return false;
+        if !out.is_empty() {
+            if !write_out(peer, conn, hooks, writer.write_batch(&out), timer.as_mut()).await {
+                return false;
+            }
+            shared.owner.meters.sent(&out);
         }
         if sent.close {
             shared.queue.close();
+            // Nobody writes after our close frame; the socket is ours alone to shut.
+            shared.through.withdraw();
             let shut = tokio::time::timeout(shared.config.close_timeout, writer.shutdown()).await;
             // Wait for the peer's answering close (or its disconnect), bounded.
             until_the_reader_ends(conn, shared.config.close_timeout).await;
             return matches!(shut, Ok(Ok(())));
         }
+        through.idle();
     }
 }
 
@@ -444,7 +464,8 @@ fn arm(peer: &Peer, timer: std::pin::Pin<&mut tokio::time::Sleep>) {
     }
 }
 
-/// Looks for the writer's next step; registers every waker it waits on.
+/// Looks for the writer's next step; registers every waker it waits on. Frames (or a tail)
+/// taken make the writer busy in the same critical section (see `through`).
 fn poll_next(
     peer: &Peer,
     conn: &Conn,
@@ -461,8 +482,14 @@ fn poll_next(
         return Poll::Ready(Next::Timer);
     }
     shared.writer.register(cx.waker());
+    let mut through = shared.through.lock();
+    if let Some(tail) = through.tail.take() {
+        through.busy = true;
+        return Poll::Ready(Next::Tail(tail));
+    }
     let engine = shared.engine();
     if engine.has_output() {
+        through.busy = true;
         return Poll::Ready(Next::Work);
     }
     if !engine.may_take() {
@@ -471,7 +498,10 @@ fn poll_next(
     drop(engine);
     match shared.queue.poll_pop_many(cx, batch, limit) {
         Poll::Ready(0) => Poll::Ready(Next::Closed),
-        Poll::Ready(_) => Poll::Ready(Next::Work),
+        Poll::Ready(_) => {
+            through.busy = true;
+            Poll::Ready(Next::Work)
+        }
         Poll::Pending => Poll::Pending,
     }
 }
@@ -501,6 +531,14 @@ fn fail(peer: &Peer, conn: &Conn, hooks: &dyn Hooks, error: Error) {
     conn.stop.cancel();
 }
 
+/// A sender's write-through could not be prepared: as [`fail`], with the running connection's
+/// hooks.
+pub(crate) fn failed_to_transmit(peer: &Peer, error: Error) {
+    if let Some(hooks) = hooks_of(peer) {
+        fail(peer, &peer.conn(), hooks.as_ref(), error);
+    }
+}
+
 fn own_changed(peer: &Peer, hooks: &dyn Hooks, changes: &[bool]) {
     if changes.is_empty() {
         return;
@@ -511,18 +549,17 @@ fn own_changed(peer: &Peer, hooks: &dyn Hooks, changes: &[bool]) {
     }
 }
 
-/// Writes one batch; false when the connection must end (stopped mid-write, or the write
-/// failed).
-async fn write_out<W: FrameWrite>(
+/// Runs one write to its end; false when the connection must end (stopped mid-write, or the
+/// write failed).
+async fn write_out(
     peer: &Peer,
     conn: &Conn,
     hooks: &dyn Hooks,
-    writer: &mut W,
-    out: &[Frame],
+    write: impl Future<Output = std::io::Result<()>>,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> bool {
     let written = {
-        let mut write = pin!(writer.write_batch(out));
+        let mut write = pin!(write);
         loop {
             tokio::select! {
                 biased;
@@ -538,7 +575,6 @@ async fn write_out<W: FrameWrite>(
         }
     };
     let Err(error) = written else {
-        peer.shared().owner.meters.sent(out);
         return true;
     };
     // A peer that closed and reset the connection fails our write before our reader has read
@@ -549,6 +585,16 @@ async fn write_out<W: FrameWrite>(
     peer.shared().engine().on_lost(&format!("write failed: {error}"));
     hooks.error(peer, &Error::Io(error));
     false
+}
+
+/// Writes what a sender's write left (only a transport with a socket for senders leaves any).
+fn write_tail<W: FrameWrite>(writer: &W, tail: Tail) -> impl Future<Output = std::io::Result<()>> + Send {
+    // The share taken here ends with the write, before any shutdown.
+    let socket = writer.direct();
+    async move {
+        let socket = socket.ok_or(std::io::ErrorKind::Unsupported)?;
+        direct::write_rest(socket.as_ref(), &tail.frames, tail.written).await
+    }
 }
 
 /// Waits, at most `limit`, until the read loop has read the peer's close frame or the
@@ -563,15 +609,20 @@ async fn until_the_reader_ends(conn: &Conn, limit: Duration) {
     let _ = tokio::time::timeout(limit, ended).await;
 }
 
-/// Writes what waits in the control lane and the close frame for the recorded end (sealed if
-/// our direction is keyed), and shuts the write direction, bounded by `close_timeout`; returns
-/// whether both happened.
+/// Writes what a sender left unwritten, what waits in the control lane and the close frame for
+/// the recorded end (sealed if our direction is keyed), and shuts the write direction, bounded
+/// by `close_timeout`; returns whether all of it happened.
 async fn write_close<W: FrameWrite>(peer: &Peer, writer: &mut W) -> bool {
+    // Senders stop writing first; the close frame goes after what they wrote.
+    let tail = peer.shared().through.withdraw();
     let frames = peer.shared().engine().closing_frames(Instant::now());
     if !frames.iter().any(|frame| frame.kind == Kind::Close) {
         return false;
     }
     let finish = async {
+        if let Some(tail) = tail {
+            write_tail(writer, tail).await?;
+        }
         writer.write_batch(&frames).await?;
         writer.shutdown().await
     };

@@ -19,6 +19,7 @@ mod peer;
 mod queue;
 pub(crate) mod request;
 mod signal;
+mod through;
 
 use std::any::Any;
 use std::fmt;
@@ -162,8 +163,10 @@ pub(crate) struct Shared {
     queue: queue::Queue,
     engine: Mutex<Engine>,
     /// Wakes the writer when something other than the queue gives it work (a key exchange
-    /// started by the application).
+    /// started by the application, a tail a sender left).
     writer: AtomicWaker,
+    /// What the writer shares with senders that write through.
+    through: through::Through,
     session: Session,
     /// Set once no more frames may be queued: the session is ending.
     closing: AtomicBool,
@@ -259,6 +262,7 @@ pub(crate) fn new_peer(
         queue: queue::Queue::new(config.outbound_queue),
         engine: Mutex::new(engine),
         writer: AtomicWaker::new(),
+        through: through::Through::default(),
         session: Session::default(),
         closing: AtomicBool::new(false),
         finished: Signal::new(None),

@@ -1,6 +1,7 @@
 //! [`Peer`]: the application's handle to one peer's session.
 //!
-//! Sends go straight to the session's queue; everything that needs a rule (security, requests,
+//! Sends are written straight to the socket when the writer is idle (`through`), and go to the
+//! session's queue otherwise; everything that needs a rule (security, requests,
 //! closing) asks the engine under its lock, which is never held across an await. The handle
 //! owns nothing itself: the session lives as long as any handle or its connection task.
 
@@ -193,6 +194,11 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
+        let Err(frame) = self.write_through(frame) else {
+            // Written at once: a loop of sends still yields now and then, as a socket write does.
+            tokio::task::coop::consume_budget().await;
+            return Ok(());
+        };
         self.shared
             .queue
             .push(frame)
@@ -205,6 +211,9 @@ impl Peer {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
+        let Err(frame) = self.write_through(frame) else {
+            return Ok(());
+        };
         self.shared
             .queue
             .try_push(frame)

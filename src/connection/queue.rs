@@ -117,10 +117,21 @@ impl Queue {
         state.frames.push_back(frame);
         drop(state);
         // From our own read loop, the writer looks next anyway (see `PollingReader`).
-        if READER_OF.with(Cell::get) != self.address() {
+        if !self.polled_by_own_reader() {
             self.ready.wake();
         }
         Ok(())
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
+    }
+
+    /// Whether this thread is polling the read loop of this queue's own connection (see
+    /// [`PollingReader`]).
+    pub(crate) fn polled_by_own_reader(&self) -> bool {
+        READER_OF.with(Cell::get) == self.address()
     }
 
     /// Moves up to `limit` frames into `batch`, waiting until there is at least one; returns

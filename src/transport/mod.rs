@@ -5,6 +5,7 @@
 //! into a [`FrameRead`] and a [`FrameWrite`] half, which the connection drives; server and
 //! client logic only ever see these traits, so a new transport plugs in without touching them.
 
+pub(crate) mod direct;
 pub(crate) mod gather;
 pub(crate) mod scratch;
 mod tcp;
@@ -105,6 +106,13 @@ pub trait FrameWrite: Send + 'static {
 
     /// Ends the write direction (TCP FIN; WebSocket close after a close frame was written).
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The socket senders may write frames to straight, while the connection's writer is idle
+    /// (see `connection::through`), if this transport has one: plain TCP does; TLS and
+    /// WebSocket, whose writers keep state across frames, do not.
+    fn direct(&self) -> Option<std::sync::Arc<dyn direct::DirectSocket>> {
+        None
+    }
 }
 
 /// What accepts TLS on a listener (feature `tls`).

@@ -1,13 +1,15 @@
 //! The byte-stream transport: frames back to back on a `TcpStream`, or on TLS over one.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
+use super::direct::{DirectSocket, SharedWrite};
 use super::gather::{Gather, COALESCE_LIMIT};
 use super::{scratch, FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 use crate::frame::{Frame, FrameCodec, FrameError};
@@ -22,17 +24,33 @@ pub trait ByteStream: Send + 'static {
     /// The read half.
     type Read: AsyncRead + Send + Unpin + 'static;
     /// The write half.
-    type Write: AsyncWrite + Send + Unpin + 'static;
+    type Write: StreamWrite;
     /// Splits into halves (a plain TCP stream without a lock between them).
     fn halves(self) -> (Self::Read, Self::Write);
 }
 
+/// The write half of a [`ByteStream`].
+pub trait StreamWrite: AsyncWrite + Send + Unpin + 'static {
+    /// The socket senders may write to without waiting, if this stream has one (plain TCP: a
+    /// TLS session's records must all come from one writer).
+    fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
+        None
+    }
+}
+
 impl ByteStream for TcpStream {
     type Read = OwnedReadHalf;
-    type Write = OwnedWriteHalf;
+    type Write = SharedWrite;
 
-    fn halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
+    fn halves(self) -> (OwnedReadHalf, SharedWrite) {
+        let (read, write) = self.into_split();
+        (read, SharedWrite::new(write))
+    }
+}
+
+impl StreamWrite for SharedWrite {
+    fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
+        Some(self.socket())
     }
 }
 
@@ -44,6 +62,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for tokio_ru
     fn halves(self) -> (Self::Read, Self::Write) {
         tokio::io::split(self)
     }
+}
+
+#[cfg(feature = "tls-base")]
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> StreamWrite
+    for tokio::io::WriteHalf<tokio_rustls::TlsStream<S>>
+{
 }
 
 /// A TCP connection (or TLS over TCP) carrying truflux frames.
@@ -145,12 +169,12 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for TcpReader<R> {
 
 /// The write half of a [`TcpTransport`]: batches frames into vectored writes.
 #[derive(Debug)]
-pub struct TcpWriter<W = OwnedWriteHalf> {
+pub struct TcpWriter<W = SharedWrite> {
     stream: W,
     gather: Gather,
 }
 
-impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for TcpWriter<W> {
+impl<W: StreamWrite> FrameWrite for TcpWriter<W> {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         self.gather.clear();
         for (index, frame) in batch.iter().enumerate() {
@@ -169,6 +193,10 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for TcpWriter<W> {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.shutdown().await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
+        self.stream.direct()
     }
 }
 

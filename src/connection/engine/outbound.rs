@@ -76,6 +76,30 @@ impl Engine {
         Ok(sent)
     }
 
+    /// Whether a sender may write a frame itself now (`through`): nothing waits ahead of it,
+    /// the writer could take it, and the connection is not ending (once it is, a frame belongs
+    /// in the queue, which a resumable session carries to its next connection).
+    pub(crate) fn may_write_through(&self) -> bool {
+        self.conn.end.is_none() && !self.has_output() && self.may_take()
+    }
+
+    /// Transmits one frame a sender writes itself, when [`Engine::may_write_through`]; never a
+    /// close frame or a toggle, so no change of mode or of the connection's end comes of it.
+    pub(crate) fn transmit_one(
+        &mut self,
+        frame: Frame,
+        out: &mut Vec<Frame>,
+        now: Instant,
+    ) -> Result<(), Error> {
+        debug_assert!(self.may_write_through());
+        debug_assert!(!matches!(frame.kind, Kind::Close | Kind::Security));
+        if let Some(resume) = self.resume.as_mut() {
+            resume.record_written(&frame);
+        }
+        let mut sent = Sent::default();
+        self.push(frame, out, now, &mut sent)
+    }
+
     /// The last write of a connection that is stopping: what waits in the control lane (a
     /// `KEX_FAIL` that explains the close, say), then the close frame for the recorded end.
     pub(crate) fn closing_frames(&mut self, now: Instant) -> Vec<Frame> {

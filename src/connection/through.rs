@@ -1,0 +1,135 @@
+//! Write-through: a send from outside the connection's task is written straight to the socket
+//! when the writer is idle and nothing waits ahead of it, instead of waking the connection's
+//! task to write it.
+//!
+//! This module owns the rule for when a sender may write and the state the writer and the
+//! senders share: the socket (plain TCP only; see `transport::direct`), whether the writer has
+//! frames in hand, and what a sender's write left unwritten (the tail, which the writer writes
+//! before anything else). It must not decide what a frame becomes on the wire: the engine does
+//! (counting for resume, sealing), exactly as for the writer.
+//!
+//! Order holds because everything that writes goes through one lock: a sender writes only
+//! while the writer is not `busy`, no tail waits, the queue is empty, the engine has nothing
+//! of its own to send and the connection is not ending; the writer becomes `busy` in the same critical section in which it takes
+//! frames from the queue (or sees the engine's), and stays so until they are written. Close
+//! frames and security toggles always travel through the queue: the writer acts on them.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::{driver, Peer};
+use crate::frame::{Frame, Kind};
+use crate::transport::direct::{self, DirectSocket};
+
+/// What the writer and the senders of a session share.
+#[derive(Default)]
+pub(crate) struct Through {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// The current connection's socket, while senders may write to it.
+    socket: Option<Arc<dyn DirectSocket>>,
+    /// The writer has frames in hand: senders queue behind them.
+    pub(crate) busy: bool,
+    /// What a sender's write left for the writer.
+    pub(crate) tail: Option<Tail>,
+}
+
+/// Frames the engine already transmitted, of which the socket took only `written` octets.
+pub(crate) struct Tail {
+    pub(crate) frames: Vec<Frame>,
+    pub(crate) written: usize,
+}
+
+impl Through {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection's writer starts: senders may write to `socket` (if it has one).
+    pub(crate) fn install(&self, socket: Option<Arc<dyn DirectSocket>>) -> Installed<'_> {
+        *self.lock() = State {
+            socket,
+            ..State::default()
+        };
+        Installed(self)
+    }
+
+    /// The writer stops (or shuts the write direction): senders queue from now on; returns what
+    /// a sender left unwritten.
+    pub(crate) fn withdraw(&self) -> Option<Tail> {
+        let mut state = self.lock();
+        state.socket = None;
+        state.busy = false;
+        state.tail.take()
+    }
+}
+
+/// Withdraws the senders' share of the socket when the writer ends, however it ends.
+pub(crate) struct Installed<'a>(&'a Through);
+
+impl Installed<'_> {
+    /// The writer has written what it had in hand.
+    pub(crate) fn idle(&self) {
+        self.0.lock().busy = false;
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        self.0.withdraw();
+    }
+}
+
+/// Whether a frame may skip the queue: the writer must see close frames (it ends the write
+/// direction after them) and toggles (they change the direction's mode where they stand).
+fn may_skip_queue(frame: &Frame) -> bool {
+    !matches!(frame.kind, Kind::Close | Kind::Security)
+}
+
+impl Peer {
+    /// Writes `frame` straight to the socket if the writer is idle and nothing waits ahead of
+    /// it; gives it back otherwise (it is then queued).
+    pub(crate) fn write_through(&self, frame: Frame) -> Result<(), Frame> {
+        let shared = self.shared();
+        if !may_skip_queue(&frame) || shared.queue.polled_by_own_reader() {
+            // The connection's own read loop (a handler's reply): the writer looks right after
+            // it in the same pass and writes the replies of a burst together.
+            return Err(frame);
+        }
+        let mut state = shared.through.lock();
+        if state.socket.is_none() || state.busy || state.tail.is_some() || !shared.queue.is_empty() {
+            return Err(frame);
+        }
+        let mut out = Vec::new();
+        {
+            let mut engine = shared.engine();
+            if !engine.may_write_through() {
+                return Err(frame);
+            }
+            if let Err(error) = engine.transmit_one(frame, &mut out, Instant::now()) {
+                drop(engine);
+                drop(state);
+                // As in the writer: the stream is at a frame boundary; the writer says why.
+                driver::failed_to_transmit(self, error);
+                return Ok(());
+            }
+        }
+        let total: usize = out.iter().map(Frame::wire_len).sum();
+        let Some(socket) = state.socket.as_deref() else {
+            return Ok(());
+        };
+        // Nothing written: the socket is full (`WouldBlock`), or failed, which the writer then
+        // meets on its own write and ends the connection for.
+        let written = direct::try_write(socket, &out).unwrap_or(0);
+        shared.owner.meters.sent(&out);
+        if written < total {
+            state.tail = Some(Tail { frames: out, written });
+            drop(state);
+            shared.writer.wake();
+        }
+        Ok(())
+    }
+}
