@@ -784,6 +784,7 @@ fn broadcast(plan: &Plan) {
         let mut floor = f64::NAN;
         for imp in [
             "raw-tcp",
+            "truflux-wire",
             "truflux-tcp",
             "truflux-ws",
             "raw-tcp-mt",
@@ -1321,12 +1322,13 @@ async fn scale_client(imp: &str, port: u16, size: usize, count: usize, mt: bool)
 async fn broadcast_raw_client(port: u16, reps: usize, count: usize) -> String {
     let received = Arc::new(AtomicUsize::new(0));
     let notify = Arc::new(tokio::sync::Notify::new());
-    let mut trigger = None;
+    // Every write half is kept: dropping one would shut its peer's write direction.
+    let mut writers = Vec::with_capacity(count);
     for _ in 0..count {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let (mut read, write) = stream.into_split();
-        trigger.get_or_insert(write);
+        writers.push(write);
         let (received, notify, target) = (received.clone(), notify.clone(), count);
         tokio::spawn(async move {
             let mut buf = Vec::new();
@@ -1340,8 +1342,60 @@ async fn broadcast_raw_client(port: u16, reps: usize, count: usize) -> String {
             }
         });
     }
-    let mut trigger = trigger.expect("at least one peer");
+    let trigger = writers.first_mut().expect("at least one peer");
     let mut framed = 64u32.to_be_bytes().to_vec();
+    framed.extend_from_slice(&[7u8; 64]);
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        received.store(0, Ordering::SeqCst);
+        let start = Instant::now();
+        trigger.write_all(&framed).await.expect("trigger");
+        notify.notified().await;
+        times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
+    }
+    times.join(" ")
+}
+
+/// Broadcast against a truflux server with clients that speak the wire format inline by hand
+/// (as the floor's clients read): the server's share of the truflux rows. `count` peers, the
+/// first one's message (`reps` times) reaches all; prints each repetition's milliseconds.
+async fn broadcast_wire_client(port: u16, reps: usize, count: usize) -> String {
+    let received = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    // Every write half is kept: dropping one would shut its peer's write direction.
+    let mut writers = Vec::with_capacity(count);
+    let hello = wire_hello().to_frame();
+    let mut hello_wire = bytes::BytesMut::new();
+    hello.put_header(&mut hello_wire);
+    hello_wire.extend_from_slice(&hello.payload);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(&hello_wire).await.expect("hello");
+        let mut buf = Vec::new();
+        read_wire_frame(&mut stream, &mut buf).await;
+        let (mut read, write) = stream.into_split();
+        writers.push(write);
+        let (received, notify, target) = (received.clone(), notify.clone(), count);
+        tokio::spawn(async move {
+            let mut header = [0u8; 9];
+            loop {
+                if read.read_exact(&mut header).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as usize;
+                buf.resize(len, 0);
+                if read.read_exact(&mut buf).await.is_err() {
+                    return;
+                }
+                if header[0] == 0x10 && received.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                    notify.notify_one();
+                }
+            }
+        });
+    }
+    let trigger = writers.first_mut().expect("at least one peer");
+    let mut framed = vec![0x10u8, 0, 0, 0, 1, 0, 0, 0, 64];
     framed.extend_from_slice(&[7u8; 64]);
     let mut times = Vec::new();
     for _ in 0..reps {
@@ -1399,6 +1453,7 @@ async fn client(mode: &str, imp: &str, port: u16, size: usize, count: usize, mt:
         "scale" => scale_client(imp, port, size, count, mt).await,
         // `size` carries the number of repetitions here.
         "broadcast" if imp == "raw-tcp" => broadcast_raw_client(port, size, count).await,
+        "broadcast" if imp == "truflux-wire" => broadcast_wire_client(port, size, count).await,
         "broadcast" => broadcast_truflux_client(imp, port, size, count).await,
         "file" => {
             // `size` is the file size in MiB, `count` the repetitions.
