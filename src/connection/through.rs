@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) busy: bool,
     /// What a sender's write left for the writer.
     pub(crate) tail: Option<Tail>,
+    /// The frames of a sender's write, kept between writes so that a broadcast does not
+    /// allocate per peer.
+    scratch: Vec<Frame>,
 }
 
 /// Frames the engine already transmitted, of which the socket took only `written` octets.
@@ -103,7 +106,7 @@ impl Peer {
         if state.socket.is_none() || state.busy || state.tail.is_some() || !shared.queue.is_empty() {
             return Err(frame);
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut state.scratch);
         {
             let mut engine = shared.engine();
             if !engine.may_write_through() {
@@ -129,6 +132,9 @@ impl Peer {
             state.tail = Some(Tail { frames: out, written });
             drop(state);
             shared.writer.wake();
+        } else {
+            out.clear();
+            state.scratch = out;
         }
         Ok(())
     }

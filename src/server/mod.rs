@@ -14,7 +14,7 @@ mod listeners;
 mod rooms;
 mod store;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -56,7 +56,7 @@ pub(crate) struct Hub {
     on_presence: Option<PresenceFn>,
     auth: Option<Validator>,
     store: SessionStore,
-    peers: RwLock<HashMap<PeerId, Peer>>,
+    peers: RwLock<BTreeMap<PeerId, Peer>>,
     rooms: rooms::Rooms,
     adapter: Arc<dyn adapter::Adapter>,
     /// Cancelled when the server stops accepting.
@@ -70,11 +70,11 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    fn peers(&self) -> RwLockReadGuard<'_, HashMap<PeerId, Peer>> {
+    fn peers(&self) -> RwLockReadGuard<'_, BTreeMap<PeerId, Peer>> {
         self.peers.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn peers_mut(&self) -> RwLockWriteGuard<'_, HashMap<PeerId, Peer>> {
+    fn peers_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<PeerId, Peer>> {
         self.peers.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -321,7 +321,7 @@ impl ServerBuilder {
             on_presence: self.on_presence,
             auth: self.auth,
             store: self.store.unwrap_or_default(),
-            peers: RwLock::new(HashMap::new()),
+            peers: RwLock::new(BTreeMap::new()),
             rooms: rooms::Rooms::new(rooms),
             adapter: self.adapter,
             shutdown: CancellationToken::new(),

@@ -20,8 +20,15 @@ use crate::frame::{Frame, SECURE_HEADER_LEN};
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 256;
 
+/// A frame at most this long on the wire is copied into one buffer and sent with a plain
+/// `send`: copying a few hundred octets costs less than the kernel's `writev` path (the iovec
+/// import and the file-position lookup), which a broadcast pays once per peer.
+const COPY_AT_MOST: usize = 512;
+
 /// A socket any task may try to write to without waiting.
 pub trait DirectSocket: Send + Sync + 'static {
+    /// Writes what the socket takes now of one buffer; `WouldBlock` if it takes nothing.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// Writes what the socket takes now; `WouldBlock` if it takes nothing.
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Ready once the socket may take more (only the connection's writer waits on it).
@@ -29,6 +36,10 @@ pub trait DirectSocket: Send + Sync + 'static {
 }
 
 impl DirectSocket for OwnedWriteHalf {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write(self, buf)
+    }
+
     fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         OwnedWriteHalf::try_write_vectored(self, slices)
     }
@@ -94,13 +105,16 @@ impl AsyncWrite for SharedWrite {
 /// octets went out (`WouldBlock` if none).
 pub(crate) fn try_write(socket: &dyn DirectSocket, frames: &[Frame]) -> io::Result<usize> {
     if let [frame] = frames {
-        // The common case, without an allocation: one header, one payload.
-        let mut header = [0u8; SECURE_HEADER_LEN];
-        frame.put_header(&mut &mut header[..]);
-        let slices = [
-            IoSlice::new(&header[..frame.header_len()]),
-            IoSlice::new(&frame.payload),
-        ];
+        // The common case, without an allocation: one header and one payload, copied into
+        // one buffer when short.
+        let mut small = [0u8; COPY_AT_MOST];
+        let (header_len, len) = (frame.header_len(), frame.wire_len());
+        frame.put_header(&mut &mut small[..]);
+        if len <= COPY_AT_MOST {
+            small[header_len..len].copy_from_slice(&frame.payload);
+            return socket.try_write(&small[..len]);
+        }
+        let slices = [IoSlice::new(&small[..header_len]), IoSlice::new(&frame.payload)];
         return socket.try_write_vectored(&slices);
     }
     let headers = headers(frames);
