@@ -415,7 +415,10 @@ async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hook
                 continue;
             }
             Next::Tail(tail) => {
-                if !write_out(peer, conn, hooks, write_tail(&writer, tail), timer.as_mut()).await {
+                // Rare (a sender's write the socket did not take whole): boxed, so that it
+                // does not add to the size every idle peer's task keeps.
+                let mut write = Box::pin(write_tail(&writer, tail));
+                if !write_out(peer, conn, hooks, write.as_mut(), timer.as_mut()).await {
                     return false;
                 }
                 through.idle();
@@ -436,7 +439,7 @@ async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hook
         };
         own_changed(peer, hooks, &sent.own);
         if !out.is_empty() {
-            if !write_out(peer, conn, hooks, writer.write_batch(&out), timer.as_mut()).await {
+            if !write_out(peer, conn, hooks, pin!(writer.write_batch(&out)), timer.as_mut()).await {
                 return false;
             }
             shared.owner.meters.sent(&out);
@@ -551,26 +554,27 @@ fn own_changed(peer: &Peer, hooks: &dyn Hooks, changes: &[bool]) {
 
 /// Runs one write to its end; false when the connection must end (stopped mid-write, or the
 /// write failed).
+///
+/// The write is pinned by the caller: passed by value, it would be stored twice in the
+/// connection's task (as the argument, and pinned), which keeps every idle peer's task at that
+/// size.
 async fn write_out(
     peer: &Peer,
     conn: &Conn,
     hooks: &dyn Hooks,
-    write: impl Future<Output = std::io::Result<()>>,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    mut write: Pin<&mut (dyn Future<Output = std::io::Result<()>> + Send)>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
 ) -> bool {
-    let written = {
-        let mut write = pin!(write);
-        loop {
-            tokio::select! {
-                biased;
-                // Stopped mid-write: the stream may be inside a frame, so no close frame.
-                _ = conn.stop.cancelled() => return false,
-                written = &mut write => break written,
-                // A peer that stopped reading and answering is found even mid-write.
-                _ = &mut timer => {
-                    on_timer(peer, conn, hooks);
-                    arm(peer, timer.as_mut());
-                }
+    let written = loop {
+        tokio::select! {
+            biased;
+            // Stopped mid-write: the stream may be inside a frame, so no close frame.
+            _ = conn.stop.cancelled() => return false,
+            written = &mut write => break written,
+            // A peer that stopped reading and answering is found even mid-write.
+            _ = &mut timer => {
+                on_timer(peer, conn, hooks);
+                arm(peer, timer.as_mut());
             }
         }
     };
