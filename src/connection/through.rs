@@ -10,9 +10,10 @@
 //!
 //! Order holds because everything that writes goes through one lock: a sender writes only
 //! while the writer is not `busy`, no tail waits, the queue is empty, the engine has nothing
-//! of its own to send and the connection is not ending; the writer becomes `busy` in the same critical section in which it takes
-//! frames from the queue (or sees the engine's), and stays so until they are written. Close
-//! frames and security toggles always travel through the queue: the writer acts on them.
+//! of its own to send and the connection is not ending; the writer becomes `busy` in the same
+//! critical section in which it takes frames from the queue (or sees the engine's), and stays
+//! so until they are written. Close frames and security toggles always travel through the
+//! queue: the writer acts on them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
