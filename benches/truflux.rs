@@ -1342,18 +1342,9 @@ async fn broadcast_raw_client(port: u16, reps: usize, count: usize) -> String {
             }
         });
     }
-    let trigger = writers.first_mut().expect("at least one peer");
     let mut framed = 64u32.to_be_bytes().to_vec();
     framed.extend_from_slice(&[7u8; 64]);
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        received.store(0, Ordering::SeqCst);
-        let start = Instant::now();
-        trigger.write_all(&framed).await.expect("trigger");
-        notify.notified().await;
-        times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
-    }
-    times.join(" ")
+    time_broadcasts(&mut writers, &framed, &received, &notify, reps).await
 }
 
 /// Broadcast against a truflux server with clients that speak the wire format inline by hand
@@ -1394,14 +1385,26 @@ async fn broadcast_wire_client(port: u16, reps: usize, count: usize) -> String {
             }
         });
     }
-    let trigger = writers.first_mut().expect("at least one peer");
     let mut framed = vec![0x10u8, 0, 0, 0, 1, 0, 0, 0, 64];
     framed.extend_from_slice(&[7u8; 64]);
+    time_broadcasts(&mut writers, &framed, &received, &notify, reps).await
+}
+
+/// The first peer writes `framed` `reps` times; each time, the milliseconds until every peer's
+/// reader counted it (`received`, which wakes `notify` at the last one).
+async fn time_broadcasts(
+    writers: &mut [tokio::net::tcp::OwnedWriteHalf],
+    framed: &[u8],
+    received: &AtomicUsize,
+    notify: &tokio::sync::Notify,
+    reps: usize,
+) -> String {
+    let trigger = writers.first_mut().expect("at least one peer");
     let mut times = Vec::new();
     for _ in 0..reps {
         received.store(0, Ordering::SeqCst);
         let start = Instant::now();
-        trigger.write_all(&framed).await.expect("trigger");
+        trigger.write_all(framed).await.expect("trigger");
         notify.notified().await;
         times.push(format!("{:.3}", start.elapsed().as_secs_f64() * 1e3));
     }

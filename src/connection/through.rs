@@ -103,35 +103,38 @@ impl Peer {
             // it in the same pass and writes the replies of a burst together.
             return Err(frame);
         }
-        let mut state = shared.through.lock();
-        if state.socket.is_none() || state.busy || state.tail.is_some() || !shared.queue.is_empty() {
+        let mut guard = shared.through.lock();
+        // Split into fields, so that the socket stays borrowed while the others change.
+        let state = &mut *guard;
+        let Some(socket) = state.socket.as_deref() else {
+            return Err(frame);
+        };
+        if state.busy || state.tail.is_some() || !shared.queue.is_empty() {
             return Err(frame);
         }
-        let mut out = std::mem::take(&mut state.scratch);
-        {
+        let mut out = {
             let mut engine = shared.engine();
             if !engine.may_write_through() {
                 return Err(frame);
             }
+            let mut out = std::mem::take(&mut state.scratch);
             if let Err(error) = engine.transmit_one(frame, &mut out, Instant::now()) {
                 drop(engine);
-                drop(state);
+                drop(guard);
                 // As in the writer: the stream is at a frame boundary; the writer says why.
                 driver::failed_to_transmit(self, error);
                 return Ok(());
             }
-        }
-        let total: usize = out.iter().map(Frame::wire_len).sum();
-        let Some(socket) = state.socket.as_deref() else {
-            return Ok(());
+            out
         };
+        let total: usize = out.iter().map(Frame::wire_len).sum();
         // Nothing written: the socket is full (`WouldBlock`), or failed, which the writer then
         // meets on its own write and ends the connection for.
         let written = direct::try_write(socket, &out).unwrap_or(0);
         shared.owner.meters.sent(&out);
         if written < total {
             state.tail = Some(Tail { frames: out, written });
-            drop(state);
+            drop(guard);
             shared.writer.wake();
         } else {
             out.clear();

@@ -15,10 +15,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use super::gather::MAX_IOVECS;
 use crate::frame::{Frame, SECURE_HEADER_LEN};
-
-/// At most this many buffers are passed to one `writev` (Linux allows 1024).
-const MAX_IOVECS: usize = 256;
 
 /// A frame at most this long on the wire is copied into one buffer and sent with a plain
 /// `send`: copying a few hundred octets costs less than the kernel's `writev` path (the iovec
@@ -75,13 +73,7 @@ impl AsyncWrite for SharedWrite {
         cx: &mut Context<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.as_ref().as_ref().poll_write_ready(cx))?;
-            match self.0.try_write_vectored(slices) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        }
+        poll_write_vectored(&*self.0, cx, slices)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -135,20 +127,28 @@ pub(crate) async fn write_rest(
     IoSlice::advance_slices(&mut remaining, written);
     while !remaining.is_empty() {
         let window = remaining.len().min(MAX_IOVECS);
-        let n = poll_fn(|cx| loop {
-            ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write_vectored(&remaining[..window]) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        })
-        .await?;
+        let n = poll_fn(|cx| poll_write_vectored(socket, cx, &remaining[..window])).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         IoSlice::advance_slices(&mut remaining, n);
     }
     Ok(())
+}
+
+/// A vectored write that waits for the socket: ready, then as much as it takes.
+fn poll_write_vectored(
+    socket: &dyn DirectSocket,
+    cx: &mut Context<'_>,
+    slices: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(socket.poll_write_ready(cx))?;
+        match socket.try_write_vectored(slices) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            written => return Poll::Ready(written),
+        }
+    }
 }
 
 fn headers(frames: &[Frame]) -> Vec<u8> {

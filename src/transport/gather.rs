@@ -16,7 +16,7 @@ use crate::frame::Frame;
 /// goes out as one buffer; larger ones are written by reference.
 pub(crate) const COALESCE_LIMIT: usize = 4096;
 /// At most this many buffers are passed to one `writev` (Linux allows 1024).
-const MAX_IOVECS: usize = 256;
+pub(crate) const MAX_IOVECS: usize = 256;
 /// A buffer that grew past this is released after its write: an idle peer keeps a small one.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
