@@ -53,12 +53,10 @@ export const coded = (kind: number, id: number, code: number, reason?: string): 
 
 /** Parses a `CLOSE` / `ERROR` / `REPLY_ERROR` payload. */
 export function parseClose(payload: Uint8Array): Close {
-  let reason: string | undefined;
   try {
-    reason = strict.decode(payload.subarray(2));
+    if (payload.length > 1 && payload.length < 3 + MAX_REASON_LEN) return { code: getUint(payload, 0, 2), reason: strict.decode(payload.subarray(2)) };
   } catch {}
-  if (payload.length < 2 || payload.length > 2 + MAX_REASON_LEN || reason == null) throw malformed();
-  return { code: getUint(payload, 0, 2), reason };
+  throw malformed();
 }
 
 /** A `HELLO` payload: "TFLX", version (u16), then each extension as type (u16), length
@@ -73,8 +71,9 @@ export function encodeHello({ version, extensions }: Hello): Uint8Array {
 export function walkHello(payload: Uint8Array, each: (type: number, value: Uint8Array) => void): number {
   if (payload.length < 6 || String.fromCharCode(...payload.subarray(0, 4)) != MAGIC) throw malformed();
   for (let at = 6, n = 0; at < payload.length; n++) {
+    // A header cut short reads as a NaN length, which fails the comparison too.
     const end = at + 4 + getUint(payload, at + 2, 2);
-    if (n == MAX_HELLO_EXTENSIONS || at + 4 > payload.length || end > payload.length) throw malformed();
+    if (n == MAX_HELLO_EXTENSIONS || !(end <= payload.length)) throw malformed();
     each(getUint(payload, at, 2), payload.subarray(at + 4, (at = end)));
   }
   return getUint(payload, 4, 2);

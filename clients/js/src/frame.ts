@@ -76,7 +76,7 @@ export function parseHeader(b: Uint8Array, at: number, maxPayload: number): Head
 export const header = (octet: number, id: number, length: number) => concat([uint(octet, 1), uint(id, 4), uint(length, 4)]);
 
 /** A frame's wire form, unchecked: header, tag, payload. */
-export const wire = ({ kind, id, payload, tag }: Frame) => concat([header(tag ? kind | PROTECTED : kind, id, payload.length), tag ?? payload.subarray(0, 0), payload]);
+export const wire = ({ kind, id, payload, tag }: Frame) => concat([uint(tag ? kind | PROTECTED : kind, 1), uint(id, 4), uint(payload.length, 4), tag ?? payload.subarray(0, 0), payload]);
 
 /** A frame's wire form: header, tag, payload. Checks kind, id, tag and payload length first,
  * so that a frame the receiver would refuse is not sent. */
@@ -90,8 +90,9 @@ export function encodeFrame(frame: Frame, maxPayload = DEFAULT_MAX_PAYLOAD): Uin
 /** Decodes one WebSocket message as exactly one frame: its length field must equal the
  * message's size minus the header (PROTOCOL.md §1). Payload and tag share `message`. */
 export function decodeExact(message: Uint8Array, maxPayload = DEFAULT_MAX_PAYLOAD): Frame {
-  const h = message.length < HEADER_LEN ? 0 : parseHeader(message, 0, maxPayload);
-  if (!h || message.length != h.size + h.length) throw malformed();
+  // A message shorter than a header reads as a NaN id or length, which fits no message size.
+  const h = parseHeader(message, 0, maxPayload);
+  if (message.length != h.size + h.length) throw malformed();
   const frame: Frame = { kind: h.kind, id: h.id, payload: message.subarray(h.size) };
   if (h.size > HEADER_LEN) frame.tag = message.subarray(HEADER_LEN, h.size);
   return frame;

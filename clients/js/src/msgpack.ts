@@ -48,43 +48,44 @@ export function encode(x: unknown): Uint8Array {
     if (size) (new DataView(b.buffer) as any)['set' + m + size * 8](1, n);
     parts.push(b);
   };
-  /** A length in its family's smallest form: `fix + n` up to `max`, else 1 (when `one`), 2 or
-   * 4 octets after the types `t`, `t + one`, `t + one + 1`. */
-  const len = (n: number, fix: number, max: number, t: number, one: number) =>
-    n <= max ? put(fix + n) : one && n < 256 ? put(t, 1, n) : n < 65536 ? put(t + one, 2, n) : put(t + one + 1, 4, n);
+  /** `n` in its family's smallest form: `fix + n` up to `max`, else the type `t` with 1 << `s`
+   * octets, the next type for each doubling `n` needs. An int writes `v` (a negative one is
+   * written as `Int`, and its `n` is -v - 1, with half the room: `sign`). */
+  const len = (n: number, fix: number, max: number, t: number, s: number, v: number | bigint = n, m = 'Uint', sign = 0) => {
+    if (n <= max) return put(fix + n);
+    while (s < 3 && n >= 2 ** ((8 << s) - sign)) s++, t++;
+    put(t, 1 << s, s > 2 ? BigInt(v) : Number(v), (s > 2 ? 'Big' : '') + m);
+  };
   const value = (x: any, depth: number) => {
     const type = typeof x;
     let n;
-    let s = 0; // an int of 1 << s octets
     if (x == null) put(0xc0);
     else if (type == 'boolean') put(x ? 0xc3 : 0xc2);
     else if (type == 'number' && !Number.isSafeInteger(x)) put(0xcb, 8, x, 'Float');
     else if (type == 'number' || type == 'bigint') {
       if (x < -(2n ** 63n) || x >= 2n ** 64n) throw RangeError();
-      if ((n = Number(x)) >= -32 && n < 128) put(n);
-      else {
-        // The smallest width that holds it: 2^(8 << s) values, half of them for a negative.
-        while (s < 3 && (n < 0 ? -n - 1 : n) >= 2 ** ((8 << s) - +(n < 0))) s++;
-        put((n < 0 ? 0xd0 : 0xcc) + s, 1 << s, s > 2 ? BigInt(x) : n, (s > 2 ? 'Big' : '') + (n < 0 ? 'Int' : 'Uint'));
-      }
+      n = Number(x);
+      if (n >= -32 && n < 128) put(n);
+      else if (n < 0) len(-n - 1, 0, -1, 0xd0, 0, x, 'Int', 1);
+      else len(n, 0, -1, 0xcc, 0, x);
     } else if (type == 'string') {
       // ASCII is copied by hand: much faster than a call into the encoder.
       let octets = new Uint8Array(x.length);
       let i = 0;
       while (i < x.length && x.charCodeAt(i) < 128) octets[i] = x.charCodeAt(i++);
       if (i < x.length) octets = utf8.encode(x);
-      len(octets.length, 0xa0, 31, 0xd9, 1);
+      len(octets.length, 0xa0, 31, 0xd9, 0);
       parts.push(octets);
     }
-    else if (x instanceof Uint8Array) len(x.length, 0, -1, 0xc4, 1), parts.push(x);
+    else if (x instanceof Uint8Array) len(x.length, 0, -1, 0xc4, 0), parts.push(x);
     else if (type != 'object') throw TypeError(type);
     else if (++depth > MAX_DEPTH) throw RangeError();
     else if (Array.isArray(x)) {
-      len(x.length, 0x90, 15, 0xdc, 0);
+      len(x.length, 0x90, 15, 0xdc, 1);
       for (const item of x) value(item, depth);
     } else {
       const entries = x instanceof Map ? [...x] : Object.entries(x);
-      len(entries.length, 0x80, 15, 0xde, 0);
+      len(entries.length, 0x80, 15, 0xde, 1);
       for (const [k, item] of entries) value(k, depth), value(item, depth);
     }
   };
