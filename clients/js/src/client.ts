@@ -36,7 +36,7 @@ import {
   UNTRUSTED_SERVER,
   VERSION_MISMATCH,
 } from './code.js';
-import { coded, encodeClose, parseAck, parseClose } from './control.js';
+import { coded, encodeClose, parseClose } from './control.js';
 import { decodeExact, frame, malformed, MAX_ID, wire, type Frame } from './frame.js';
 import { helloFrame, parseAnswer, type Answer, type Credentials } from './hello.js';
 import { messageId } from './ids.js';
@@ -177,7 +177,6 @@ const EVENTS = 'connected disconnected reconnected closed error handshaked failS
 /** Whether a close with `code` ends its session even where it could resume (§11.3). */
 export const endsSession = (code: number) => [NORMAL, UNAUTHORIZED, VERSION_MISMATCH, POLICY_VIOLATION, RESUME_FAILED, UNTRUSTED_SERVER].includes(code);
 
-const isApp = (kind: number) => kind > 15 && kind < 20;
 /** Application and file frames: what a resumable session counts and sends again (§11.3). */
 const counted = (kind: number) => kind > 15 && kind < 42;
 
@@ -286,8 +285,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
   // ---- writing ---------------------------------------------------------------------------
 
   const push = (f: Frame, force?: boolean) => {
-    const bad = (f.id & MAX_ID) !== f.id;
-    if (bad || f.payload.length > mp) throw error(bad ? PROTOCOL_ERROR : MESSAGE_TOO_BIG);
+    if ((f.id & MAX_ID) !== f.id) throw error(PROTOCOL_ERROR);
+    if (f.payload.length > mp) throw error(MESSAGE_TOO_BIG);
     // Replies go past the bound (their requests were taken in), up to twice the bound.
     if (q.length >= (o.queue ?? 1024) * (force ? 2 : 1)) throw error(SLOW_CONSUMER);
     q.push(f);
@@ -381,6 +380,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
     const { kind: k, id, payload: p } = f;
     const h = handlers[id];
     const r = pending.get(id);
+    // Only a client without keys meets a protected frame here: BAD_RECORD (§9.3).
+    if (f.tag) throw error(BAD_RECORD);
     if (counted(k) && resumable && ++received - acked >= 32) ack();
     if (k == MESSAGE) {
       if (!h) return refuse(UNKNOWN_MESSAGE, id);
@@ -396,7 +397,7 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       // A reply carries the request id in its 31-bit id field.
       if (p.length < 4 || n > MAX_ID) throw malformed();
       onRequest(id, n, p.subarray(4));
-    } else if (isApp(k)) {
+    } else if (k == REPLY || k == REPLY_ERROR) {
       const c = k == REPLY_ERROR && parseClose(p);
       if (!r) return refuse(UNKNOWN_REQUEST, id);
       pending.delete(id);
@@ -404,8 +405,10 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       c ? r[1](error(c.code, c.reason)) : r[0](p);
     } else if (k == PING) ctl.push(frame(PONG, p));
     else if (k == ACK) {
-      const n = parseAck(p);
-      if (!resumable || n > base + outbox.length) throw malformed();
+      // A count is read in place: one beyond what we wrote (beyond 2^53 too) is refused, as is
+      // a payload that is not 8 octets.
+      const n = getUint(p, 0, 8);
+      if (!resumable || p.length != 8 || n > base + outbox.length) throw malformed();
       forget(Math.max(n, base));
     } else if (k == ERROR) {
       const c = parseClose(p);
@@ -419,7 +422,9 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       stop();
     } else if (k == HELLO) throw malformed();
     else if (k == SECURITY) {
-      // START or REQUEST: the server asks for a key exchange this client cannot make.
+      // Only a client without keys gets these: a plain toggle is BAD_RECORD (§9.3); START or
+      // REQUEST, the server asks for a key exchange this client cannot make.
+      if (id > 7 && id != 10) throw error(BAD_RECORD);
       if (id != 5 && id != 10) throw error(HANDSHAKE_FAILED);
       emit('error', error(NO_COMMON_SUITE));
     } else if (k != PONG) {
@@ -453,8 +458,6 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
         heard = now();
         pinged = false;
         if (stopped) continue;
-        // Without keys, a protected frame or a plain toggle is BAD_RECORD (§9.3).
-        if (!sec && (x.tag || (x.kind == SECURITY && x.id > 7 && x.id != 10))) throw error(BAD_RECORD);
         const f = sec ? await sec.rx(x) : x;
         if (f) await handle(f);
       } catch (e: any) {

@@ -87,7 +87,7 @@ export const SUBPROTOCOL = 'truflux';
  * 1004–1006, 1015–2999, 5000 and up) are sent as `POLICY_VIOLATION`, as PROTOCOL.md §1 says. */
 export const wireCloseCode = (code: number) => ((code > 999 && code < 1004) || (code > 1006 && code < 1015) || (code > 2999 && code < 5000) ? code : POLICY_VIOLATION);
 
-function closeSocket(ws: WebSocketLike, code: number, reason: string): void {
+function closeSocket(ws: WebSocketLike, code = NORMAL, reason = ''): void {
   try {
     ws.close(wireCloseCode(code), cutReason(reason));
   } catch {
@@ -125,14 +125,14 @@ export function openWebSocket(create: () => WebSocketLike, events: TransportEven
           return ws.bufferedAmount;
         },
         send: (bytes) => ws.send(bytes),
-        close: (code = NORMAL, reason = '') => closeSocket(ws, code, reason),
+        close: (code, reason) => closeSocket(ws, code, reason),
         // A browser cannot drop a WebSocket: it closes it, and the connection is over for us.
         abort: () => (ws.close(), end(ABNORMAL, '')),
       });
     };
     ws.onmessage = ({ data }) => {
       // A text message is fatal UNSUPPORTED_DATA (PROTOCOL.md §1).
-      if (!(data instanceof ArrayBuffer)) closeSocket(ws, UNSUPPORTED_DATA, ''), end(UNSUPPORTED_DATA, '', new TrufluxError(UNSUPPORTED_DATA));
+      if (!(data instanceof ArrayBuffer)) closeSocket(ws, UNSUPPORTED_DATA), end(UNSUPPORTED_DATA, '', new TrufluxError(UNSUPPORTED_DATA));
       else if (!ended) events.data(new Uint8Array(data));
     };
     // An error is always followed by a close event; keep what it says (ws says why, browsers
