@@ -394,8 +394,8 @@ export function connect(connector: Connector, o: ClientOptions = {}): Client {
       }
     } else if (k == REQUEST) {
       const n = getUint(p, 0, 4);
-      // A reply carries the request id in its 31-bit id field.
-      if (p.length < 4 || n > MAX_ID) throw malformed();
+      // A reply carries the request id in its 31-bit id field; a payload cut short reads NaN.
+      if (!(n <= MAX_ID)) throw malformed();
       onRequest(id, n, p.subarray(4));
     } else if (k == REPLY || k == REPLY_ERROR) {
       const c = k == REPLY_ERROR && parseClose(p);
