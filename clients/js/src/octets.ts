@@ -12,16 +12,11 @@ export function getUint(b: Uint8Array, at: number, size: number): number {
   return n;
 }
 
-/** Writes `n` in `size` octets; storing into a Uint8Array takes each octet modulo 256, so a
- * negative `n` comes out in two's complement. */
-export function setUint(b: Uint8Array, at: number, n: number, size: number): void {
-  for (let i = size; i--; n = Math.floor(n / 256)) b[at + i] = n;
-}
-
-/** `n` big-endian in `size` new octets. */
+/** `n` big-endian in `size` new octets; storing into a Uint8Array takes each octet modulo 256,
+ * so a negative `n` comes out in two's complement. */
 export function uint(n: number, size: number): Uint8Array {
   const b = new Uint8Array(size);
-  setUint(b, 0, n, size);
+  for (let i = size; i--; n = Math.floor(n / 256)) b[i] = n;
   return b;
 }
 

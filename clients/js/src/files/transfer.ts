@@ -7,7 +7,7 @@
  * go on after the resume (their frames are counted and sent again, §11.3); they end with it.
  */
 
-import { FILE_CANCELLED, FILE_DECLINED, FILE_FLOW_VIOLATION, FILE_INTEGRITY, FILE_IO, TOO_MANY_TRANSFERS, TrufluxError, UNKNOWN_TRANSFER } from '../code.js';
+import { FILE_CANCELLED, FILE_DECLINED, FILE_FLOW_VIOLATION, FILE_INTEGRITY, FILE_IO, TOO_MANY_TRANSFERS, error, UNKNOWN_TRANSFER } from '../code.js';
 import type { Files as Connection, FilesPlugin, Link } from '../client.js';
 import { coded, parseClose, reasonBytes } from '../control.js';
 import { frame, type Frame } from '../frame.js';
@@ -91,7 +91,7 @@ function transfer(id: number, name: string, size: number | undefined, end: (code
     settle(code: number | Uint8Array, reason = '') {
       if (t.over) return;
       t.over = true;
-      if (typeof code == 'number') t.emit('failed', code, reason), settle[1](new TrufluxError(code, reason, id));
+      if (typeof code == 'number') t.emit('failed', code, reason), settle[1](error(code, reason, id));
       else t.emit('finished', t.bytes, hex(code)), settle[0]({ size: t.bytes, sha256: hex(code) });
     },
     cancel: () => end(FILE_CANCELLED),
@@ -100,12 +100,13 @@ function transfer(id: number, name: string, size: number | undefined, end: (code
   return t;
 }
 
-/** The frames' code and reason, or `FILE_CANCELLED` when they do not parse. */
-const why = (f: Frame) => {
+/** The frame's code and reason, or `FILE_CANCELLED` when they do not parse. */
+const why = (f: Frame): [number, string] => {
   try {
-    return parseClose(f.payload);
+    const c = parseClose(f.payload);
+    return [c.code, c.reason];
   } catch {
-    return { code: FILE_CANCELLED, reason: '' };
+    return [FILE_CANCELLED, ''];
   }
 };
 
@@ -178,7 +179,7 @@ export function files(options: FileOptions = {}): Files {
         else if (k == FILE_DONE) {
           out.delete(id);
           return digest && hex(f.payload) == hex(digest) ? t.settle(f.payload) : t.settle(FILE_INTEGRITY);
-        } else return end(why(f).code, why(f).reason, false);
+        } else return end(...why(f), false);
         t.read();
       },
     });
@@ -237,7 +238,7 @@ export function files(options: FileOptions = {}): Files {
       frame(f: Frame) {
         const p = f.payload;
         const n = p.length;
-        if (f.kind == FILE_ABORT) return end(why(f).code, why(f).reason, false);
+        if (f.kind == FILE_ABORT) return end(...why(f), false);
         if (!sink || (f.kind == FILE_CHUNK && n > credit)) return end(FILE_FLOW_VIOLATION);
         if (f.kind == FILE_CHUNK) {
           if (size != null && t.bytes + n > size) return end(FILE_INTEGRITY);
@@ -283,7 +284,7 @@ export function files(options: FileOptions = {}): Files {
             try {
               name = strict.decode(p.subarray(8));
             } catch {}
-            if (inc.has(id)) return l.emit('error', new TrufluxError(FILE_FLOW_VIOLATION, '', id));
+            if (inc.has(id)) return l.emit('error', error(FILE_FLOW_VIOLATION, '', id));
             if (p.length < 8 || p.length > 1032 || name == null) return ctl(coded(FILE_REFUSE, id, FILE_FLOW_VIOLATION));
             if (inc.size >= (options.maxIncoming ?? 8)) return ctl(coded(FILE_REFUSE, id, TOO_MANY_TRANSFERS));
             const size = getUint(p, 0, 8);
@@ -293,7 +294,7 @@ export function files(options: FileOptions = {}): Files {
           }
           const t = k < FILE_ACCEPT ? inc.get(id) : out.get(id);
           if (t) return t.frame(f);
-          l.emit('error', new TrufluxError(UNKNOWN_TRANSFER, '', id));
+          l.emit('error', error(UNKNOWN_TRANSFER, '', id));
         },
         pull() {
           const f = ready.shift();
@@ -312,7 +313,7 @@ export function files(options: FileOptions = {}): Files {
     send(source, o = {}) {
       const size = o.size ?? (source as Blob).size;
       const name = reasonBytes(o.name ?? ((source as File).name || 'file'), 1024);
-      if (!link) throw new TrufluxError(FILE_IO);
+      if (!link) throw error(FILE_IO);
       const t = outgoing(source, strict.decode(name), size);
       link.push(frame(FILE_OFFER, concat([size == null ? new Uint8Array(8).fill(255) : uint(size, 8), name]), t.id));
       out.set(t.id, t);
