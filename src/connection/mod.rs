@@ -92,7 +92,7 @@ impl KexPool {
 
     /// Runs one step on the blocking pool once a permit is free; `None` if the work could not
     /// run to its end (the runtime is shutting down).
-    pub(crate) async fn run(&self, job: KexJob) -> Option<KexDone> {
+    pub(crate) async fn run(&self, job: Box<KexJob>) -> Option<KexDone> {
         let _permit = self.permits.acquire().await.ok()?;
         tokio::task::spawn_blocking(move || job.run()).await.ok()
     }
@@ -402,7 +402,7 @@ impl Peer {
 
     /// Runs the engine's key-exchange job in this task's stead: on the pool, then back into the
     /// engine; what it yields is reported like the driver would.
-    async fn run_kex(&self, job: KexJob) {
+    async fn run_kex(&self, job: Box<KexJob>) {
         let shared = self.shared();
         let done = shared.owner.kex.run(job).await;
         let mut events = std::collections::VecDeque::new();

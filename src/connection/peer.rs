@@ -374,7 +374,7 @@ impl Peer {
         };
         self.shared.writer.wake();
         if let Some(job) = job {
-            self.run_kex(job).await;
+            self.run_kex(Box::new(job)).await;
         }
         let conn = self.conn();
         let ready = |s: &super::SecState| matches!(s.kex, KexStatus::Done(_) | KexStatus::Failed(..));

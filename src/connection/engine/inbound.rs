@@ -221,7 +221,7 @@ impl Engine {
     /// Starts a key exchange the peer's request needs.
     fn start_kex(&mut self, events: &mut VecDeque<Event>) {
         match self.begin_kex() {
-            Ok(Some(job)) => events.push_back(Event::Kex(job)),
+            Ok(Some(job)) => events.push_back(Event::Kex(Box::new(job))),
             Ok(None) => {}
             Err(error) => {
                 self.conn.wants_own = None;
@@ -259,7 +259,7 @@ impl Engine {
                 }
                 _ => KexInput::Message(id, payload),
             };
-            events.push_back(Event::Kex(KexJob { handshake, input }));
+            events.push_back(Event::Kex(Box::new(KexJob { handshake, input })));
             return;
         }
         let result = handshake.on_message(id, &payload);

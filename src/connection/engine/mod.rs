@@ -75,8 +75,9 @@ pub(crate) enum Event {
     /// Report a security change to the application.
     Security(SecurityEvent),
     /// Run this key-exchange step off the runtime's threads, then hand it to
-    /// [`Engine::kex_done`] before reading on.
-    Kex(KexJob),
+    /// [`Engine::kex_done`] before reading on. Boxed: a job is larger than every other event
+    /// together, and events are moved on every frame.
+    Kex(Box<KexJob>),
     /// A file frame for the file module.
     File(FileEvent),
     /// The connection is over for the reader (the end is recorded: [`Engine::end_info`]).
