@@ -696,31 +696,35 @@ fn through_payload(task: u32, n: u32) -> Bytes {
     Bytes::from(vec![(task * 31 + n) as u8; len])
 }
 
-/// Four tasks send at once, small and large messages, over plain and secure connections: each
-/// message arrives whole, each sender's in its order (writes through, tails and queued frames
-/// interleave only at frame boundaries, and sealing follows the order on the wire).
+/// Four tasks send at once, small and large messages, over plain and secure connections, TCP and
+/// WebSocket: each message arrives whole, each sender's in its order (writes through, tails and
+/// queued frames interleave only at frame boundaries, and sealing follows the order on the wire).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_from_many_tasks_arrive_whole_and_in_each_senders_order() {
-    for secure in [false, true] {
+    for (secure, ws) in [(false, false), (true, false), (false, true), (true, true)] {
         let security = truflux::security::SecurityConfig::default().required(secure);
         let connection = truflux::ConnectionConfig::default().security(security);
         let server = Server::builder()
             .tcp("127.0.0.1:0")
+            .ws("127.0.0.1:0", "/truflux")
             .config(ServerConfig::default().connection(connection.clone()))
             .protocol(protocol::from_fn(|_, _| std::future::ready(())))
             .start()
             .await
             .expect("server starts");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let client = Client::builder()
+        let builder = Client::builder()
             .config(ClientConfig::default().connection(connection))
             .protocol(protocol::from_fn(move |_peer, message| {
                 let _ = tx.send(message);
                 std::future::ready(())
-            }))
-            .connect(server.local_addrs()[0])
-            .await
-            .expect("client connects");
+            }));
+        let client = if ws {
+            builder.connect_ws(&server.ws_urls()[0]).await
+        } else {
+            builder.connect(server.local_addrs()[0]).await
+        }
+        .expect("client connects");
         let peer = server.peers().pop().unwrap();
         const PER_TASK: u32 = 60;
         let senders: Vec<_> = (0..4u32)
@@ -740,7 +744,7 @@ async fn sends_from_many_tasks_arrive_whole_and_in_each_senders_order() {
             let n = next[task as usize];
             assert!(
                 message.payload == through_payload(task, n),
-                "secure {secure}: task {task} message {n}"
+                "secure {secure}, WebSocket {ws}: task {task} message {n}"
             );
             next[task as usize] += 1;
         }

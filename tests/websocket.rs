@@ -646,6 +646,144 @@ async fn a_message_in_fragments_with_a_ping_between_them_is_one_frame() {
     bystander.assert_healthy(&server).await;
 }
 
+/// A WebSocket server on a runtime of its own, on one thread, whose handler blocks that thread
+/// on message 1 until released: the connection's task cannot run meanwhile.
+struct HeldServer {
+    server: Server,
+    entered: mpsc::UnboundedReceiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+    returned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl HeldServer {
+    async fn start(config: ServerConfig) -> HeldServer {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = mpsc::unbounded_channel::<()>();
+        let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handler_returned = returned.clone();
+        let (server_tx, server_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let held = std::sync::Mutex::new(held);
+                let server = Server::builder()
+                    .ws("127.0.0.1:0", "/truflux")
+                    .config(config)
+                    .protocol(protocol::from_fn(move |_peer, message: Message| {
+                        if message.id == 1 {
+                            let _ = entered_tx.send(());
+                            let _ = held.lock().unwrap().recv_timeout(common::PATIENCE);
+                            handler_returned.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        std::future::ready(())
+                    }))
+                    .start()
+                    .await
+                    .expect("server starts");
+                let _ = server_tx.send(server.clone());
+                let _ = stop_rx.await;
+            });
+        });
+        let server = within("the server", server_rx).await.unwrap();
+        HeldServer {
+            server,
+            entered,
+            release,
+            returned,
+            stop,
+            thread,
+        }
+    }
+
+    /// Sends message 1 from `ws`, with `after` in the same write (so that the server reads them
+    /// together), and waits until its handler holds the server's thread.
+    async fn hold(&mut self, ws: &mut HandWs, after: &[u8]) {
+        let frame = frame_bytes(&Frame::message(1, Bytes::new()));
+        let mut wire = masked(0x82, &frame, [1, 2, 3, 4]);
+        wire.extend_from_slice(after);
+        ws.stream.write_all(&wire).await.unwrap();
+        within("the handler to block", self.entered.recv()).await.unwrap();
+    }
+
+    fn returned(&self) -> bool {
+        self.returned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn finish(self) {
+        let _ = self.release.send(());
+        drop(self.server);
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// The truflux frame a binary message carries: its id and payload.
+fn binary_frame(message: Option<truflux::ws::codec::Incoming>) -> (u32, Bytes) {
+    match message {
+        Some(truflux::ws::codec::Incoming::Binary(bytes)) => {
+            let frame = truflux::frame::decode_exact(bytes, u32::MAX).expect("one whole frame");
+            (frame.id, frame.payload)
+        }
+        other => panic!("expected a binary message, got {other:?}"),
+    }
+}
+
+/// A send from a task other than the connection's reaches a WebSocket peer while the
+/// connection's task cannot run: a server's WebSocket over TCP is written through, as plain
+/// TCP is.
+#[tokio::test]
+async fn a_send_from_another_task_reaches_a_websocket_peer_while_the_connection_task_cannot_run() {
+    let mut held = HeldServer::start(ServerConfig::default()).await;
+    let mut ws = HandWs::open(&held.server).await;
+    held.hold(&mut ws, &[]).await;
+    let peer = held.server.peers().pop().unwrap();
+    peer.send_raw(2, Bytes::from_static(b"through")).await.unwrap();
+    assert_eq!(binary_frame(ws.next().await), (2, Bytes::from_static(b"through")));
+    assert!(
+        !held.returned(),
+        "the message arrived only once the connection's task ran again"
+    );
+    drop(peer);
+    held.finish();
+}
+
+/// A ping read while a message written through is only part sent (the peer does not read, and
+/// the writer that finishes it cannot run yet) is answered after the whole message, never
+/// inside it. The ping arrives with the message that holds the server, so the reader has it in
+/// hand, ahead of the writer, the moment the thread is free.
+#[tokio::test]
+async fn a_ping_during_a_part_written_send_is_answered_after_the_message() {
+    let big = 16 << 20;
+    let config =
+        ServerConfig::default().connection(ConnectionConfig::default().max_payload(big as u32 + 1024));
+    let mut held = HeldServer::start(config).await;
+    let mut ws = HandWs::open(&held.server).await;
+    ws.decoder = truflux::ws::codec::Decoder::new(truflux::ws::Role::Client, 2 * big);
+    held.hold(&mut ws, &masked(0x89, b"still there?", [5, 6, 7, 8]))
+        .await;
+    let peer = held.server.peers().pop().unwrap();
+    // The socket takes a few MiB of it; the rest waits for the writer.
+    let payload = Bytes::from((0..big).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    peer.send_raw(2, payload.clone()).await.unwrap();
+    held.release.send(()).unwrap();
+    let (id, received) = binary_frame(ws.next().await);
+    assert!(id == 2 && received == payload, "the message arrives whole");
+    assert_eq!(
+        ws.next().await,
+        Some(truflux::ws::codec::Incoming::Pong(Bytes::from_static(
+            b"still there?"
+        )))
+    );
+    drop(peer);
+    held.finish();
+}
+
 #[tokio::test]
 async fn framing_violations_close_with_protocol_error() {
     let (events, server, mut bystander) = relay_with_bystander().await;

@@ -37,7 +37,7 @@ use crate::frame::FrameError;
 use crate::frame::{Frame, Kind};
 use crate::protocol::Dispatch;
 use crate::security::SecurityEvent;
-use crate::transport::{direct, FrameRead, FrameWrite};
+use crate::transport::{FrameRead, FrameWrite};
 
 /// Runs one connection of a session to its end: both loops, then either the end of the session
 /// or, for a resumable session that lost its connection, the handover to the next one.
@@ -417,7 +417,7 @@ async fn write_loop<W: FrameWrite>(peer: &Peer, conn: &Conn, mut writer: W, hook
             Next::Tail(tail) => {
                 // Rare (a sender's write the socket did not take whole): boxed, so that it
                 // does not add to the size every idle peer's task keeps.
-                let mut write = Box::pin(write_tail(&writer, tail));
+                let mut write = Box::pin(writer.write_tail(&tail.frames, tail.written));
                 if !write_out(peer, conn, hooks, write.as_mut(), timer.as_mut()).await {
                     return false;
                 }
@@ -591,16 +591,6 @@ async fn write_out(
     false
 }
 
-/// Writes what a sender's write left (only a transport with a socket for senders leaves any).
-fn write_tail<W: FrameWrite>(writer: &W, tail: Tail) -> impl Future<Output = std::io::Result<()>> + Send {
-    // The share taken here ends with the write, before any shutdown.
-    let socket = writer.direct();
-    async move {
-        let socket = socket.ok_or(std::io::ErrorKind::Unsupported)?;
-        direct::write_rest(socket.as_ref(), &tail.frames, tail.written).await
-    }
-}
-
 /// Waits, at most `limit`, until the read loop has read the peer's close frame or the
 /// connection is stopping (the reader ended, or a forced close).
 async fn until_the_reader_ends(conn: &Conn, limit: Duration) {
@@ -625,7 +615,7 @@ async fn write_close<W: FrameWrite>(peer: &Peer, writer: &mut W) -> bool {
     }
     let finish = async {
         if let Some(tail) = tail {
-            write_tail(writer, tail).await?;
+            writer.write_tail(&tail.frames, tail.written).await?;
         }
         writer.write_batch(&frames).await?;
         writer.shutdown().await

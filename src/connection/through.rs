@@ -3,9 +3,9 @@
 //! task to write it.
 //!
 //! This module owns the rule for when a sender may write and the state the writer and the
-//! senders share: the socket (plain TCP only; see `transport::direct`), whether the writer has
-//! frames in hand, and what a sender's write left unwritten (the tail, which the writer writes
-//! before anything else). It must not decide what a frame becomes on the wire: the engine does
+//! senders share: the socket (plain TCP, or a server's WebSocket over it; see
+//! `transport::direct`), whether the writer has frames in hand, and what a sender's write left
+//! unwritten (the tail, which the writer writes before anything else). It must not decide what a frame becomes on the wire: the engine does
 //! (counting for resume, sealing), exactly as for the writer.
 //!
 //! Order holds because everything that writes goes through one lock: a sender writes only
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::{driver, Peer};
 use crate::frame::{Frame, Kind};
-use crate::transport::direct::{self, DirectSocket};
+use crate::transport::direct::DirectSocket;
 
 /// What the writer and the senders of a session share.
 #[derive(Default)]
@@ -127,10 +127,10 @@ impl Peer {
             }
             out
         };
-        let total: usize = out.iter().map(Frame::wire_len).sum();
-        // Nothing written: the socket is full (`WouldBlock`), or failed, which the writer then
-        // meets on its own write and ends the connection for.
-        let written = direct::try_write(socket, &out).unwrap_or(0);
+        let total = socket.layout().wire_len(&out);
+        // Nothing written: the socket is full or busy (`WouldBlock`), or failed, which the
+        // writer then meets on its own write and ends the connection for.
+        let written = socket.try_write_frames(&out).unwrap_or(0);
         shared.owner.meters.sent(&out);
         if written < total {
             state.tail = Some(Tail { frames: out, written });

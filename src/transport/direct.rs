@@ -1,18 +1,19 @@
-//! Writing to a plain TCP socket from any task without waiting: what a sender writes straight
+//! Writing frames to a socket from any task without waiting: what a sender writes straight
 //! through while the connection's writer is idle, and what the writer finishes when the socket
 //! took only part of it.
 //!
-//! This module owns the socket half the writer and the senders share, and the layout of such a
-//! write (headers and payloads side by side, payloads by reference). Whether a sender may write
-//! is the connection's decision (`connection::through`); this module only writes.
+//! This module owns the layout of such a write (each frame's headers and payload side by side,
+//! payloads by reference, as plain TCP or as a server's WebSocket messages carry them) and the
+//! plain TCP socket the writer and the senders share. Whether a sender may write is the
+//! connection's decision (`connection::through`); this module only writes.
 
-use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::AsyncWrite;
+use bytes::BufMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::gather::MAX_IOVECS;
@@ -23,27 +24,75 @@ use crate::frame::{Frame, SECURE_HEADER_LEN};
 /// import and the file-position lookup), which a broadcast pays once per peer.
 const COPY_AT_MOST: usize = 512;
 
-/// A socket any task may try to write to without waiting.
+/// The longest WebSocket header of an unmasked message (a 64-bit length).
+const WS_HEADER_MAX: usize = 10;
+
+/// How frames are laid out on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "ws"), allow(dead_code))]
+pub(crate) enum Layout {
+    /// Back to back, as on a TCP stream.
+    Stream,
+    /// One unmasked binary WebSocket message each (a server's; a client masks every message
+    /// with a fresh key and never writes through).
+    WsServer,
+}
+
+impl Layout {
+    /// The octets that go before `frame`'s payload: its WebSocket header, if any, then its own.
+    fn put_headers(self, frame: &Frame, dst: &mut impl BufMut) {
+        if self == Layout::WsServer {
+            let len = frame.wire_len();
+            dst.put_u8(0x82); // final, binary
+            if len < 126 {
+                dst.put_u8(len as u8);
+            } else if let Ok(len) = u16::try_from(len) {
+                dst.put_u8(126);
+                dst.put_u16(len);
+            } else {
+                dst.put_u8(127);
+                dst.put_u64(len as u64);
+            }
+        }
+        frame.put_header(dst);
+    }
+
+    fn headers_len(self, frame: &Frame) -> usize {
+        let ws = match (self, frame.wire_len()) {
+            (Layout::Stream, _) => 0,
+            (Layout::WsServer, len) if len < 126 => 2,
+            (Layout::WsServer, len) if len <= usize::from(u16::MAX) => 4,
+            (Layout::WsServer, _) => WS_HEADER_MAX,
+        };
+        ws + frame.header_len()
+    }
+
+    /// The octets `frames` take on the wire.
+    pub(crate) fn wire_len(self, frames: &[Frame]) -> usize {
+        frames
+            .iter()
+            .map(|frame| self.headers_len(frame) + frame.payload.len())
+            .sum()
+    }
+}
+
+/// A socket any task may try to write frames to without waiting.
 pub trait DirectSocket: Send + Sync + 'static {
-    /// Writes what the socket takes now of one buffer; `WouldBlock` if it takes nothing.
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
-    /// Writes what the socket takes now; `WouldBlock` if it takes nothing.
-    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
-    /// Ready once the socket may take more (only the connection's writer waits on it).
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Writes what the socket takes now of `frames`, laid out as [`DirectSocket::layout`]
+    /// says; the octets written, `WouldBlock` if it takes nothing. What it leaves, the
+    /// connection's writer writes next ([`FrameWrite::write_tail`](super::FrameWrite::write_tail)).
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize>;
+    /// How this socket lays frames out.
+    fn layout(&self) -> Layout;
 }
 
 impl DirectSocket for OwnedWriteHalf {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        OwnedWriteHalf::try_write(self, buf)
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize> {
+        try_write(self, Layout::Stream, frames)
     }
 
-    fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        OwnedWriteHalf::try_write_vectored(self, slices)
-    }
-
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.as_ref().poll_write_ready(cx)
+    fn layout(&self) -> Layout {
+        Layout::Stream
     }
 }
 
@@ -73,7 +122,13 @@ impl AsyncWrite for SharedWrite {
         cx: &mut Context<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        poll_write_vectored(&*self.0, cx, slices)
+        loop {
+            ready!(self.0.as_ref().as_ref().poll_write_ready(cx))?;
+            match self.0.try_write_vectored(slices) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -93,41 +148,43 @@ impl AsyncWrite for SharedWrite {
     }
 }
 
-/// Writes `frames` in one vectored write, as far as the socket takes them now; returns how many
-/// octets went out (`WouldBlock` if none).
-pub(crate) fn try_write(socket: &dyn DirectSocket, frames: &[Frame]) -> io::Result<usize> {
+/// Writes `frames` laid out as `layout` in one write, as far as `half` takes them now; returns
+/// how many octets went out (`WouldBlock` if none).
+pub(crate) fn try_write(half: &OwnedWriteHalf, layout: Layout, frames: &[Frame]) -> io::Result<usize> {
     if let [frame] = frames {
-        // The common case, without an allocation: one header and one payload, copied into
+        // The common case, without an allocation: the headers and one payload, copied into
         // one buffer when short.
-        let mut small = [0u8; COPY_AT_MOST];
-        let (header_len, len) = (frame.header_len(), frame.wire_len());
-        frame.put_header(&mut &mut small[..]);
+        let mut small = [0u8; COPY_AT_MOST + WS_HEADER_MAX];
+        let header_len = layout.headers_len(frame);
+        let len = header_len + frame.payload.len();
+        layout.put_headers(frame, &mut &mut small[..]);
         if len <= COPY_AT_MOST {
             small[header_len..len].copy_from_slice(&frame.payload);
-            return socket.try_write(&small[..len]);
+            return half.try_write(&small[..len]);
         }
         let slices = [IoSlice::new(&small[..header_len]), IoSlice::new(&frame.payload)];
-        return socket.try_write_vectored(&slices);
+        return half.try_write_vectored(&slices);
     }
-    let headers = headers(frames);
-    let slices = slices(&headers, frames);
-    socket.try_write_vectored(&slices[..slices.len().min(MAX_IOVECS)])
+    let headers = headers(layout, frames);
+    let slices = slices(layout, &headers, frames);
+    half.try_write_vectored(&slices[..slices.len().min(MAX_IOVECS)])
 }
 
-/// Writes what [`try_write`] left of `frames` (everything after the first `written` octets),
-/// waiting for the socket as long as it takes.
-pub(crate) async fn write_rest(
-    socket: &dyn DirectSocket,
+/// Writes what a sender's write left of `frames` laid out as `layout` (everything after the
+/// first `written` octets), waiting for the stream as long as it takes.
+pub(crate) async fn write_rest<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    layout: Layout,
     frames: &[Frame],
     written: usize,
 ) -> io::Result<()> {
-    let headers = headers(frames);
-    let mut slices = slices(&headers, frames);
+    let headers = headers(layout, frames);
+    let mut slices = slices(layout, &headers, frames);
     let mut remaining: &mut [IoSlice<'_>] = &mut slices;
     IoSlice::advance_slices(&mut remaining, written);
     while !remaining.is_empty() {
         let window = remaining.len().min(MAX_IOVECS);
-        let n = poll_fn(|cx| poll_write_vectored(socket, cx, &remaining[..window])).await?;
+        let n = stream.write_vectored(&remaining[..window]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -136,36 +193,21 @@ pub(crate) async fn write_rest(
     Ok(())
 }
 
-/// A vectored write that waits for the socket: ready, then as much as it takes.
-fn poll_write_vectored(
-    socket: &dyn DirectSocket,
-    cx: &mut Context<'_>,
-    slices: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(socket.poll_write_ready(cx))?;
-        match socket.try_write_vectored(slices) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            written => return Poll::Ready(written),
-        }
-    }
-}
-
-fn headers(frames: &[Frame]) -> Vec<u8> {
-    let mut headers = Vec::with_capacity(frames.len() * SECURE_HEADER_LEN);
+fn headers(layout: Layout, frames: &[Frame]) -> Vec<u8> {
+    let mut headers = Vec::with_capacity(frames.len() * (WS_HEADER_MAX + SECURE_HEADER_LEN));
     for frame in frames {
-        frame.put_header(&mut headers);
+        layout.put_headers(frame, &mut headers);
     }
     headers
 }
 
-/// Each frame's header (from `headers`, in order) and payload (none for an empty one: a
+/// Each frame's headers (from `headers`, in order) and payload (none for an empty one: a
 /// window of empty slices would write nothing).
-fn slices<'a>(headers: &'a [u8], frames: &'a [Frame]) -> Vec<IoSlice<'a>> {
+fn slices<'a>(layout: Layout, headers: &'a [u8], frames: &'a [Frame]) -> Vec<IoSlice<'a>> {
     let mut slices = Vec::with_capacity(frames.len() * 2);
     let mut at = 0;
     for frame in frames {
-        let end = at + frame.header_len();
+        let end = at + layout.headers_len(frame);
         slices.push(IoSlice::new(&headers[at..end]));
         if !frame.payload.is_empty() {
             slices.push(IoSlice::new(&frame.payload));
@@ -173,4 +215,35 @@ fn slices<'a>(headers: &'a [u8], frames: &'a [Frame]) -> Vec<IoSlice<'a>> {
         at = end;
     }
     slices
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(feature = "ws")]
+    use super::*;
+    #[cfg(feature = "ws")]
+    use bytes::{Bytes, BytesMut};
+
+    /// The WebSocket layout is what the WebSocket writer puts on the wire for a server: the
+    /// message header the codec writes, then the frame.
+    #[cfg(feature = "ws")]
+    #[test]
+    fn the_websocket_layout_matches_the_codec_at_every_length_form() {
+        for len in [0usize, 100, 116, 117, 65_000, 65_526, 65_527, 70_000] {
+            let frame = Frame::message(9, Bytes::from(vec![3u8; len]));
+            let mut ours = Vec::new();
+            Layout::WsServer.put_headers(&frame, &mut ours);
+            assert_eq!(ours.len(), Layout::WsServer.headers_len(&frame), "{len}");
+            ours.extend_from_slice(&frame.payload);
+            let mut codec = BytesMut::new();
+            crate::ws::codec::put_header(&mut codec, true, 0x2, frame.wire_len(), None);
+            frame.put_header(&mut codec);
+            codec.extend_from_slice(&frame.payload);
+            assert_eq!(ours, codec.to_vec(), "{len}");
+            assert_eq!(
+                Layout::WsServer.wire_len(std::slice::from_ref(&frame)),
+                ours.len()
+            );
+        }
+    }
 }

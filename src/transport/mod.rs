@@ -108,10 +108,25 @@ pub trait FrameWrite: Send + 'static {
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// The socket senders may write frames to straight, while the connection's writer is idle
-    /// (see `connection::through`), if this transport has one: plain TCP does; TLS and
-    /// WebSocket, whose writers keep state across frames, do not.
+    /// (see `connection::through`), if this transport has one: plain TCP does, and so does a
+    /// server's WebSocket over plain TCP; TLS, whose records must all come from one writer,
+    /// and a client's WebSocket, which masks each message with a fresh key, do not.
     fn direct(&self) -> Option<std::sync::Arc<dyn direct::DirectSocket>> {
         None
+    }
+
+    /// Writes what a sender's write through [`FrameWrite::direct`] left of `frames`: everything
+    /// after the first `written` octets of their layout. Only a transport with a direct socket
+    /// is asked to; the default refuses.
+    ///
+    /// Not cancel safe, as [`FrameWrite::write_batch`].
+    fn write_tail(
+        &mut self,
+        frames: &[Frame],
+        written: usize,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = (frames, written);
+        std::future::ready(Err(io::ErrorKind::Unsupported.into()))
     }
 }
 

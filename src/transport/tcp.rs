@@ -9,7 +9,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
-use super::direct::{DirectSocket, SharedWrite};
+use super::direct::{self, DirectSocket, Layout, SharedWrite};
 use super::gather::{Gather, COALESCE_LIMIT};
 use super::{scratch, FrameRead, FrameWrite, PeerInfo, Transport, TransportKind};
 use crate::frame::{Frame, FrameCodec, FrameError};
@@ -197,6 +197,10 @@ impl<W: StreamWrite> FrameWrite for TcpWriter<W> {
 
     fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
         self.stream.direct()
+    }
+
+    async fn write_tail(&mut self, frames: &[Frame], written: usize) -> io::Result<()> {
+        direct::write_rest(&mut self.stream, Layout::Stream, frames, written).await
     }
 }
 

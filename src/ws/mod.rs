@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use crate::error::Code;
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
+use crate::transport::direct::{self, DirectSocket, Layout};
 use crate::transport::gather::{Gather, COALESCE_LIMIT};
 use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
 pub use codec::Role;
@@ -248,7 +249,9 @@ where
 /// The framing is [`codec`]'s: a binary message is read straight into one buffer that becomes
 /// the truflux frame (a server unmasks it in place), and a frame goes out as the WebSocket
 /// header, the truflux header and the payload by reference in one vectored write (a client
-/// masks, which copies the payload once). The read half answers pings itself.
+/// masks, which copies the payload once). The read half answers pings itself; on a
+/// server, senders may also write through (`transport::direct`), and a ping that arrives while
+/// such a write is part done is answered right after it.
 pub struct WsTransport {
     stream: TokioIo<Upgraded>,
     info: PeerInfo,
@@ -305,11 +308,16 @@ impl Transport for WsTransport {
                 (ReadSide::Other(read), WriteSide::Other(write), Bytes::new())
             }
         };
+        // A server over plain TCP lets senders write through; a client masks every message
+        // with a fresh key, which a tail could not repeat.
+        let direct = self.role == Role::Server && matches!(write, WriteSide::Tcp(_));
         let write = Arc::new(tokio::sync::Mutex::new(Writing {
             stream: write,
             gather: Gather::default(),
             masks: (self.role == Role::Client).then(Masks::default),
             torn: false,
+            tail_open: false,
+            deferred_pong: None,
         }));
         (
             WsReader {
@@ -321,7 +329,7 @@ impl Transport for WsTransport {
                 read_buffer: self.read_buffer.clamp(1024, scratch::SCRATCH_LEN),
                 write: write.clone(),
             },
-            WsWriter { write },
+            WsWriter { write, direct },
         )
     }
 }
@@ -437,7 +445,13 @@ impl FrameRead for WsReader {
                     ))
                 }
                 Incoming::Ping(payload) => {
-                    self.write.lock().await.control(opcode::PONG, &payload).await?;
+                    let mut writing = self.write.lock().await;
+                    if writing.tail_open {
+                        // A sender's message is part written: the pong follows it.
+                        writing.deferred_pong = Some(payload);
+                    } else {
+                        writing.control(opcode::PONG, &payload).await?;
+                    }
                 }
                 Incoming::Pong(_) => {}
                 Incoming::Close(close) => {
@@ -492,12 +506,18 @@ struct Writing {
     /// A write was abandoned part way (its future dropped): the stream may end inside a frame,
     /// so nothing more may be written to it.
     torn: bool,
+    /// A sender's write through left the stream inside a message; only the rest of it
+    /// ([`Writing::rest`]) may follow.
+    tail_open: bool,
+    /// A ping that arrived while `tail_open`: answered right after the tail (a pong answers the
+    /// latest ping only, RFC 6455 §5.5.3).
+    deferred_pong: Option<Bytes>,
 }
 
 impl Writing {
     /// Writes what was gathered and flushes, unless an earlier write was abandoned part way.
     async fn send(&mut self, batch: &[Frame]) -> io::Result<()> {
-        if self.torn {
+        if self.torn || self.tail_open {
             return Err(io::Error::other("an earlier write stopped inside a frame"));
         }
         // Cleared only if this write completes: dropped before that, the stream is torn.
@@ -520,6 +540,22 @@ impl Writing {
             codec::apply_mask(&mut self.gather.buf[at..], mask);
         }
         Ok(())
+    }
+
+    /// Writes what a sender's write through left of `frames` (all but the first `written`
+    /// octets), then the pong that waited for it.
+    async fn rest(&mut self, frames: &[Frame], written: usize) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::other("an earlier write stopped inside a frame"));
+        }
+        self.torn = true;
+        direct::write_rest(&mut self.stream, Layout::WsServer, frames, written).await?;
+        self.stream.flush().await?;
+        (self.torn, self.tail_open) = (false, false);
+        match self.deferred_pong.take() {
+            Some(payload) => self.control(opcode::PONG, &payload).await,
+            None => Ok(()),
+        }
     }
 
     /// Writes one control frame (close, ping, pong) and flushes.
@@ -558,6 +594,33 @@ impl Writing {
 /// The write half of a [`WsTransport`].
 pub struct WsWriter {
     write: Arc<tokio::sync::Mutex<Writing>>,
+    /// Senders may write through (see [`FrameWrite::direct`]).
+    direct: bool,
+}
+
+/// A server's WebSocket over plain TCP, for senders: they write while nobody holds the write
+/// side (the writer's batch or a pong would be cut), and never inside a message.
+impl DirectSocket for tokio::sync::Mutex<Writing> {
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize> {
+        let busy = || io::Error::from(io::ErrorKind::WouldBlock);
+        let mut writing = self.try_lock().map_err(|_| busy())?;
+        let Writing {
+            stream: WriteSide::Tcp(half),
+            torn: false,
+            tail_open: false,
+            ..
+        } = &*writing
+        else {
+            return Err(busy());
+        };
+        let written = direct::try_write(half, Layout::WsServer, frames)?;
+        writing.tail_open = written < Layout::WsServer.wire_len(frames);
+        Ok(written)
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::WsServer
+    }
 }
 
 /// A close code that WebSocket allows on the wire, or `POLICY_VIOLATION`.
@@ -572,6 +635,14 @@ fn wire_close_code(code: Code) -> u16 {
 impl FrameWrite for WsWriter {
     async fn write_batch(&mut self, batch: &[Frame]) -> io::Result<()> {
         self.write.lock().await.batch(batch).await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
+        self.direct.then(|| self.write.clone() as Arc<dyn DirectSocket>)
+    }
+
+    async fn write_tail(&mut self, frames: &[Frame], written: usize) -> io::Result<()> {
+        self.write.lock().await.rest(frames, written).await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
@@ -620,6 +691,8 @@ mod tests {
             gather: Gather::default(),
             masks: None,
             torn: false,
+            tail_open: false,
+            deferred_pong: None,
         };
         let big = [Frame::message(1, Bytes::from(vec![0u8; 64 << 20]))];
         // Polled once: it writes what the socket takes, then waits; dropped there.
