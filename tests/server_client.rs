@@ -640,53 +640,39 @@ fn name_ids_are_fnv1a_with_the_top_bit_cleared() {
 /// handler.
 #[tokio::test]
 async fn a_send_from_another_task_goes_out_while_the_connection_task_cannot_run() {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
-    let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handler_returned = returned.clone();
+    let (mut hold, holder) = common::hold();
     let (server_tx, server_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // The server on a runtime of its own, on one thread.
-    let server_thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let held = std::sync::Mutex::new(held);
-            let server = Server::builder()
-                .tcp("127.0.0.1:0")
-                .protocol(protocol::from_fn(move |_peer, _message| {
-                    let _ = entered_tx.send(());
-                    // Blocks the server's only thread until released.
-                    let _ = held.lock().unwrap().recv_timeout(common::PATIENCE);
-                    handler_returned.store(true, std::sync::atomic::Ordering::SeqCst);
-                    std::future::ready(())
-                }))
-                .start()
-                .await
-                .expect("server starts");
-            let _ = server_tx.send(server.clone());
-            let _ = stop_rx.await;
-        });
+    // The server on a runtime of its own, on one thread, which its handler blocks.
+    let (thread, stop) = common::on_own_thread(move |stop| async move {
+        let server = Server::builder()
+            .tcp("127.0.0.1:0")
+            .protocol(protocol::from_fn(move |_peer, _message| {
+                holder.block();
+                std::future::ready(())
+            }))
+            .start()
+            .await
+            .expect("server starts");
+        let _ = server_tx.send(server.clone());
+        let _ = stop.await;
     });
     let server = within("the server", server_rx).await.unwrap();
     let mut raw = RawPeer::open(server.local_addrs()[0]).await;
     raw.write_frame(&truflux::frame::Frame::message(1, Bytes::new()))
         .await;
-    within("the handler to block", entered.recv()).await.unwrap();
+    hold.held().await;
     let peer = server.peers().pop().unwrap();
     peer.send_raw(2, Bytes::from_static(b"through")).await.unwrap();
     let frame = raw.read_frame().await.expect("a frame");
     assert_eq!((frame.id, &frame.payload[..]), (2, &b"through"[..]));
     assert!(
-        !returned.load(std::sync::atomic::Ordering::SeqCst),
+        !hold.returned(),
         "the message arrived only once the connection's task ran again"
     );
-    release.send(()).unwrap();
+    hold.release();
     drop((peer, server));
-    stop_tx.send(()).unwrap();
-    server_thread.join().unwrap();
+    stop.send(()).unwrap();
+    thread.join().unwrap();
 }
 
 /// The payload of message `n` of sender `task`: its size alternates between small and large

@@ -650,52 +650,35 @@ async fn a_message_in_fragments_with_a_ping_between_them_is_one_frame() {
 /// on message 1 until released: the connection's task cannot run meanwhile.
 struct HeldServer {
     server: Server,
-    entered: mpsc::UnboundedReceiver<()>,
-    release: std::sync::mpsc::Sender<()>,
-    returned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: common::Hold,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl HeldServer {
     async fn start(config: ServerConfig) -> HeldServer {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (entered_tx, entered) = mpsc::unbounded_channel::<()>();
-        let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let handler_returned = returned.clone();
+        let (hold, holder) = common::hold();
         let (server_tx, server_rx) = tokio::sync::oneshot::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let held = std::sync::Mutex::new(held);
-                let server = Server::builder()
-                    .ws("127.0.0.1:0", "/truflux")
-                    .config(config)
-                    .protocol(protocol::from_fn(move |_peer, message: Message| {
-                        if message.id == 1 {
-                            let _ = entered_tx.send(());
-                            let _ = held.lock().unwrap().recv_timeout(common::PATIENCE);
-                            handler_returned.store(true, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        std::future::ready(())
-                    }))
-                    .start()
-                    .await
-                    .expect("server starts");
-                let _ = server_tx.send(server.clone());
-                let _ = stop_rx.await;
-            });
+        let (thread, stop) = common::on_own_thread(move |stop| async move {
+            let server = Server::builder()
+                .ws("127.0.0.1:0", "/truflux")
+                .config(config)
+                .protocol(protocol::from_fn(move |_peer, message: Message| {
+                    if message.id == 1 {
+                        holder.block();
+                    }
+                    std::future::ready(())
+                }))
+                .start()
+                .await
+                .expect("server starts");
+            let _ = server_tx.send(server.clone());
+            let _ = stop.await;
         });
         let server = within("the server", server_rx).await.unwrap();
         HeldServer {
             server,
-            entered,
-            release,
-            returned,
+            hold,
             stop,
             thread,
         }
@@ -708,15 +691,11 @@ impl HeldServer {
         let mut wire = masked(0x82, &frame, [1, 2, 3, 4]);
         wire.extend_from_slice(after);
         ws.stream.write_all(&wire).await.unwrap();
-        within("the handler to block", self.entered.recv()).await.unwrap();
-    }
-
-    fn returned(&self) -> bool {
-        self.returned.load(std::sync::atomic::Ordering::SeqCst)
+        self.hold.held().await;
     }
 
     fn finish(self) {
-        let _ = self.release.send(());
+        self.hold.release();
         drop(self.server);
         let _ = self.stop.send(());
         self.thread.join().unwrap();
@@ -746,7 +725,7 @@ async fn a_send_from_another_task_reaches_a_websocket_peer_while_the_connection_
     peer.send_raw(2, Bytes::from_static(b"through")).await.unwrap();
     assert_eq!(binary_frame(ws.next().await), (2, Bytes::from_static(b"through")));
     assert!(
-        !held.returned(),
+        !held.hold.returned(),
         "the message arrived only once the connection's task ran again"
     );
     drop(peer);
@@ -771,7 +750,7 @@ async fn a_ping_during_a_part_written_send_is_answered_after_the_message() {
     // The socket takes a few MiB of it; the rest waits for the writer.
     let payload = Bytes::from((0..big).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     peer.send_raw(2, payload.clone()).await.unwrap();
-    held.release.send(()).unwrap();
+    held.hold.release();
     let (id, received) = binary_frame(ws.next().await);
     assert!(id == 2 && received == payload, "the message arrives whole");
     assert_eq!(
@@ -782,6 +761,89 @@ async fn a_ping_during_a_part_written_send_is_answered_after_the_message() {
     );
     drop(peer);
     held.finish();
+}
+
+/// A WebSocket client whose sends come from a task other than its connection's: they reach the
+/// server while the client's runtime thread is stuck in a handler (written through, as on a
+/// server), and sends from many tasks, small and large, arrive whole and in each sender's
+/// order (a client's tails are masked once and kept as written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_writes_through_from_other_tasks() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .ws("127.0.0.1:0", "/truflux")
+        .protocol(protocol::from_fn(move |_peer, message: Message| {
+            let _ = tx.send(message);
+            std::future::ready(())
+        }))
+        .start()
+        .await
+        .unwrap();
+    let url = server.ws_urls()[0].clone();
+    let (mut hold, holder) = common::hold();
+    let (client_tx, client_rx) = tokio::sync::oneshot::channel();
+    // The client on a runtime of its own, on one thread, which its handler blocks.
+    let (thread, stop) = common::on_own_thread(move |stop| async move {
+        let client = Client::builder()
+            .protocol(protocol::from_fn(move |_peer, _message: Message| {
+                holder.block();
+                std::future::ready(())
+            }))
+            .connect_ws(&url)
+            .await
+            .unwrap();
+        let _ = client_tx.send(client.clone());
+        let _ = stop.await;
+        client.peer().close(Code::NORMAL, "done").await;
+    });
+    let client = within("the client", client_rx).await.unwrap();
+    server
+        .peers()
+        .pop()
+        .unwrap()
+        .send_raw(1, &b"hold"[..])
+        .await
+        .unwrap();
+    hold.held().await;
+    client.peer().send_raw(2, &b"through"[..]).await.unwrap();
+    let first = recv(&mut rx).await;
+    assert_eq!((first.id, &first.payload[..]), (2, &b"through"[..]));
+    assert!(
+        !hold.returned(),
+        "the message went out only once the client's task ran again"
+    );
+    // The rest of a large write through is the client's writer's, on that thread.
+    hold.release();
+
+    const PER_TASK: u32 = 30;
+    let payload = |task: u32, n: u32| {
+        let len = if n % 3 == 0 { 300 * 1024 } else { 40 + n as usize };
+        Bytes::from(vec![(task * 31 + n) as u8; len])
+    };
+    let senders: Vec<_> = (0..4u32)
+        .map(|task| {
+            let peer = client.peer().clone();
+            tokio::spawn(async move {
+                for n in 0..PER_TASK {
+                    peer.send_raw(10 + task, payload(task, n)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 4];
+    for _ in 0..4 * PER_TASK {
+        let message = recv(&mut rx).await;
+        let task = message.id - 10;
+        let n = next[task as usize];
+        assert!(message.payload == payload(task, n), "task {task} message {n}");
+        next[task as usize] += 1;
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    drop(client);
+    stop.send(()).unwrap();
+    thread.join().unwrap();
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! task to write it.
 //!
 //! This module owns the rule for when a sender may write and the state the writer and the
-//! senders share: the socket (plain TCP, or a server's WebSocket over it; see
+//! senders share: the socket (plain TCP, or a WebSocket over it; see
 //! `transport::direct`), whether the writer has frames in hand, and what a sender's write left
 //! unwritten (the tail, which the writer writes before anything else). It must not decide what a frame becomes on the wire: the engine does
 //! (counting for resume, sealing), exactly as for the writer.
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::{driver, Peer};
 use crate::frame::{Frame, Kind};
-use crate::transport::direct::DirectSocket;
+use crate::transport::direct::{DirectSocket, Written};
 
 /// What the writer and the senders of a session share.
 #[derive(Default)]
@@ -127,13 +127,15 @@ impl Peer {
             }
             out
         };
-        let total = socket.layout().wire_len(&out);
         // Nothing written: the socket is full or busy (`WouldBlock`), or failed, which the
         // writer then meets on its own write and ends the connection for.
-        let written = socket.try_write_frames(&out).unwrap_or(0);
+        let written = socket.try_write_frames(&out).unwrap_or(Written::NOTHING);
         shared.owner.meters.sent(&out);
-        if written < total {
-            state.tail = Some(Tail { frames: out, written });
+        if !written.all {
+            state.tail = Some(Tail {
+                frames: out,
+                written: written.octets,
+            });
             drop(guard);
             shared.writer.wake();
         } else {

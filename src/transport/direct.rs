@@ -3,7 +3,7 @@
 //! took only part of it.
 //!
 //! This module owns the layout of such a write (each frame's headers and payload side by side,
-//! payloads by reference, as plain TCP or as a server's WebSocket messages carry them) and the
+//! payloads by reference, as plain TCP or a server's WebSocket messages carry them) and the
 //! plain TCP socket the writer and the senders share. Whether a sender may write is the
 //! connection's decision (`connection::through`); this module only writes.
 
@@ -34,7 +34,7 @@ pub(crate) enum Layout {
     /// Back to back, as on a TCP stream.
     Stream,
     /// One unmasked binary WebSocket message each (a server's; a client masks every message
-    /// with a fresh key and never writes through).
+    /// with a fresh key, which the WebSocket transport does itself).
     WsServer,
 }
 
@@ -68,7 +68,7 @@ impl Layout {
     }
 
     /// The octets `frames` take on the wire.
-    pub(crate) fn wire_len(self, frames: &[Frame]) -> usize {
+    fn wire_len(self, frames: &[Frame]) -> usize {
         frames
             .iter()
             .map(|frame| self.headers_len(frame) + frame.payload.len())
@@ -76,23 +76,42 @@ impl Layout {
     }
 }
 
+/// What a write through took of its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Octets on the wire.
+    pub octets: usize,
+    /// Whether that was all of them.
+    pub all: bool,
+}
+
+impl Written {
+    /// Nothing went out (the socket is full or busy, or failed).
+    pub const NOTHING: Written = Written {
+        octets: 0,
+        all: false,
+    };
+
+    fn of(octets: usize, total: usize) -> Written {
+        Written {
+            octets,
+            all: octets >= total,
+        }
+    }
+}
+
 /// A socket any task may try to write frames to without waiting.
 pub trait DirectSocket: Send + Sync + 'static {
-    /// Writes what the socket takes now of `frames`, laid out as [`DirectSocket::layout`]
-    /// says; the octets written, `WouldBlock` if it takes nothing. What it leaves, the
-    /// connection's writer writes next ([`FrameWrite::write_tail`](super::FrameWrite::write_tail)).
-    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize>;
-    /// How this socket lays frames out.
-    fn layout(&self) -> Layout;
+    /// Writes what the socket takes now of `frames`, as the transport lays them out;
+    /// `WouldBlock` if it takes nothing. What it leaves, the connection's writer writes next
+    /// ([`FrameWrite::write_tail`](super::FrameWrite::write_tail)).
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<Written>;
 }
 
 impl DirectSocket for OwnedWriteHalf {
-    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize> {
-        try_write(self, Layout::Stream, frames)
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::Stream
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<Written> {
+        let octets = try_write(self, Layout::Stream, frames)?;
+        Ok(Written::of(octets, Layout::Stream.wire_len(frames)))
     }
 }
 
@@ -148,9 +167,20 @@ impl AsyncWrite for SharedWrite {
     }
 }
 
+/// Writes `frames` laid out as `layout` in one write, as far as `half` takes them now.
+#[cfg(feature = "ws")]
+pub(crate) fn try_write_laid_out(
+    half: &OwnedWriteHalf,
+    layout: Layout,
+    frames: &[Frame],
+) -> io::Result<Written> {
+    let octets = try_write(half, layout, frames)?;
+    Ok(Written::of(octets, layout.wire_len(frames)))
+}
+
 /// Writes `frames` laid out as `layout` in one write, as far as `half` takes them now; returns
 /// how many octets went out (`WouldBlock` if none).
-pub(crate) fn try_write(half: &OwnedWriteHalf, layout: Layout, frames: &[Frame]) -> io::Result<usize> {
+fn try_write(half: &OwnedWriteHalf, layout: Layout, frames: &[Frame]) -> io::Result<usize> {
     if let [frame] = frames {
         // The common case, without an allocation: the headers and one payload, copied into
         // one buffer when short.

@@ -73,9 +73,14 @@ impl Gather {
                 IoSlice::advance_slices(&mut remaining, written);
             }
         }
+        self.release();
+        Ok(())
+    }
+
+    /// After a write: a buffer that grew past `KEEP_CAPACITY` is let go.
+    pub(crate) fn release(&mut self) {
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::new();
         }
-        Ok(())
     }
 }

@@ -109,8 +109,7 @@ pub trait FrameWrite: Send + 'static {
 
     /// The socket senders may write frames to straight, while the connection's writer is idle
     /// (see `connection::through`), if this transport has one: plain TCP does, and so does a
-    /// server's WebSocket over plain TCP; TLS, whose records must all come from one writer,
-    /// and a client's WebSocket, which masks each message with a fresh key, do not.
+    /// WebSocket over plain TCP; TLS, whose records must all come from one writer, does not.
     fn direct(&self) -> Option<std::sync::Arc<dyn direct::DirectSocket>> {
         None
     }

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use crate::error::Code;
 use crate::frame::control::Close;
 use crate::frame::{decode_exact, Frame, FrameError, Kind, SECURE_HEADER_LEN};
-use crate::transport::direct::{self, DirectSocket, Layout};
+use crate::transport::direct::{self, DirectSocket, Layout, Written};
 use crate::transport::gather::{Gather, COALESCE_LIMIT};
 use crate::transport::{scratch, FrameRead, FrameWrite, PeerInfo, Transport};
 pub use codec::Role;
@@ -249,9 +249,9 @@ where
 /// The framing is [`codec`]'s: a binary message is read straight into one buffer that becomes
 /// the truflux frame (a server unmasks it in place), and a frame goes out as the WebSocket
 /// header, the truflux header and the payload by reference in one vectored write (a client
-/// masks, which copies the payload once). The read half answers pings itself; on a
-/// server, senders may also write through (`transport::direct`), and a ping that arrives while
-/// such a write is part done is answered right after it.
+/// masks, which copies the payload once). The read half answers pings itself. Over plain TCP,
+/// senders may also write through (`transport::direct`), and a ping that arrives while such a
+/// write is part done is answered right after it.
 pub struct WsTransport {
     stream: TokioIo<Upgraded>,
     info: PeerInfo,
@@ -308,15 +308,15 @@ impl Transport for WsTransport {
                 (ReadSide::Other(read), WriteSide::Other(write), Bytes::new())
             }
         };
-        // A server over plain TCP lets senders write through; a client masks every message
-        // with a fresh key, which a tail could not repeat.
-        let direct = self.role == Role::Server && matches!(write, WriteSide::Tcp(_));
+        // Over plain TCP senders may write through (see `Writing::try_direct`).
+        let direct = matches!(write, WriteSide::Tcp(_));
         let write = Arc::new(tokio::sync::Mutex::new(Writing {
             stream: write,
             gather: Gather::default(),
             masks: (self.role == Role::Client).then(Masks::default),
             torn: false,
             tail_open: false,
+            tail_octets: None,
             deferred_pong: None,
         }));
         (
@@ -509,6 +509,8 @@ struct Writing {
     /// A sender's write through left the stream inside a message; only the rest of it
     /// ([`Writing::rest`]) may follow.
     tail_open: bool,
+    /// A client's rest, as masked: its keys were drawn once, so the rest is kept as written.
+    tail_octets: Option<BytesMut>,
     /// A ping that arrived while `tail_open`: answered right after the tail (a pong answers the
     /// latest ping only, RFC 6455 §5.5.3).
     deferred_pong: Option<Bytes>,
@@ -542,16 +544,72 @@ impl Writing {
         Ok(())
     }
 
+    /// A sender's write through, while nobody else writes: what the socket takes now of
+    /// `frames`. A server passes payloads by reference and its rest is laid out again; a client
+    /// masks a copy with fresh keys and keeps the rest of that copy.
+    fn try_direct(&mut self, frames: &[Frame]) -> io::Result<Written> {
+        let busy = || io::Error::from(io::ErrorKind::WouldBlock);
+        if self.torn || self.tail_open {
+            return Err(busy());
+        }
+        if self.masks.is_none() {
+            let WriteSide::Tcp(half) = &self.stream else {
+                return Err(busy());
+            };
+            let written = direct::try_write_laid_out(half, Layout::WsServer, frames)?;
+            self.tail_open = !written.all;
+            return Ok(written);
+        }
+        self.gather.clear();
+        for frame in frames {
+            self.put(opcode::BINARY, frame.wire_len(), |buf| {
+                frame.put_header(buf);
+                buf.put_slice(&frame.payload);
+            })?;
+        }
+        let WriteSide::Tcp(half) = &self.stream else {
+            return Err(busy());
+        };
+        let octets = match half.try_write(&self.gather.buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+            written => written?,
+        };
+        let written = Written {
+            octets,
+            all: octets == self.gather.buf.len(),
+        };
+        if !written.all {
+            // Masked already: nothing of it may be masked again.
+            self.tail_octets = Some(self.gather.buf.split_off(octets));
+            self.tail_open = true;
+        }
+        self.gather.release();
+        Ok(written)
+    }
+
     /// Writes what a sender's write through left of `frames` (all but the first `written`
     /// octets), then the pong that waited for it.
     async fn rest(&mut self, frames: &[Frame], written: usize) -> io::Result<()> {
         if self.torn {
             return Err(io::Error::other("an earlier write stopped inside a frame"));
         }
-        self.torn = true;
-        direct::write_rest(&mut self.stream, Layout::WsServer, frames, written).await?;
-        self.stream.flush().await?;
-        (self.torn, self.tail_open) = (false, false);
+        self.tail_open = false;
+        match self.tail_octets.take() {
+            Some(octets) => {
+                self.torn = true;
+                self.stream.write_all(&octets).await?;
+                self.stream.flush().await?;
+                self.torn = false;
+            }
+            // Nothing of them went out (the write side was busy): as the writer would.
+            None if written == 0 => self.batch(frames).await?,
+            None => {
+                self.torn = true;
+                direct::write_rest(&mut self.stream, Layout::WsServer, frames, written).await?;
+                self.stream.flush().await?;
+                self.torn = false;
+            }
+        }
         match self.deferred_pong.take() {
             Some(payload) => self.control(opcode::PONG, &payload).await,
             None => Ok(()),
@@ -598,28 +656,14 @@ pub struct WsWriter {
     direct: bool,
 }
 
-/// A server's WebSocket over plain TCP, for senders: they write while nobody holds the write
-/// side (the writer's batch or a pong would be cut), and never inside a message.
+/// A WebSocket over plain TCP, for senders: they write while nobody holds the write side (the
+/// writer's batch or a pong would be cut), and never inside a message.
 impl DirectSocket for tokio::sync::Mutex<Writing> {
-    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<usize> {
-        let busy = || io::Error::from(io::ErrorKind::WouldBlock);
-        let mut writing = self.try_lock().map_err(|_| busy())?;
-        let Writing {
-            stream: WriteSide::Tcp(half),
-            torn: false,
-            tail_open: false,
-            ..
-        } = &*writing
-        else {
-            return Err(busy());
-        };
-        let written = direct::try_write(half, Layout::WsServer, frames)?;
-        writing.tail_open = written < Layout::WsServer.wire_len(frames);
-        Ok(written)
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::WsServer
+    fn try_write_frames(&self, frames: &[Frame]) -> io::Result<Written> {
+        let mut writing = self
+            .try_lock()
+            .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+        writing.try_direct(frames)
     }
 }
 
@@ -692,6 +736,7 @@ mod tests {
             masks: None,
             torn: false,
             tail_open: false,
+            tail_octets: None,
             deferred_pong: None,
         };
         let big = [Frame::message(1, Bytes::from(vec![0u8; 64 << 20]))];

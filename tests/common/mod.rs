@@ -258,3 +258,81 @@ impl FrameStream<'_> {
         }
     }
 }
+
+/// A handler's hold on its runtime's only thread, so that a connection's task cannot run: the
+/// handler calls [`Holder::block`], which blocks the thread until [`Hold::release`] (or
+/// `PATIENCE`); the test learns when the thread is held and whether the handler returned.
+pub struct Hold {
+    entered: mpsc::UnboundedReceiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+    returned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The handler's side of a [`Hold`].
+pub struct Holder {
+    entered: mpsc::UnboundedSender<()>,
+    held: Mutex<std::sync::mpsc::Receiver<()>>,
+    returned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub fn hold() -> (Hold, Holder) {
+    let (release, held) = std::sync::mpsc::channel();
+    let (entered_tx, entered) = mpsc::unbounded_channel();
+    let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = Holder {
+        entered: entered_tx,
+        held: Mutex::new(held),
+        returned: returned.clone(),
+    };
+    (
+        Hold {
+            entered,
+            release,
+            returned,
+        },
+        holder,
+    )
+}
+
+impl Holder {
+    /// Blocks this thread until released (at most `PATIENCE`).
+    pub fn block(&self) {
+        let _ = self.entered.send(());
+        let _ = self.held.lock().unwrap().recv_timeout(PATIENCE);
+        self.returned.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Hold {
+    /// Waits until the handler holds its thread.
+    pub async fn held(&mut self) {
+        within("the handler to block", self.entered.recv()).await.unwrap();
+    }
+
+    pub fn release(&self) {
+        let _ = self.release.send(());
+    }
+
+    /// Whether the handler returned (released, or out of patience).
+    pub fn returned(&self) -> bool {
+        self.returned.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `task` on a current-thread runtime on a thread of its own, until it ends; it gets the
+/// receiving end of the stop signal returned beside the thread.
+pub fn on_own_thread<F, Fut>(task: F) -> (std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)
+where
+    F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(task(stop_rx));
+    });
+    (thread, stop)
+}
