@@ -3,10 +3,10 @@
 //! task to write it.
 //!
 //! This module owns the rule for when a sender may write and the state the writer and the
-//! senders share: the socket (plain TCP, or a WebSocket over it; see
-//! `transport::direct`), whether the writer has frames in hand, and what a sender's write left
-//! unwritten (the tail, which the writer writes before anything else). It must not decide what a frame becomes on the wire: the engine does
-//! (counting for resume, sealing), exactly as for the writer.
+//! senders share: the socket (plain TCP, or a WebSocket over it; see `transport::direct`),
+//! whether the writer has frames in hand, and what a sender's write left unwritten (the tail,
+//! which the writer writes before anything else). It must not decide what a frame becomes on
+//! the wire: the engine does (counting for resume, sealing), exactly as for the writer.
 //!
 //! Order holds because everything that writes goes through one lock: a sender writes only
 //! while the writer is not `busy`, no tail waits, the queue is empty, the engine has nothing

@@ -29,40 +29,31 @@ const WS_HEADER_MAX: usize = 10;
 
 /// How frames are laid out on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(feature = "ws"), allow(dead_code))]
 pub(crate) enum Layout {
     /// Back to back, as on a TCP stream.
     Stream,
     /// One unmasked binary WebSocket message each (a server's; a client masks every message
     /// with a fresh key, which the WebSocket transport does itself).
+    #[cfg(feature = "ws")]
     WsServer,
 }
 
 impl Layout {
     /// The octets that go before `frame`'s payload: its WebSocket header, if any, then its own.
     fn put_headers(self, frame: &Frame, dst: &mut impl BufMut) {
+        #[cfg(feature = "ws")]
         if self == Layout::WsServer {
-            let len = frame.wire_len();
-            dst.put_u8(0x82); // final, binary
-            if len < 126 {
-                dst.put_u8(len as u8);
-            } else if let Ok(len) = u16::try_from(len) {
-                dst.put_u8(126);
-                dst.put_u16(len);
-            } else {
-                dst.put_u8(127);
-                dst.put_u64(len as u64);
-            }
+            let binary = crate::ws::codec::opcode::BINARY;
+            crate::ws::codec::put_header(dst, true, binary, frame.wire_len(), None);
         }
         frame.put_header(dst);
     }
 
     fn headers_len(self, frame: &Frame) -> usize {
-        let ws = match (self, frame.wire_len()) {
-            (Layout::Stream, _) => 0,
-            (Layout::WsServer, len) if len < 126 => 2,
-            (Layout::WsServer, len) if len <= usize::from(u16::MAX) => 4,
-            (Layout::WsServer, _) => WS_HEADER_MAX,
+        let ws = match self {
+            Layout::Stream => 0,
+            #[cfg(feature = "ws")]
+            Layout::WsServer => crate::ws::codec::header_len(frame.wire_len(), false),
         };
         ws + frame.header_len()
     }
@@ -110,8 +101,7 @@ pub trait DirectSocket: Send + Sync + 'static {
 
 impl DirectSocket for OwnedWriteHalf {
     fn try_write_frames(&self, frames: &[Frame]) -> io::Result<Written> {
-        let octets = try_write(self, Layout::Stream, frames)?;
-        Ok(Written::of(octets, Layout::Stream.wire_len(frames)))
+        try_write_laid_out(self, Layout::Stream, frames)
     }
 }
 
@@ -168,7 +158,6 @@ impl AsyncWrite for SharedWrite {
 }
 
 /// Writes `frames` laid out as `layout` in one write, as far as `half` takes them now.
-#[cfg(feature = "ws")]
 pub(crate) fn try_write_laid_out(
     half: &OwnedWriteHalf,
     layout: Layout,

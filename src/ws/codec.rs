@@ -250,7 +250,7 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, FrameError> {
 
 /// Appends a frame header: `fin`, `opcode`, a payload of `len` octets, and the masking key a
 /// client must send (`None` for a server).
-pub fn put_header(dst: &mut BytesMut, fin: bool, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
+pub fn put_header(dst: &mut impl BufMut, fin: bool, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
     dst.put_u8(if fin { 0x80 } else { 0 } | opcode);
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
@@ -265,6 +265,18 @@ pub fn put_header(dst: &mut BytesMut, fin: bool, opcode: u8, len: usize, mask: O
     if let Some(mask) = mask {
         dst.put_slice(&mask);
     }
+}
+
+/// The octets [`put_header`] appends for a payload of `len` octets.
+pub(crate) fn header_len(len: usize, masked: bool) -> usize {
+    let length = if len < 126 {
+        0
+    } else if len <= usize::from(u16::MAX) {
+        2
+    } else {
+        8
+    };
+    2 + length + if masked { 4 } else { 0 }
 }
 
 /// Masks or unmasks `data` in place with `key` (the same operation both ways), as if `data`

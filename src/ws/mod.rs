@@ -594,21 +594,19 @@ impl Writing {
             return Err(io::Error::other("an earlier write stopped inside a frame"));
         }
         self.tail_open = false;
-        match self.tail_octets.take() {
-            Some(octets) => {
-                self.torn = true;
-                self.stream.write_all(&octets).await?;
-                self.stream.flush().await?;
-                self.torn = false;
-            }
+        let kept = self.tail_octets.take();
+        if kept.is_none() && written == 0 {
             // Nothing of them went out (the write side was busy): as the writer would.
-            None if written == 0 => self.batch(frames).await?,
-            None => {
-                self.torn = true;
-                direct::write_rest(&mut self.stream, Layout::WsServer, frames, written).await?;
-                self.stream.flush().await?;
-                self.torn = false;
+            self.batch(frames).await?;
+        } else {
+            // Cleared only if this write completes, as in `send`.
+            self.torn = true;
+            match kept {
+                Some(octets) => self.stream.write_all(&octets).await?,
+                None => direct::write_rest(&mut self.stream, Layout::WsServer, frames, written).await?,
             }
+            self.stream.flush().await?;
+            self.torn = false;
         }
         match self.deferred_pong.take() {
             Some(payload) => self.control(opcode::PONG, &payload).await,
