@@ -142,22 +142,32 @@ impl Conn {
 }
 
 /// What the owner of a new session provides.
+///
+/// `repr(C)`: `meters`, which every frame sent reads, first (see `Shared`).
+#[repr(C)]
 pub(crate) struct Owner {
+    /// The server's meters (counting nothing on clients).
+    pub(crate) meters: crate::meters::Meters,
     /// The server's state, for [`Peer`]s that a server accepted (read by `Peer::server`); a
     /// session resumed on another server (sharing the store) moves to it.
     pub(crate) server: RwLock<Option<Weak<dyn Any + Send + Sync>>>,
     pub(crate) kex: KexPool,
     pub(crate) files: Arc<dyn link::FileSink>,
-    /// The server's meters (counting nothing on clients).
-    pub(crate) meters: crate::meters::Meters,
 }
 
 /// A peer's session: what lives from the opening to the end, across the connections of a
 /// resumable session.
+///
+/// `repr(C)`, hot fields first: a send to an idle peer reads `closing`, `through`, the meters,
+/// the queue's length and the front of `engine`, and with thousands of peers each cache line
+/// it touches is a miss.
+#[repr(C)]
 pub(crate) struct Shared {
-    id: PeerId,
-    /// One for every session of a server: 280 octets a peer otherwise.
-    config: Arc<ConnectionConfig>,
+    /// Set once no more frames may be queued: the session is ending.
+    closing: AtomicBool,
+    /// What the writer shares with senders that write through.
+    through: through::Through,
+    owner: Owner,
     /// The outbound queue. A close frame in it is a graceful close: the writer writes
     /// everything before it, then it, then ends the write direction.
     queue: queue::Queue,
@@ -165,17 +175,15 @@ pub(crate) struct Shared {
     /// Wakes the writer when something other than the queue gives it work (a key exchange
     /// started by the application, a tail a sender left).
     writer: AtomicWaker,
-    /// What the writer shares with senders that write through.
-    through: through::Through,
+    /// One for every session of a server: 280 octets a peer otherwise.
+    config: Arc<ConnectionConfig>,
+    /// The current connection, or the last one while a resumable session waits to resume.
+    conn: RwLock<Arc<Conn>>,
+    id: PeerId,
     session: Session,
-    /// Set once no more frames may be queued: the session is ending.
-    closing: AtomicBool,
     /// Becomes `Some` when the session has ended.
     finished: Signal<Option<CloseInfo>>,
     security: Signal<SecState>,
-    owner: Owner,
-    /// The current connection, or the last one while a resumable session waits to resume.
-    conn: RwLock<Arc<Conn>>,
     /// What a connection hands to the next one of the session.
     idle: Mutex<Idle>,
     /// The running connection's hooks, for reports from tasks other than its driver.

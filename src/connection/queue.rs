@@ -58,6 +58,8 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// `repr(C)`: `frames`, which a write-through checks, first (see `Shared`).
+#[repr(C)]
 pub(crate) struct Queue {
     frames: Mutex<State>,
     /// One permit per free slot.

@@ -15,6 +15,7 @@
 //! so until they are written. Close frames and security toggles always travel through the
 //! queue: the writer acts on them.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -28,17 +29,23 @@ pub(crate) struct Through {
     state: Mutex<State>,
 }
 
+/// `repr(C)`: `busy` and `socket`, which every write-through reads, share the first cache line
+/// with the lock.
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct State {
-    /// The current connection's socket, while senders may write to it.
-    socket: Option<Arc<dyn DirectSocket>>,
     /// The writer has frames in hand: senders queue behind them.
     pub(crate) busy: bool,
+    /// The current connection's socket, while senders may write to it.
+    socket: Option<Arc<dyn DirectSocket>>,
     /// What a sender's write left for the writer.
     pub(crate) tail: Option<Tail>,
-    /// The frames of a sender's write, kept between writes so that a broadcast does not
-    /// allocate per peer.
-    scratch: Vec<Frame>,
+}
+
+thread_local! {
+    /// The frames of a sender's write, kept between writes so that a broadcast neither
+    /// allocates nor touches a buffer of its own per peer.
+    static SCRATCH: Cell<Vec<Frame>> = const { Cell::new(Vec::new()) };
 }
 
 /// Frames the engine already transmitted, of which the socket took only `written` octets.
@@ -117,7 +124,7 @@ impl Peer {
             if !engine.may_write_through() {
                 return Err(frame);
             }
-            let mut out = std::mem::take(&mut state.scratch);
+            let mut out = SCRATCH.take();
             if let Err(error) = engine.transmit_one(frame, &mut out, Instant::now()) {
                 drop(engine);
                 drop(guard);
@@ -140,7 +147,7 @@ impl Peer {
             shared.writer.wake();
         } else {
             out.clear();
-            state.scratch = out;
+            SCRATCH.set(out);
         }
         Ok(())
     }

@@ -173,26 +173,15 @@ enum Control {
     Keys(Box<Sealer>),
 }
 
-/// One connection's state.
+/// One connection's state. `repr(C)`, what every frame sent reads first (see `Engine`).
+#[repr(C)]
 struct Conn {
-    tx: Tx,
-    rx: Rx,
-    /// `None` while a [`KexJob`] holds it.
-    handshake: Option<Handshake>,
-    status: KexStatus,
-    /// A toggle of our direction that waits for the key exchange (the peer asked).
-    wants_own: Option<bool>,
-    /// Both directions must stay secure: required here, or agreed in the opening.
-    strict: bool,
     /// Nothing but control frames goes out until our `SEC_ON` has: a session whose direction
     /// was secure, or a strict connection, never sends an application or file frame in the clear.
     hold: bool,
-    control: VecDeque<Control>,
+    close_sent: bool,
     ping_due: bool,
-    replay: Vec<Frame>,
-    last_heard: Instant,
     ping_sent: bool,
-    end: Option<CloseInfo>,
     /// The reader is done: the peer closed, the connection was lost, or a fatal error. (A
     /// graceful close of ours records the end but goes on reading until the peer answers.)
     stopped: bool,
@@ -200,13 +189,35 @@ struct Conn {
     ends_session: bool,
     /// The peer's `CLOSE` arrived: answer it.
     peer_closed: bool,
-    close_sent: bool,
+    /// Both directions must stay secure: required here, or agreed in the opening.
+    strict: bool,
+    /// A toggle of our direction that waits for the key exchange (the peer asked).
+    wants_own: Option<bool>,
+    control: VecDeque<Control>,
+    replay: Vec<Frame>,
+    end: Option<CloseInfo>,
+    tx: Tx,
+    last_heard: Instant,
+    rx: Rx,
+    status: KexStatus,
+    /// `None` while a [`KexJob`] holds it.
+    handshake: Option<Handshake>,
 }
 
 /// A session's rules: the state of the session and of its current connection.
+///
+/// `repr(C)`, hot fields first: with thousands of peers, each cache line a frame touches is a
+/// miss, so what every frame reads (the resume state, then the front of `conn`) sits together
+/// at the start.
+#[repr(C)]
 pub(crate) struct Engine {
+    /// Boxed: a session that cannot resume reads only that it has none.
+    resume: Option<Box<Resume>>,
+    /// Flood control, for the whole session; boxed, since most servers set no limit and
+    /// inline it would cost every peer 144 octets.
+    rate: Option<Box<rate::Rate>>,
+    conn: Conn,
     settings: Settings,
-    resume: Option<Resume>,
     requests: Requests,
     /// Our direction was secure at some time in the session.
     ever_secure: bool,
@@ -215,13 +226,9 @@ pub(crate) struct Engine {
     /// The server's key, as the last key exchange saw it (client side), and whether it is
     /// pinned.
     server_key: Option<(Fingerprint, bool)>,
-    /// Flood control, for the whole session; boxed, since most servers set no limit and
-    /// inline it would cost every peer 144 octets.
-    rate: Option<Box<rate::Rate>>,
     /// The session's file transfers: in a resumable session they outlive a lost connection
     /// (their frames are counted and sent again like messages).
     files: Files,
-    conn: Conn,
 }
 
 /// Whether a connection that ended with `code` ends its session even if it could resume.
@@ -273,7 +280,8 @@ impl Engine {
     /// A new session on its first connection; `resumable` when the server granted a resume
     /// token.
     pub(crate) fn new(settings: Settings, mut opened: Opened, resumable: bool, now: Instant) -> Engine {
-        let resume = resumable.then(|| Resume::new(settings.resume_buffer, settings.resume_buffer_bytes));
+        let resume =
+            resumable.then(|| Box::new(Resume::new(settings.resume_buffer, settings.resume_buffer_bytes)));
         let keys = opened.keys.take();
         let conn = Conn::new(&settings, opened, now);
         let rate = settings
@@ -365,7 +373,7 @@ impl Engine {
 
     /// Application frames received in the session (the count a resume hello carries).
     pub(crate) fn received(&self) -> u64 {
-        self.resume.as_ref().map_or(0, Resume::received)
+        self.resume.as_ref().map_or(0, |resume| resume.received())
     }
 
     /// Whether our direction is protected on the wire now.

@@ -25,15 +25,18 @@ fn always_protected(kind: Kind) -> bool {
     kind.is_control()
 }
 
-/// The direction this side sends.
+/// The direction this side sends. `repr(C)`: `secure`, which every frame reads, comes first
+/// (see `Engine`).
+#[repr(C)]
 pub(crate) struct Tx {
-    sealer: Option<Sealer>,
     secure: bool,
-    policy: RekeyPolicy,
+    /// Boxed: a plain direction reads only whether there is one.
+    sealer: Option<Box<Sealer>>,
     /// Payload octets sealed under the current key.
     bytes: u64,
     /// When the current key was installed.
     since: Option<Instant>,
+    policy: RekeyPolicy,
 }
 
 /// What sealing one frame changed.
@@ -66,7 +69,7 @@ impl Tx {
 
     /// The direction is keyed from the next frame on.
     pub(crate) fn install(&mut self, sealer: Sealer, now: Instant) {
-        self.sealer = Some(sealer);
+        self.sealer = Some(Box::new(sealer));
         self.bytes = 0;
         self.since = Some(now);
     }
@@ -120,7 +123,7 @@ impl Tx {
         if self.rotation_due(now) {
             let sealer = self.sealer.as_mut().ok_or(SecurityError::Handshake("no keys"))?;
             out.push(sealer.seal(handshake::frame(REKEY, Bytes::new()))?);
-            *sealer = sealer.next();
+            **sealer = sealer.next();
             self.bytes = 0;
             self.since = Some(now);
         }
