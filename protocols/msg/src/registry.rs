@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde::Serialize;
 use truflux::protocol::BoxFuture;
 use truflux::{Code, Dispatch, Error, Message, Peer, Protocol, ProtocolError, Responder};
@@ -146,8 +147,9 @@ impl RegistryBuilder {
     {
         let handler: Handler = Arc::new(move |peer, payload| {
             let value = msg.decode(payload)?;
-            let fut = handler(peer, value);
-            Ok(Box::pin(async move { fut.await.into_result() }) as BoxFuture<'static, _>)
+            // `map`: an `async` block would hold the handler's future twice (see `FnProtocol`).
+            let fut = handler(peer, value).map(HandlerOutput::into_result);
+            Ok(Box::pin(fut) as BoxFuture<'static, _>)
         });
         let entry = Entry {
             name: msg.name(),
