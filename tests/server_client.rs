@@ -641,22 +641,16 @@ fn name_ids_are_fnv1a_with_the_top_bit_cleared() {
 #[tokio::test]
 async fn a_send_from_another_task_goes_out_while_the_connection_task_cannot_run() {
     let (mut hold, holder) = common::hold();
-    let (server_tx, server_rx) = tokio::sync::oneshot::channel();
     // The server on a runtime of its own, on one thread, which its handler blocks.
-    let (thread, stop) = common::on_own_thread(move |stop| async move {
-        let server = Server::builder()
+    let (server, thread, stop) = common::server_on_own_thread(move || {
+        Server::builder()
             .tcp("127.0.0.1:0")
             .protocol(protocol::from_fn(move |_peer, _message| {
                 holder.block();
                 std::future::ready(())
             }))
-            .start()
-            .await
-            .expect("server starts");
-        let _ = server_tx.send(server.clone());
-        let _ = stop.await;
-    });
-    let server = within("the server", server_rx).await.unwrap();
+    })
+    .await;
     let mut raw = RawPeer::open(server.local_addrs()[0]).await;
     raw.write_frame(&truflux::frame::Frame::message(1, Bytes::new()))
         .await;

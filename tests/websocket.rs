@@ -658,9 +658,8 @@ struct HeldServer {
 impl HeldServer {
     async fn start(config: ServerConfig) -> HeldServer {
         let (hold, holder) = common::hold();
-        let (server_tx, server_rx) = tokio::sync::oneshot::channel();
-        let (thread, stop) = common::on_own_thread(move |stop| async move {
-            let server = Server::builder()
+        let (server, thread, stop) = common::server_on_own_thread(move || {
+            Server::builder()
                 .ws("127.0.0.1:0", "/truflux")
                 .config(config)
                 .protocol(protocol::from_fn(move |_peer, message: Message| {
@@ -669,13 +668,8 @@ impl HeldServer {
                     }
                     std::future::ready(())
                 }))
-                .start()
-                .await
-                .expect("server starts");
-            let _ = server_tx.send(server.clone());
-            let _ = stop.await;
-        });
-        let server = within("the server", server_rx).await.unwrap();
+        })
+        .await;
         HeldServer {
             server,
             hold,

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use truflux::frame::control::{Close, Hello};
 use truflux::frame::{Frame, FrameCodec, Kind};
-use truflux::{CloseInfo, Error, Peer};
+use truflux::{CloseInfo, Error, Peer, Server, ServerBuilder};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 static HOOK: Once = Once::new();
@@ -335,4 +335,26 @@ where
             .block_on(task(stop_rx));
     });
     (thread, stop)
+}
+
+/// Starts the server `builder` makes on a thread of its own (see [`on_own_thread`]); returns it
+/// beside the thread and its stop signal.
+pub async fn server_on_own_thread<F>(
+    builder: F,
+) -> (
+    Server,
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+)
+where
+    F: FnOnce() -> ServerBuilder + Send + 'static,
+{
+    let (server_tx, server_rx) = tokio::sync::oneshot::channel();
+    let (thread, stop) = on_own_thread(move |stop| async move {
+        let server = builder().start().await.expect("server starts");
+        let _ = server_tx.send(server.clone());
+        let _ = stop.await;
+    });
+    let server = within("the server", server_rx).await.unwrap();
+    (server, thread, stop)
 }

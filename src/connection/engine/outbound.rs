@@ -41,7 +41,7 @@ impl Engine {
         let mut sent = Sent::default();
         while let Some(control) = self.conn.control.pop_front() {
             match control {
-                Control::Keys(sealer) => self.conn.tx.install(*sealer, now),
+                Control::Keys(sealer) => self.conn.tx.install(sealer, now),
                 Control::Frame(frame) => self.push(frame, out, now, &mut sent)?,
             }
         }
@@ -108,7 +108,7 @@ impl Engine {
         while let Some(control) = self.conn.control.pop_front() {
             let pushed = match control {
                 Control::Keys(sealer) => {
-                    self.conn.tx.install(*sealer, now);
+                    self.conn.tx.install(sealer, now);
                     Ok(())
                 }
                 Control::Frame(frame) => self.push(frame, &mut out, now, &mut sent),

@@ -68,8 +68,8 @@ impl Tx {
     }
 
     /// The direction is keyed from the next frame on.
-    pub(crate) fn install(&mut self, sealer: Sealer, now: Instant) {
-        self.sealer = Some(Box::new(sealer));
+    pub(crate) fn install(&mut self, sealer: impl Into<Box<Sealer>>, now: Instant) {
+        self.sealer = Some(sealer.into());
         self.bytes = 0;
         self.since = Some(now);
     }
