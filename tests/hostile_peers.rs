@@ -275,6 +275,53 @@ async fn ten_thousand_tiny_frames_in_one_write() {
 }
 
 #[tokio::test]
+async fn echoes_of_bursts_and_of_single_frames_between_them_keep_their_order() {
+    // Replies to a burst wait for the writer and go out together; the reply to the last frame
+    // in hand is written at once. Mixed, they must still leave in the order they were made.
+    let mut f = fixture(small_limits()).await;
+    let mut peer = RawPeer::open(f.addr()).await;
+    let note = |n: usize| {
+        let note = NOTE.encode(&Note { text: n.to_string() }).unwrap();
+        Frame::message(note.id, note.payload)
+    };
+    let burst = |from: usize| {
+        let mut out = bytes::BytesMut::new();
+        for n in from..from + 50 {
+            tokio_util::codec::Encoder::encode(
+                &mut truflux::frame::FrameCodec::default(),
+                &note(n),
+                &mut out,
+            )
+            .unwrap();
+        }
+        out
+    };
+    let mut expected = 0;
+    let mut expect_echoes = async |peer: &mut RawPeer, upto: usize| {
+        while expected < upto {
+            let echo = peer.read_frame().await.expect("an echo");
+            let text = NOTE.decode(echo.payload).unwrap().text;
+            assert_eq!(text, expected.to_string(), "echoes in order");
+            expected += 1;
+        }
+    };
+    peer.write(&burst(0)).await;
+    for n in 50..60 {
+        peer.write_frame(&note(n)).await;
+    }
+    peer.write(&burst(60)).await;
+    expect_echoes(&mut peer, 110).await;
+    for n in 110..120 {
+        peer.write_frame(&note(n)).await;
+        expect_echoes(&mut peer, n + 1).await;
+    }
+    assert_eq!(f.handled.load(Ordering::SeqCst), 120);
+    drop(peer);
+    f.events.disconnect().await;
+    f.assert_healthy().await;
+}
+
+#[tokio::test]
 async fn connects_and_sends_nothing() {
     let mut f = fixture(small_limits()).await;
     let mut peer = RawPeer::connect(f.addr()).await;

@@ -175,6 +175,7 @@ async fn read_loop<R: FrameRead>(
         match frame {
             Ok(Some(frame)) => {
                 let shared = peer.shared();
+                shared.queue.set_batching(reader.buffered());
                 shared.owner.meters.received(&frame);
                 shared.engine().on_frame(frame, Instant::now(), &mut events)
             }

@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -66,6 +67,9 @@ pub(crate) struct Queue {
     space: Semaphore,
     /// Wakes the writer when a frame arrives or the queue closes: one slot, for the one writer.
     ready: AtomicWaker,
+    /// The read loop has more of the peer's data in hand: its handlers' replies wait for the
+    /// writer, which then writes those of a burst together (see [`Queue::polled_by_own_reader`]).
+    batching: AtomicBool,
 }
 
 #[derive(Default)]
@@ -82,6 +86,7 @@ impl Queue {
             frames: Mutex::default(),
             space: Semaphore::new(capacity),
             ready: AtomicWaker::new(),
+            batching: AtomicBool::new(false),
         }
     }
 
@@ -134,6 +139,19 @@ impl Queue {
     /// [`PollingReader`]).
     pub(crate) fn polled_by_own_reader(&self) -> bool {
         READER_OF.with(Cell::get) == self.address()
+    }
+
+    /// Whether a handler's reply must wait for the writer: the read loop of this queue's own
+    /// connection is running it with more of the peer's data in hand ([`Queue::set_batching`]),
+    /// and the writer, which looks next anyway, writes the replies of a burst together. After
+    /// the last frame read, a reply may be written through like any other sender's.
+    pub(crate) fn reply_waits(&self) -> bool {
+        self.batching.load(Ordering::Relaxed) && self.polled_by_own_reader()
+    }
+
+    /// The read loop says whether more of the peer's data waits behind the frame it handles.
+    pub(crate) fn set_batching(&self, more: bool) {
+        self.batching.store(more, Ordering::Relaxed);
     }
 
     /// Moves up to `limit` frames into `batch`, waiting until there is at least one; returns
@@ -314,5 +332,33 @@ mod tests {
             2,
             "from anywhere else, the writer wakes"
         );
+    }
+
+    #[test]
+    fn a_reply_waits_for_the_writer_only_while_more_of_the_peer_s_data_is_in_hand() {
+        let queue = Queue::new(8);
+        let other = Queue::new(8);
+        queue.set_batching(true);
+        assert!(
+            !queue.reply_waits(),
+            "not in its read loop: a sender like any other"
+        );
+        {
+            let _polling = PollingReader::enter(&queue);
+            assert!(queue.reply_waits(), "a burst in hand: replies go out together");
+            assert!(
+                !other.reply_waits(),
+                "another peer's queue (a broadcast from a handler)"
+            );
+            queue.set_batching(false);
+            assert!(
+                !queue.reply_waits(),
+                "the last frame read: its reply may be written at once"
+            );
+            assert!(
+                queue.polled_by_own_reader(),
+                "and a queued one still needs no wake"
+            );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Write-through: a send from outside the connection's task is written straight to the socket
 //! when the writer is idle and nothing waits ahead of it, instead of waking the connection's
-//! task to write it.
+//! task to write it. So is a handler's reply in the connection's own task when the frame it
+//! answers was the last the reader had in hand; during a burst, replies wait for the writer,
+//! which writes them together (`Queue::reply_waits`).
 //!
 //! This module owns the rule for when a sender may write and the state the writer and the
 //! senders share: the socket (plain TCP, or a WebSocket over it; see `transport::direct`),
@@ -105,9 +107,9 @@ impl Peer {
     /// it; gives it back otherwise (it is then queued).
     pub(crate) fn write_through(&self, frame: Frame) -> Result<(), Frame> {
         let shared = self.shared();
-        if !may_skip_queue(&frame) || shared.queue.polled_by_own_reader() {
-            // The connection's own read loop (a handler's reply): the writer looks right after
-            // it in the same pass and writes the replies of a burst together.
+        if !may_skip_queue(&frame) || shared.queue.reply_waits() {
+            // A handler's reply while more of a burst is in hand: the writer looks right after
+            // the read loop in the same pass and writes the replies together.
             return Err(frame);
         }
         let mut guard = shared.through.lock();

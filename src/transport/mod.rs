@@ -93,6 +93,16 @@ pub trait FrameRead: Send + 'static {
     fn discard(&mut self) -> impl Future<Output = io::Result<usize>> + Send {
         std::future::ready(Ok(0))
     }
+
+    /// Whether octets of the peer's already wait in this reader's buffer (the start of the next
+    /// frame, or all of it). The connection lets the replies to a frame wait for the writer
+    /// while more is in hand, so that a burst's replies go out together, and writes a reply
+    /// straight otherwise.
+    ///
+    /// The default says yes: replies always wait for the writer.
+    fn buffered(&self) -> bool {
+        true
+    }
 }
 
 /// The write half of a transport.

@@ -68,6 +68,11 @@ impl Pending {
         Pending { buf, large: None }
     }
 
+    /// Whether any octet waits to be decoded.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self.buf.is_empty() || self.large.is_some()
+    }
+
     /// Drops what is held (the connection no longer decodes).
     pub(crate) fn clear(&mut self) {
         *self = Pending::default();

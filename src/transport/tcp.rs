@@ -165,6 +165,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for TcpReader<R> {
         self.pending.clear();
         scratch::discard(&mut self.stream).await
     }
+
+    fn buffered(&self) -> bool {
+        self.pending.holds_any()
+    }
 }
 
 /// The write half of a [`TcpTransport`]: batches frames into vectored writes.

@@ -470,6 +470,10 @@ impl FrameRead for WsReader {
         self.pending.clear();
         scratch::discard(&mut self.stream).await
     }
+
+    fn buffered(&self) -> bool {
+        self.pending.holds_any()
+    }
 }
 
 /// Masking keys for a client's frames, drawn from the operating system's generator in blocks.
