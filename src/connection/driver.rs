@@ -5,7 +5,8 @@
 //!
 //! One task per connection runs the read loop and the write loop side by side, the reader first
 //! in every pass: what the read loop queues (a handler's reply) is found by the writer in the
-//! same pass without a wake (see `queue::PollingReader`).
+//! same pass without a wake (see `queue::PollingReader`), and a pass that leaves the writer
+//! nothing to do does not poll it (see `reader_then_writer`).
 //!
 //! A graceful close travels through the queue as the close frame itself, so everything queued
 //! before it is written first. A forced close (`close_now`, a fatal error, a slow consumer)
@@ -20,11 +21,12 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tracing::{debug, Instrument};
 
 use super::engine::Event;
@@ -80,7 +82,7 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
                 conn.stop.cancel();
                 shut
             });
-            reader_then_writer(&peer, reading, writing).await
+            reader_then_writer(&peer, &conn, reading, writing).await
         };
         if shut {
             // Our close frame is out and our direction shut: read on, dropping what arrives,
@@ -93,21 +95,34 @@ pub(crate) async fn run<R: FrameRead, W: FrameWrite>(
     .await
 }
 
-/// Polls the reader, then the writer, in every pass, until both are done; returns the writer's
-/// result (whether our close went out and our direction is shut).
+/// Polls the reader, then the writer, until both are done; returns the writer's result
+/// (whether our close went out and our direction is shut).
+///
+/// The writer is polled in a pass only when it may have something to do: something it waits on
+/// woke the task (it is polled with a waker of its own, [`WriterWake`]), the connection is
+/// stopping, or the reader left work for it (engine output, or frames in the queue, which the
+/// read loop fills without a wake). A pass for a message that needed no answer, or whose
+/// answer was written through, leaves the writer's state untouched.
 async fn reader_then_writer(
     peer: &Peer,
+    conn: &Conn,
     mut reading: Pin<&mut impl Future<Output = ()>>,
     mut writing: Pin<&mut impl Future<Output = bool>>,
 ) -> bool {
+    let wake = Arc::new(WriterWake {
+        woken: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    let waker = Waker::from(wake.clone());
     let (mut read_done, mut shut) = (false, None);
     poll_fn(|cx| {
+        wake.task.register(cx.waker());
         if !read_done {
             let _polling = queue::PollingReader::enter(&peer.shared().queue);
             read_done = reading.as_mut().poll(cx).is_ready();
         }
-        if shut.is_none() {
-            if let Poll::Ready(done) = writing.as_mut().poll(cx) {
+        if shut.is_none() && writer_due(peer, conn, read_done, &wake) {
+            if let Poll::Ready(done) = writing.as_mut().poll(&mut Context::from_waker(&waker)) {
                 shut = Some(done);
             }
         }
@@ -117,6 +132,35 @@ async fn reader_then_writer(
         }
     })
     .await
+}
+
+/// The writer's waker: records that something the writer waits on woke the connection's task.
+struct WriterWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WriterWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Whether this pass polls the writer (see [`reader_then_writer`]). The stop flags are looked
+/// at here because their one waker slot is shared by both loops (`signal::TaskToken`).
+fn writer_due(peer: &Peer, conn: &Conn, read_done: bool, wake: &WriterWake) -> bool {
+    // Cleared before the writer is polled: a wake during that poll counts for the next pass.
+    let woken = wake.woken.swap(false, Ordering::AcqRel);
+    if woken || read_done || conn.stop.is_cancelled() || conn.peer_closed.is_cancelled() {
+        return true;
+    }
+    let shared = peer.shared();
+    shared.engine().has_output() || !shared.queue.is_empty()
 }
 
 /// After both loops: end the session, or park it for the next connection.
@@ -164,8 +208,10 @@ async fn read_loop<R: FrameRead>(
 ) {
     let mut events = VecDeque::new();
     loop {
-        if !rate_pause(peer, conn).await {
-            return;
+        if let Some(until) = read_pause(peer) {
+            if !pause(conn, until).await {
+                return;
+            }
         }
         let frame = tokio::select! {
             biased;
@@ -188,19 +234,39 @@ async fn read_loop<R: FrameRead>(
             Err(error) => return read_failed(peer, hooks, error),
         }
         while let Some(event) = events.pop_front() {
-            if !handle(peer, conn, dispatch, hooks, event, &mut events).await {
+            let go = match event {
+                Event::Deliver(message) => {
+                    let id = message.id;
+                    let call = dispatch.dispatch(peer, message);
+                    run_handler(peer, conn, hooks, id, call).await
+                }
+                Event::Request { request, message } => {
+                    let id = message.id;
+                    let responder = Responder::new(peer.clone(), request);
+                    let call = dispatch.request(peer, message, responder);
+                    run_handler(peer, conn, hooks, id, call).await
+                }
+                event => handle(peer, conn, hooks, event, &mut events).await,
+            };
+            if !go {
                 return;
             }
         }
     }
 }
 
-/// Holds the reader while the peer is over its rate (backpressure: its sends wait on its
-/// transport); false if the connection stopped meanwhile.
-async fn rate_pause(peer: &Peer, conn: &Conn) -> bool {
-    let Some(until) = peer.shared().engine().read_pause(Instant::now()) else {
-        return true;
-    };
+/// Until when the reader must wait: the peer is over its rate (backpressure: its sends wait
+/// on its transport). Only a peer under a rate limit costs a look at the clock.
+fn read_pause(peer: &Peer) -> Option<Instant> {
+    let engine = peer.shared().engine();
+    if !engine.rate_limited() {
+        return None;
+    }
+    engine.read_pause(Instant::now())
+}
+
+/// Waits until `until`; false if the connection stopped meanwhile.
+async fn pause(conn: &Conn, until: Instant) -> bool {
     tokio::select! {
         biased;
         _ = conn.stop.cancelled() => false,
@@ -223,35 +289,16 @@ fn read_failed(peer: &Peer, hooks: &dyn Hooks, error: FrameError) {
     hooks.error(peer, &error);
 }
 
-/// Carries out one engine event; false when the reader must stop.
+/// Carries out one engine event other than a message or a request (those run their handler,
+/// [`run_handler`]); false when the reader must stop.
 async fn handle(
     peer: &Peer,
     conn: &Conn,
-    dispatch: &mut dyn Dispatch,
     hooks: &dyn Hooks,
     event: Event,
     events: &mut VecDeque<Event>,
 ) -> bool {
     match event {
-        Event::Deliver(message) => {
-            let id = message.id;
-            let result = tokio::select! {
-                biased;
-                _ = conn.stop.cancelled() => return false,
-                result = dispatch.dispatch(peer, message) => result,
-            };
-            handled(peer, conn, hooks, id, result).await
-        }
-        Event::Request { request, message } => {
-            let id = message.id;
-            let responder = Responder::new(peer.clone(), request);
-            let result = tokio::select! {
-                biased;
-                _ = conn.stop.cancelled() => return false,
-                result = dispatch.request(peer, message, responder) => result,
-            };
-            handled(peer, conn, hooks, id, result).await
-        }
         Event::Kex(job) => {
             let done = tokio::select! {
                 biased;
@@ -262,6 +309,35 @@ async fn handle(
             true
         }
         event => side_event(peer, conn, hooks, event).await,
+    }
+}
+
+/// Runs a handler to its end, unless the connection stops first (false); silence is measured
+/// from its end, and a refusal is reported (and told to the peer when it caused it).
+///
+/// The handler is polled here, with the stop flag looked at first in every poll, rather than in
+/// a `select!` of futures: this keeps what the connection's task writes per message to the
+/// handler's box and a few words (the refusal's path is boxed, it is rare).
+async fn run_handler(
+    peer: &Peer,
+    conn: &Conn,
+    hooks: &dyn Hooks,
+    id: u32,
+    mut call: futures_util::future::BoxFuture<'_, Result<(), crate::error::ProtocolError>>,
+) -> bool {
+    let result = poll_fn(|cx| {
+        if poll_token(&conn.stop, cx) {
+            return Poll::Ready(None);
+        }
+        call.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    drop(call);
+    let Some(result) = result else { return false };
+    peer.shared().engine().heard(Instant::now());
+    match result {
+        Ok(()) => true,
+        Err(error) => Box::pin(refused(peer, conn, hooks, id, error)).await,
     }
 }
 
@@ -280,17 +356,14 @@ fn kex_done(peer: &Peer, done: Option<super::engine::KexDone>, events: &mut VecD
     shared.publish_security(&engine);
 }
 
-/// A handler returned: silence is measured from now; a refusal is reported (and told to the
-/// peer when it caused it).
-async fn handled(
+/// A handler refused its message: reported, and told to the peer when it caused it.
+async fn refused(
     peer: &Peer,
     conn: &Conn,
     hooks: &dyn Hooks,
     id: u32,
-    result: Result<(), crate::error::ProtocolError>,
+    error: crate::error::ProtocolError,
 ) -> bool {
-    peer.shared().engine().heard(Instant::now());
-    let Err(error) = result else { return true };
     if error.peer_fault {
         let report = Close::new(error.code, error.message.clone()).to_frame(Kind::Error, id);
         if !respond(peer, conn, report).await {

@@ -494,6 +494,11 @@ impl Engine {
             .filter(|&until| until > now)
     }
 
+    /// Whether the peer's frames are under a rate limit at all (else there is never a pause).
+    pub(crate) fn rate_limited(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// Where the heartbeat's silence starts: the last frame, or the end of a rate pause (the
     /// peer is not silent while we choose not to read).
     fn silence_from(&self) -> Instant {
