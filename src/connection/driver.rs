@@ -332,6 +332,7 @@ async fn run_handler(
         call.as_mut().poll(cx).map(Some)
     })
     .await;
+    // The handler's box is freed now, not held across the refusal's wait below.
     drop(call);
     let Some(result) = result else { return false };
     peer.shared().engine().heard(Instant::now());
