@@ -9,18 +9,41 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The scratch's size: the most one read through it can return.
 pub(crate) const SCRATCH_LEN: usize = 64 * 1024;
 
+/// Arrivals of at least this many octets keep the scratch's memory (shrunk to what arrived,
+/// which the allocator does in place) instead of being copied out of it, and the thread takes
+/// a new scratch for its next read: below it a copy costs less than the allocation.
+const KEEP: usize = 4096;
+
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8; SCRATCH_LEN]>> = RefCell::new(Box::new([0; SCRATCH_LEN]));
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What one read through the scratch brought.
+enum Arrival<'a> {
+    /// Fewer than [`KEEP`] octets (or a read that keeps nothing): still in the scratch.
+    Lent(&'a [u8]),
+    /// At least [`KEEP`] octets, in what was the scratch's memory.
+    Kept(Vec<u8>),
+}
+
+impl Arrival<'_> {
+    fn octets(&self) -> &[u8] {
+        match self {
+            Arrival::Lent(octets) => octets,
+            Arrival::Kept(octets) => octets,
+        }
+    }
 }
 
 /// Polls `stream` for at most `limit` octets (at most [`SCRATCH_LEN`]) into this thread's
-/// scratch and hands what arrived to `take` (nothing: the end of the stream).
+/// scratch and hands what arrived to `take` (nothing: the end of the stream); `keep` lets a
+/// large arrival take the scratch's memory with it.
 ///
 /// A read nested in another (a stream that is itself read through the scratch) finds the
 /// scratch taken and reads into a buffer of its own instead of panicking.
@@ -28,13 +51,46 @@ fn poll_read<R: AsyncRead + Unpin, T>(
     stream: &mut R,
     cx: &mut Context<'_>,
     limit: usize,
-    take: impl FnOnce(&[u8]) -> T,
+    keep: bool,
+    take: impl FnOnce(Arrival<'_>) -> io::Result<T>,
 ) -> Poll<io::Result<T>> {
     let limit = limit.min(SCRATCH_LEN);
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => read_into(&mut scratch[..limit], stream, cx, take),
-        Err(_) => read_into(&mut vec![0; limit], stream, cx, take),
+        Ok(mut scratch) => read_into(&mut scratch, stream, cx, limit, keep, take),
+        Err(_) => read_into(&mut Vec::new(), stream, cx, limit, keep, take),
     })
+}
+
+fn read_into<R: AsyncRead + Unpin, T>(
+    space: &mut Vec<u8>,
+    stream: &mut R,
+    cx: &mut Context<'_>,
+    limit: usize,
+    keep: bool,
+    take: impl FnOnce(Arrival<'_>) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    space.clear();
+    if space.capacity() < limit {
+        // Not zeroed: the read writes before anything is read back.
+        space
+            .try_reserve_exact(SCRATCH_LEN)
+            .map_err(|_| out_of_memory())?;
+    }
+    ready!(tokio_util::io::poll_read_buf(
+        Pin::new(stream),
+        cx,
+        &mut (&mut *space).limit(limit)
+    ))?;
+    if keep && space.len() >= KEEP {
+        return Poll::Ready(take(Arrival::Kept(std::mem::take(space))));
+    }
+    let taken = take(Arrival::Lent(space));
+    space.clear();
+    Poll::Ready(taken)
+}
+
+fn out_of_memory() -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the frame being read")
 }
 
 /// Growth of a buffer that holds part of a frame whose length is not known yet.
@@ -107,7 +163,8 @@ impl Pending {
 
     /// Reads through the scratch; what arrived goes to `buf`, or, when it is the start of a
     /// frame longer than what arrived, straight into that frame's own buffer (one allocation
-    /// and one copy for a large frame, not two).
+    /// and one copy for a large frame, not two). A large arrival keeps the scratch's memory and
+    /// is not copied at all.
     async fn read_scratch<R: AsyncRead + Unpin>(
         &mut self,
         stream: &mut R,
@@ -116,23 +173,33 @@ impl Pending {
     ) -> io::Result<usize> {
         let (buf, large) = (&mut self.buf, &mut self.large);
         std::future::poll_fn(|cx| {
-            poll_read(stream, cx, limit, |filled| {
-                match frame_len(filled) {
-                    Some(total) if total > filled.len() => {
+            poll_read(stream, cx, limit, true, |arrival| {
+                let arrived = arrival.octets().len();
+                match (frame_len(arrival.octets()), arrival) {
+                    (Some(total), Arrival::Kept(mut frame)) if total > arrived => {
+                        frame.shrink_to(total);
+                        *large = Some((frame, total));
+                    }
+                    (Some(total), Arrival::Lent(filled)) if total > arrived => {
                         let mut frame = Vec::new();
-                        reserve_towards(&mut frame, filled.len(), total)?;
+                        reserve_towards(&mut frame, arrived, total)?;
                         frame.extend_from_slice(filled);
                         *large = Some((frame, total));
                     }
-                    _ => {
-                        buf.reserve(filled.len());
+                    (_, Arrival::Kept(mut octets)) => {
+                        // Frames keep this memory: none of it beyond what arrived.
+                        octets.shrink_to_fit();
+                        *buf = BytesMut::from(Bytes::from(octets));
+                    }
+                    (_, Arrival::Lent(filled)) => {
+                        buf.reserve(arrived);
                         buf.extend_from_slice(filled);
                     }
                 }
-                Ok(filled.len())
+                Ok(arrived)
             })
         })
-        .await?
+        .await
     }
 
     /// Moves the start of a frame of `total` octets out of `buf` into its own buffer.
@@ -159,7 +226,7 @@ impl Pending {
             // Done, or the stream ended inside the frame: what arrived is decoded (or reported
             // truncated) from `buf`.
             if let Some((frame, _)) = self.large.take() {
-                self.buf = BytesMut::from(bytes::Bytes::from(frame));
+                self.buf = BytesMut::from(Bytes::from(frame));
             }
         }
         Ok(read)
@@ -172,24 +239,18 @@ fn reserve_towards(frame: &mut Vec<u8>, held: usize, total: usize) -> io::Result
     let target = total.min(held + STEP.max(held));
     frame
         .try_reserve_exact(target.saturating_sub(frame.len()))
-        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the frame being read"))
+        .map_err(|_| out_of_memory())
 }
 
 /// Reads at most [`SCRATCH_LEN`] octets of `stream` and drops them; returns how many (0: the
 /// end of the stream).
 pub(crate) async fn discard<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read(stream, cx, SCRATCH_LEN, |filled| filled.len())).await
-}
-
-fn read_into<R: AsyncRead + Unpin, T>(
-    space: &mut [u8],
-    stream: &mut R,
-    cx: &mut Context<'_>,
-    take: impl FnOnce(&[u8]) -> T,
-) -> Poll<io::Result<T>> {
-    let mut read = ReadBuf::new(space);
-    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
-    Poll::Ready(Ok(take(read.filled())))
+    std::future::poll_fn(|cx| {
+        poll_read(stream, cx, SCRATCH_LEN, false, |arrival| {
+            Ok(arrival.octets().len())
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -253,6 +314,60 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(frames[0].payload, payload);
         assert_eq!(&frames[1].payload[..], b"next");
+    }
+
+    #[tokio::test]
+    async fn a_large_arrival_keeps_the_scratch_memory_shrunk_to_what_arrived() {
+        let mut codec = FrameCodec::new(32 << 20);
+        let bytes = wire(&Frame::message(1, Bytes::from(vec![3u8; 16 << 10])));
+        let (mut peer, mut stream) = tokio::io::duplex(1 << 17);
+        peer.write_all(&bytes).await.unwrap();
+        let mut pending = Pending::default();
+        let read = pending
+            .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+            .await
+            .unwrap();
+        assert_eq!(read, bytes.len());
+        assert_eq!(
+            pending.buf.capacity(),
+            bytes.len(),
+            "the frame holds no more than arrived"
+        );
+        let frame = codec.decode(&mut pending.buf).unwrap().unwrap();
+        assert_eq!(frame.payload.len(), 16 << 10);
+
+        // The thread's next read takes a new scratch.
+        let small = wire(&Frame::message(2, Bytes::from_static(b"after")));
+        peer.write_all(&small).await.unwrap();
+        pending
+            .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+            .await
+            .unwrap();
+        assert_eq!(
+            &codec.decode(&mut pending.buf).unwrap().unwrap().payload[..],
+            b"after"
+        );
+        assert!(
+            frame.payload.iter().all(|&octet| octet == 3),
+            "the first frame is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_arrival_inside_a_longer_frame_holds_at_most_that_frame() {
+        let codec = FrameCodec::new(32 << 20);
+        let mut bytes = wire(&Frame::message(1, Bytes::from(vec![4u8; 40_000])));
+        bytes.truncate(10_000);
+        let (mut peer, mut stream) = tokio::io::duplex(1 << 17);
+        peer.write_all(&bytes).await.unwrap();
+        let mut pending = Pending::default();
+        pending
+            .read_more(&mut stream, SCRATCH_LEN, |b| codec.frame_len(b))
+            .await
+            .unwrap();
+        let (frame, total) = pending.large.as_ref().expect("the frame has begun");
+        assert_eq!((frame.len(), *total), (10_000, 40_009));
+        assert!(frame.capacity() <= 40_009, "{} octets held", frame.capacity());
     }
 
     #[tokio::test]
