@@ -55,38 +55,31 @@ fn poll_read<R: AsyncRead + Unpin, T>(
     take: impl FnOnce(Arrival<'_>) -> io::Result<T>,
 ) -> Poll<io::Result<T>> {
     let limit = limit.min(SCRATCH_LEN);
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => read_into(&mut scratch, stream, cx, limit, keep, take),
-        Err(_) => read_into(&mut Vec::new(), stream, cx, limit, keep, take),
+    SCRATCH.with(|scratch| {
+        let (mut borrowed, mut nested) = (scratch.try_borrow_mut(), Vec::new());
+        let space = match &mut borrowed {
+            Ok(scratch) => &mut **scratch,
+            Err(_) => &mut nested,
+        };
+        space.clear();
+        if space.capacity() < limit {
+            // Not zeroed: the read writes before anything is read back.
+            space
+                .try_reserve_exact(SCRATCH_LEN)
+                .map_err(|_| out_of_memory())?;
+        }
+        ready!(tokio_util::io::poll_read_buf(
+            Pin::new(stream),
+            cx,
+            &mut (&mut *space).limit(limit)
+        ))?;
+        if keep && space.len() >= KEEP {
+            return Poll::Ready(take(Arrival::Kept(std::mem::take(space))));
+        }
+        let taken = take(Arrival::Lent(space));
+        space.clear();
+        Poll::Ready(taken)
     })
-}
-
-fn read_into<R: AsyncRead + Unpin, T>(
-    space: &mut Vec<u8>,
-    stream: &mut R,
-    cx: &mut Context<'_>,
-    limit: usize,
-    keep: bool,
-    take: impl FnOnce(Arrival<'_>) -> io::Result<T>,
-) -> Poll<io::Result<T>> {
-    space.clear();
-    if space.capacity() < limit {
-        // Not zeroed: the read writes before anything is read back.
-        space
-            .try_reserve_exact(SCRATCH_LEN)
-            .map_err(|_| out_of_memory())?;
-    }
-    ready!(tokio_util::io::poll_read_buf(
-        Pin::new(stream),
-        cx,
-        &mut (&mut *space).limit(limit)
-    ))?;
-    if keep && space.len() >= KEEP {
-        return Poll::Ready(take(Arrival::Kept(std::mem::take(space))));
-    }
-    let taken = take(Arrival::Lent(space));
-    space.clear();
-    Poll::Ready(taken)
 }
 
 fn out_of_memory() -> io::Error {
